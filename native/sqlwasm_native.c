@@ -1,0 +1,993 @@
+/*
+ * sqlwasm's per-row path: SQL function callbacks that call straight into a
+ * guest's exports through wasmtime_func_call_unchecked.
+ *
+ * This file is both a cffi extension (Python sets things up) and a SQLite
+ * loadable extension (SQLite calls the functions). It never calls Python.
+ * SQLite is reached only through the routines pointer each connection's
+ * load_extension() hands over: APSW's SQLite exports no symbols, and another
+ * SQLite in the process would hand a different pointer.
+ */
+#include "sqlwasm_native.h"
+#include "wasmtime_abi.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3ext.h>
+
+#define SW_PUBLIC __attribute__((visibility("default")))
+
+/* Value types and ABIs as numbered in sqlwasm/_manifest.py. */
+enum { SW_T_INTEGER = 1, SW_T_REAL = 2, SW_T_TEXT = 3, SW_T_BLOB = 4, SW_T_ANY = 5 };
+enum { SW_ABI_RAW = 0, SW_ABI_MSGPACK = 1 };
+
+/* SQLite's own ceiling on function arguments (SQLITE_MAX_FUNCTION_ARG). */
+#define SW_MAX_ARGS 1000
+#define SW_ERRMSG_MAX 600
+
+static sw_wasmtime_api wt;
+static int wt_bound;
+
+typedef struct sw_instance sw_instance;
+typedef struct sw_function sw_function;
+
+struct sw_conn {
+    const sqlite3_api_routines *api;
+    sqlite3 *db;
+    long refs;
+    sw_instance **instances;
+    int n_instances;
+    sw_function **functions;
+    int n_functions;
+};
+
+struct sw_instance {
+    sw_conn *conn;
+    sw_wasmtime_context *context;
+    sw_wasmtime_memory memory;
+    sw_wasmtime_func alloc;
+    int has_alloc;
+    uint32_t max_result_bytes;
+    uint64_t fuel_per_call;        /* 0: fuel metering off */
+    uint64_t epoch_ticks_per_call; /* 0: no deadline */
+    char *name;
+};
+
+struct sw_function {
+    sw_instance *inst;
+    sw_wasmtime_func func;
+    char *sql_name;
+    char *export_name;
+    char *label; /* "module.function", the prefix of every error message */
+    int abi;
+    int returns;
+    int null_call;
+    int n_args;
+    int vararg_type; /* 0: fixed arity */
+    uint8_t arg_types[];
+};
+
+/* ------------------------------------------------------------------ setup */
+
+static _Thread_local const sqlite3_api_routines *tls_loaded_api;
+
+/* The loadable-extension entry point. Registration happens afterwards, from
+   Python, with the pointer kept per connection. */
+SW_PUBLIC int sqlite3_sqlwasm_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines *api)
+{
+    (void)db;
+    (void)errmsg;
+    tls_loaded_api = api;
+    return SQLITE_OK;
+}
+
+const void *sw_take_api(void)
+{
+    const void *api = tls_loaded_api;
+    tls_loaded_api = NULL;
+    return api;
+}
+
+const char *sw_bind_wasmtime(const char *library_path)
+{
+    if (wt_bound)
+        return NULL;
+    /* RTLD_NOLOAD: use the copy wasmtime-py already loaded, never a second one. */
+    void *lib = dlopen(library_path, RTLD_NOW | RTLD_NOLOAD);
+    if (!lib)
+        return "libwasmtime is not loaded in this process";
+#define SW_BIND(field, symbol)                                   \
+    do {                                                         \
+        *(void **)(&wt.field) = dlsym(lib, symbol);              \
+        if (!wt.field)                                           \
+            return "libwasmtime lacks " symbol;                  \
+    } while (0)
+    SW_BIND(func_call_unchecked, "wasmtime_func_call_unchecked");
+    SW_BIND(memory_data, "wasmtime_memory_data");
+    SW_BIND(memory_data_size, "wasmtime_memory_data_size");
+    SW_BIND(trap_message, "wasm_trap_message");
+    SW_BIND(trap_code, "wasmtime_trap_code");
+    SW_BIND(trap_delete, "wasm_trap_delete");
+    SW_BIND(error_message, "wasmtime_error_message");
+    SW_BIND(error_delete, "wasmtime_error_delete");
+    SW_BIND(byte_vec_delete, "wasm_byte_vec_delete");
+    SW_BIND(context_set_fuel, "wasmtime_context_set_fuel");
+    SW_BIND(context_set_epoch_deadline, "wasmtime_context_set_epoch_deadline");
+#undef SW_BIND
+    wt_bound = 1;
+    return NULL;
+}
+
+size_t sw_sizeof_func(void) { return sizeof(sw_wasmtime_func); }
+size_t sw_sizeof_memory(void) { return sizeof(sw_wasmtime_memory); }
+size_t sw_sizeof_val_raw(void) { return sizeof(sw_val_raw); }
+
+static char *sw_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *copy = malloc(n);
+    if (copy)
+        memcpy(copy, s, n);
+    return copy;
+}
+
+static void sw_conn_free(sw_conn *conn)
+{
+    for (int i = 0; i < conn->n_functions; i++) {
+        sw_function *f = conn->functions[i];
+        free(f->sql_name);
+        free(f->export_name);
+        free(f->label);
+        free(f);
+    }
+    for (int i = 0; i < conn->n_instances; i++) {
+        free(conn->instances[i]->name);
+        free(conn->instances[i]);
+    }
+    free(conn->functions);
+    free(conn->instances);
+    free(conn);
+}
+
+void sw_conn_release(sw_conn *conn)
+{
+    if (conn && __atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        sw_conn_free(conn);
+}
+
+static void sw_conn_retain(sw_conn *conn) { __atomic_add_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL); }
+
+/* xDestroy of wasm_call (user data: the connection state) and of every
+   guest function (user data: its sw_function): one reference each. */
+static void sw_conn_release_cb(void *conn) { sw_conn_release(conn); }
+static void sw_function_destroy(void *f) { sw_conn_release(((sw_function *)f)->inst->conn); }
+
+/* ------------------------------------------------------------ call errors */
+
+static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *fmt, ...)
+{
+    char msg[SW_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    api->result_error(ctx, msg, -1);
+}
+
+static const char *sw_trap_kind(uint8_t code)
+{
+    switch (code) {
+    case SW_TRAP_STACK_OVERFLOW: return "stack overflow";
+    case SW_TRAP_MEMORY_OUT_OF_BOUNDS: return "out-of-bounds memory access";
+    case SW_TRAP_HEAP_MISALIGNED: return "misaligned memory access";
+    case SW_TRAP_TABLE_OUT_OF_BOUNDS: return "out-of-bounds table access";
+    case SW_TRAP_INDIRECT_CALL_TO_NULL: return "indirect call to null";
+    case SW_TRAP_BAD_SIGNATURE: return "indirect call signature mismatch";
+    case SW_TRAP_INTEGER_OVERFLOW: return "integer overflow";
+    case SW_TRAP_INTEGER_DIVISION_BY_ZERO: return "integer division by zero";
+    case SW_TRAP_BAD_CONVERSION_TO_INTEGER: return "invalid conversion to integer";
+    case SW_TRAP_UNREACHABLE: return "unreachable";
+    case SW_TRAP_INTERRUPT: return "interrupted (time limit)";
+    case SW_TRAP_OUT_OF_FUEL: return "out of fuel";
+    default: return "trap";
+    }
+}
+
+/* The cause in a wasmtime message: its last non-empty line (the lines
+   before it are a backtrace), without the "wasm trap: " prefix. */
+static void sw_message_cause(const sw_byte_vec *v, const char **start, int *len)
+{
+    size_t end = v->size;
+    while (end > 0 && (v->data[end - 1] == '\n' || v->data[end - 1] == ' ' || v->data[end - 1] == '\0'))
+        end--;
+    size_t begin = end;
+    while (begin > 0 && v->data[begin - 1] != '\n')
+        begin--;
+    while (begin < end && v->data[begin] == ' ')
+        begin++;
+    static const char prefix[] = "wasm trap: ";
+    if (end - begin >= sizeof prefix - 1 && memcmp(v->data + begin, prefix, sizeof prefix - 1) == 0)
+        begin += sizeof prefix - 1;
+    *start = v->data ? v->data + begin : "";
+    *len = end - begin > 300 ? 300 : (int)(end - begin);
+}
+
+/* Reports a failed call into the guest and frees what wasmtime returned. */
+static void sw_report_failure(sqlite3_context *ctx, const sw_function *f, const char *what,
+                              sw_wasmtime_error *err, sw_wasm_trap *trap)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_byte_vec msg = {0, NULL};
+    if (trap) {
+        uint8_t code = 0xff;
+        int has_code = wt.trap_code(trap, &code);
+        wt.trap_message(trap, &msg);
+        const char *cause;
+        int cause_len;
+        sw_message_cause(&msg, &cause, &cause_len);
+        sw_errorf(ctx, api, "%s: %s (%s): %.*s", f->label, what, has_code ? sw_trap_kind(code) : "trap",
+                  cause_len, cause);
+        wt.byte_vec_delete(&msg);
+        wt.trap_delete(trap);
+    } else {
+        wt.error_message(err, &msg);
+        const char *cause;
+        int cause_len;
+        sw_message_cause(&msg, &cause, &cause_len);
+        sw_errorf(ctx, api, "%s: %s failed: %.*s", f->label, what, cause_len, cause);
+        wt.byte_vec_delete(&msg);
+        wt.error_delete(err);
+    }
+}
+
+/* One call into the guest, with the per-call limits applied first. */
+static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wasmtime_func *func,
+                         const char *what, sw_val_raw *vals, size_t n_vals)
+{
+    sw_instance *inst = f->inst;
+    if (inst->fuel_per_call) {
+        sw_wasmtime_error *err = wt.context_set_fuel(inst->context, inst->fuel_per_call);
+        if (err) {
+            sw_report_failure(ctx, f, "setting fuel", err, NULL);
+            return 0;
+        }
+    }
+    if (inst->epoch_ticks_per_call)
+        wt.context_set_epoch_deadline(inst->context, inst->epoch_ticks_per_call);
+    sw_wasm_trap *trap = NULL;
+    sw_wasmtime_error *err = wt.func_call_unchecked(inst->context, func, vals, n_vals, &trap);
+    if (err || trap) {
+        sw_report_failure(ctx, f, what, err, trap);
+        return 0;
+    }
+    return 1;
+}
+
+static const char *sw_type_name(int t)
+{
+    switch (t) {
+    case SW_T_INTEGER: return "integer";
+    case SW_T_REAL: return "real";
+    case SW_T_TEXT: return "text";
+    case SW_T_BLOB: return "blob";
+    default: return "any";
+    }
+}
+
+static const char *sw_sql_type_name(int t)
+{
+    switch (t) {
+    case SQLITE_INTEGER: return "INTEGER";
+    case SQLITE_FLOAT: return "REAL";
+    case SQLITE_TEXT: return "TEXT";
+    case SQLITE_BLOB: return "BLOB";
+    default: return "NULL";
+    }
+}
+
+static int sw_arg_type(const sw_function *f, int i)
+{
+    return i < f->n_args ? f->arg_types[i] : f->vararg_type;
+}
+
+/* ---------------------------------------------------------------- raw ABI */
+
+static void sw_call_raw(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_val_raw vals[SW_MAX_ARGS];
+    for (int i = 0; i < argc; i++) {
+        sqlite3_value *v = argv[i];
+        int declared = f->arg_types[i];
+        switch (api->value_type(v)) {
+        case SQLITE_INTEGER:
+            if (declared == SW_T_INTEGER)
+                vals[i].i64 = api->value_int64(v);
+            else
+                vals[i].f64 = (double)api->value_int64(v);
+            break;
+        case SQLITE_FLOAT:
+            if (declared == SW_T_REAL)
+                vals[i].f64 = api->value_double(v);
+            else
+                vals[i].i64 = api->value_int64(v);
+            break;
+        case SQLITE_NULL:
+            /* raw functions are always null = "strict" (checked at load) */
+            api->result_null(ctx);
+            return;
+        default:
+            sw_errorf(ctx, api, "%s: argument %d is %s, expected %s", f->label, i + 1,
+                      sw_sql_type_name(api->value_type(v)), sw_type_name(declared));
+            return;
+        }
+    }
+    if (!sw_guest_call(ctx, f, &f->func, "trap", vals, argc > 0 ? (size_t)argc : 1))
+        return;
+    if (f->returns == SW_T_INTEGER)
+        api->result_int64(ctx, vals[0].i64);
+    else
+        api->result_double(ctx, vals[0].f64);
+}
+
+/* ------------------------------------------------------------ msgpack ABI */
+
+/* One argument, read from SQLite and converted to its declared type. */
+typedef struct {
+    int kind; /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB, SQLITE_NULL */
+    int64_t i;
+    double d;
+    const void *p;
+    uint32_t n;
+} sw_cell;
+
+static size_t sw_int_size(int64_t i)
+{
+    if (i >= -32 && i <= 127) return 1;
+    if (i >= 0) return i <= 0xff ? 2 : i <= 0xffff ? 3 : i <= 0xffffffffLL ? 5 : 9;
+    return i >= INT8_MIN ? 2 : i >= INT16_MIN ? 3 : i >= INT32_MIN ? 5 : 9;
+}
+
+static size_t sw_cell_size(const sw_cell *c)
+{
+    switch (c->kind) {
+    case SQLITE_INTEGER: return sw_int_size(c->i);
+    case SQLITE_FLOAT: return 9;
+    case SQLITE_TEXT: return (c->n < 32 ? 1 : c->n <= 0xff ? 2 : c->n <= 0xffff ? 3 : 5) + (size_t)c->n;
+    case SQLITE_BLOB: return (c->n <= 0xff ? 2 : c->n <= 0xffff ? 3 : 5) + (size_t)c->n;
+    default: return 1;
+    }
+}
+
+static uint8_t *sw_put_be(uint8_t *out, uint64_t v, int bytes)
+{
+    for (int k = bytes - 1; k >= 0; k--)
+        *out++ = (uint8_t)(v >> (8 * k));
+    return out;
+}
+
+static uint8_t *sw_put_header(uint8_t *out, uint32_t n, uint8_t b8, uint8_t b16, uint8_t b32)
+{
+    if (n <= 0xff && b8) {
+        *out++ = b8;
+        return sw_put_be(out, n, 1);
+    }
+    if (n <= 0xffff) {
+        *out++ = b16;
+        return sw_put_be(out, n, 2);
+    }
+    *out++ = b32;
+    return sw_put_be(out, n, 4);
+}
+
+static uint8_t *sw_put_cell(uint8_t *out, const sw_cell *c)
+{
+    switch (c->kind) {
+    case SQLITE_INTEGER: {
+        int64_t i = c->i;
+        if (i >= -32 && i <= 127) {
+            *out++ = (uint8_t)i;
+            return out;
+        }
+        if (i >= 0) {
+            if (i <= 0xff) { *out++ = 0xcc; return sw_put_be(out, (uint64_t)i, 1); }
+            if (i <= 0xffff) { *out++ = 0xcd; return sw_put_be(out, (uint64_t)i, 2); }
+            if (i <= 0xffffffffLL) { *out++ = 0xce; return sw_put_be(out, (uint64_t)i, 4); }
+            *out++ = 0xd3;
+            return sw_put_be(out, (uint64_t)i, 8);
+        }
+        if (i >= INT8_MIN) { *out++ = 0xd0; return sw_put_be(out, (uint64_t)i, 1); }
+        if (i >= INT16_MIN) { *out++ = 0xd1; return sw_put_be(out, (uint64_t)i, 2); }
+        if (i >= INT32_MIN) { *out++ = 0xd2; return sw_put_be(out, (uint64_t)i, 4); }
+        *out++ = 0xd3;
+        return sw_put_be(out, (uint64_t)i, 8);
+    }
+    case SQLITE_FLOAT: {
+        uint64_t bits;
+        memcpy(&bits, &c->d, 8);
+        *out++ = 0xcb;
+        return sw_put_be(out, bits, 8);
+    }
+    case SQLITE_TEXT:
+        if (c->n < 32)
+            *out++ = (uint8_t)(0xa0 | c->n);
+        else
+            out = sw_put_header(out, c->n, 0xd9, 0xda, 0xdb);
+        memcpy(out, c->p, c->n);
+        return out + c->n;
+    case SQLITE_BLOB:
+        out = sw_put_header(out, c->n, 0xc4, 0xc5, 0xc6);
+        memcpy(out, c->p, c->n);
+        return out + c->n;
+    default:
+        *out++ = 0xc0;
+        return out;
+    }
+}
+
+/* Reads argument i as its declared type. Returns 0 (with the error set) if it
+   cannot be converted, -1 if it is NULL under null = "strict". */
+static int sw_read_cell(sqlite3_context *ctx, const sw_function *f, int i, sqlite3_value *v, sw_cell *c)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    int declared = sw_arg_type(f, i);
+    int kind = api->value_type(v);
+    if (kind == SQLITE_NULL) {
+        if (!f->null_call)
+            return -1;
+        c->kind = SQLITE_NULL;
+        return 1;
+    }
+    switch (declared) {
+    case SW_T_INTEGER:
+        if (kind != SQLITE_INTEGER && kind != SQLITE_FLOAT)
+            goto mismatch;
+        c->kind = SQLITE_INTEGER;
+        c->i = api->value_int64(v);
+        return 1;
+    case SW_T_REAL:
+        if (kind != SQLITE_INTEGER && kind != SQLITE_FLOAT)
+            goto mismatch;
+        c->kind = SQLITE_FLOAT;
+        c->d = api->value_double(v);
+        return 1;
+    case SW_T_TEXT:
+        if (kind == SQLITE_BLOB)
+            goto mismatch;
+        kind = SQLITE_TEXT;
+        break;
+    case SW_T_BLOB:
+        if (kind != SQLITE_BLOB && kind != SQLITE_TEXT)
+            goto mismatch;
+        kind = SQLITE_BLOB;
+        break;
+    default: /* any: as SQLite holds it */
+        break;
+    }
+    c->kind = kind;
+    if (kind == SQLITE_INTEGER) {
+        c->i = api->value_int64(v);
+    } else if (kind == SQLITE_FLOAT) {
+        c->d = api->value_double(v);
+    } else {
+        const void *p = kind == SQLITE_TEXT ? (const void *)api->value_text(v) : api->value_blob(v);
+        int n = api->value_bytes(v);
+        if (!p && n > 0) {
+            api->result_error_nomem(ctx);
+            return 0;
+        }
+        c->p = p ? p : "";
+        c->n = (uint32_t)n;
+    }
+    return 1;
+mismatch:
+    sw_errorf(ctx, api, "%s: argument %d is %s, expected %s", f->label, i + 1, sw_sql_type_name(kind),
+              sw_type_name(declared));
+    return 0;
+}
+
+/* A bounds-checked reader over the guest's result. */
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} sw_reader;
+
+static int sw_take(sw_reader *r, size_t n, const uint8_t **out)
+{
+    if ((size_t)(r->end - r->p) < n)
+        return 0;
+    *out = r->p;
+    r->p += n;
+    return 1;
+}
+
+static int sw_take_be(sw_reader *r, int bytes, uint64_t *out)
+{
+    const uint8_t *b;
+    if (!sw_take(r, (size_t)bytes, &b))
+        return 0;
+    uint64_t v = 0;
+    for (int k = 0; k < bytes; k++)
+        v = (v << 8) | b[k];
+    *out = v;
+    return 1;
+}
+
+static int sw_utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
+        else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
+        else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
+        else return 0;
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* Reads a str header (fixstr, str8/16/32); returns 0 if the next value is not a str. */
+static int sw_read_str(sw_reader *r, const uint8_t **s, uint32_t *n)
+{
+    uint64_t len;
+    const uint8_t *tag;
+    if (!sw_take(r, 1, &tag))
+        return 0;
+    if ((*tag & 0xe0) == 0xa0)
+        len = *tag & 0x1f;
+    else if (*tag == 0xd9 || *tag == 0xda || *tag == 0xdb) {
+        if (!sw_take_be(r, 1 << (*tag - 0xd9), &len))
+            return 0;
+    } else
+        return 0;
+    if (!sw_take(r, (size_t)len, s))
+        return 0;
+    *n = (uint32_t)len;
+    return 1;
+}
+
+/* Sets the SQL result from one msgpack value and checks it is all there is. */
+static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint8_t *p, uint32_t n)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_reader r = {p, p + n};
+    const uint8_t *tag;
+    uint64_t u;
+    int kind;
+    int64_t i = 0;
+    double d = 0;
+    const uint8_t *bytes = NULL;
+    uint32_t len = 0;
+
+    if (!sw_take(&r, 1, &tag))
+        goto truncated;
+    uint8_t t = *tag;
+    if (t <= 0x7f || t >= 0xe0) {
+        kind = SQLITE_INTEGER;
+        i = (int8_t)t;
+    } else if (t == 0xc0) {
+        kind = SQLITE_NULL;
+    } else if (t == 0xc2 || t == 0xc3) {
+        kind = SQLITE_INTEGER;
+        i = t == 0xc3;
+    } else if (t >= 0xcc && t <= 0xcf) {
+        if (!sw_take_be(&r, 1 << (t - 0xcc), &u))
+            goto truncated;
+        if (u > INT64_MAX) {
+            sw_errorf(ctx, api, "%s: result integer %llu is out of the int64 range", f->label,
+                      (unsigned long long)u);
+            return;
+        }
+        kind = SQLITE_INTEGER;
+        i = (int64_t)u;
+    } else if (t >= 0xd0 && t <= 0xd3) {
+        int bytes_n = 1 << (t - 0xd0);
+        if (!sw_take_be(&r, bytes_n, &u))
+            goto truncated;
+        int shift = 64 - 8 * bytes_n; /* sign-extend */
+        kind = SQLITE_INTEGER;
+        i = shift ? (int64_t)(u << shift) >> shift : (int64_t)u;
+    } else if (t == 0xca) {
+        if (!sw_take_be(&r, 4, &u))
+            goto truncated;
+        uint32_t bits = (uint32_t)u;
+        float fl;
+        memcpy(&fl, &bits, 4);
+        kind = SQLITE_FLOAT;
+        d = fl;
+    } else if (t == 0xcb) {
+        if (!sw_take_be(&r, 8, &u))
+            goto truncated;
+        memcpy(&d, &u, 8);
+        kind = SQLITE_FLOAT;
+    } else if ((t & 0xe0) == 0xa0 || (t >= 0xd9 && t <= 0xdb)) {
+        r.p--;
+        if (!sw_read_str(&r, &bytes, &len))
+            goto truncated;
+        if (!sw_utf8_valid(bytes, len)) {
+            sw_errorf(ctx, api, "%s: result text is not valid UTF-8", f->label);
+            return;
+        }
+        kind = SQLITE_TEXT;
+    } else if (t >= 0xc4 && t <= 0xc6) {
+        if (!sw_take_be(&r, 1 << (t - 0xc4), &u) || !sw_take(&r, (size_t)u, &bytes))
+            goto truncated;
+        len = (uint32_t)u;
+        kind = SQLITE_BLOB;
+    } else if (t == 0x81 || t == 0xde || t == 0xdf) {
+        /* Only {"error": "message"} is a valid map. */
+        if (t != 0x81) {
+            if (!sw_take_be(&r, t == 0xde ? 2 : 4, &u))
+                goto truncated;
+            if (u != 1)
+                goto bad_map;
+        }
+        const uint8_t *key, *msg;
+        uint32_t key_len, msg_len;
+        if (!sw_read_str(&r, &key, &key_len) || key_len != 5 || memcmp(key, "error", 5) != 0)
+            goto bad_map;
+        if (!sw_read_str(&r, &msg, &msg_len))
+            goto bad_map;
+        if (r.p != r.end)
+            goto trailing;
+        if (!sw_utf8_valid(msg, msg_len)) {
+            sw_errorf(ctx, api, "%s: guest error (message is not valid UTF-8)", f->label);
+            return;
+        }
+        sw_errorf(ctx, api, "%s: %.*s", f->label, (int)(msg_len > 500 ? 500 : msg_len), (const char *)msg);
+        return;
+    } else {
+        sw_errorf(ctx, api, "%s: result has unsupported msgpack type 0x%02x", f->label, t);
+        return;
+    }
+    if (r.p != r.end)
+        goto trailing;
+
+    /* The declared return type decides what the guest may hand back. */
+    switch (f->returns) {
+    case SW_T_INTEGER:
+        if (kind != SQLITE_INTEGER && kind != SQLITE_NULL)
+            goto wrong_type;
+        break;
+    case SW_T_REAL:
+        if (kind == SQLITE_INTEGER) {
+            kind = SQLITE_FLOAT;
+            d = (double)i;
+        } else if (kind != SQLITE_FLOAT && kind != SQLITE_NULL)
+            goto wrong_type;
+        break;
+    case SW_T_TEXT:
+        if (kind != SQLITE_TEXT && kind != SQLITE_NULL)
+            goto wrong_type;
+        break;
+    case SW_T_BLOB:
+        if (kind != SQLITE_BLOB && kind != SQLITE_NULL)
+            goto wrong_type;
+        break;
+    default:
+        break;
+    }
+    switch (kind) {
+    case SQLITE_INTEGER: api->result_int64(ctx, i); break;
+    case SQLITE_FLOAT: api->result_double(ctx, d); break;
+    case SQLITE_TEXT: api->result_text(ctx, (const char *)bytes, (int)len, SQLITE_TRANSIENT); break;
+    case SQLITE_BLOB: api->result_blob(ctx, bytes, (int)len, SQLITE_TRANSIENT); break;
+    default: api->result_null(ctx); break;
+    }
+    return;
+
+truncated:
+    sw_errorf(ctx, api, "%s: result msgpack is truncated", f->label);
+    return;
+trailing:
+    sw_errorf(ctx, api, "%s: result has %ld trailing bytes after the msgpack value", f->label,
+              (long)(r.end - r.p));
+    return;
+bad_map:
+    sw_errorf(ctx, api, "%s: result map must be {\"error\": text}", f->label);
+    return;
+wrong_type:
+    sw_errorf(ctx, api, "%s: result is %s, declared %s", f->label, sw_sql_type_name(kind),
+              sw_type_name(f->returns));
+}
+
+static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_instance *inst = f->inst;
+    sw_cell cells[SW_MAX_ARGS];
+    size_t total = argc < 16 ? 1 : argc <= 0xffff ? 3 : 5;
+    for (int i = 0; i < argc; i++) {
+        int ok = sw_read_cell(ctx, f, i, argv[i], &cells[i]);
+        if (ok < 0) {
+            api->result_null(ctx);
+            return;
+        }
+        if (!ok)
+            return;
+        total += sw_cell_size(&cells[i]);
+    }
+    if (total > INT32_MAX) {
+        sw_errorf(ctx, api, "%s: arguments are %zu bytes, over the 2 GiB limit", f->label, total);
+        return;
+    }
+
+    sw_val_raw vals[2];
+    vals[0].i32 = (int32_t)total;
+    if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
+        return;
+    uint32_t ptr = (uint32_t)vals[0].i32;
+    /* memory.grow may have moved the base: fetch it after every call */
+    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
+    size_t mem_size = wt.memory_data_size(inst->context, &inst->memory);
+    if (ptr == 0 || (uint64_t)ptr + total > mem_size) {
+        sw_errorf(ctx, api, "%s: sqlwasm_alloc(%zu) returned %u, outside the %zu-byte memory", f->label,
+                  total, ptr, mem_size);
+        return;
+    }
+    uint8_t *out = mem + ptr;
+    if (argc < 16)
+        *out++ = (uint8_t)(0x90 | argc);
+    else
+        out = sw_put_header(out, (uint32_t)argc, 0, 0xdc, 0xdd);
+    for (int i = 0; i < argc; i++)
+        out = sw_put_cell(out, &cells[i]);
+
+    vals[0].i32 = (int32_t)ptr;
+    vals[1].i32 = (int32_t)total;
+    if (!sw_guest_call(ctx, f, &f->func, "trap", vals, 2))
+        return;
+    uint64_t packed = (uint64_t)vals[0].i64;
+    uint32_t rptr = (uint32_t)(packed >> 32);
+    uint32_t rlen = (uint32_t)packed;
+    mem = wt.memory_data(inst->context, &inst->memory);
+    mem_size = wt.memory_data_size(inst->context, &inst->memory);
+    if (rlen > inst->max_result_bytes) {
+        sw_errorf(ctx, api, "%s: result is %u bytes, over the %u-byte result limit", f->label, rlen,
+                  inst->max_result_bytes);
+        return;
+    }
+    if ((uint64_t)rptr + rlen > mem_size) {
+        sw_errorf(ctx, api, "%s: result (ptr %u, len %u) lies outside the %zu-byte memory", f->label,
+                  rptr, rlen, mem_size);
+        return;
+    }
+    sw_set_result(ctx, f, mem + rptr, rlen);
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+static void sw_invoke(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    if (f->vararg_type ? argc < f->n_args : argc != f->n_args) {
+        sw_errorf(ctx, f->inst->conn->api, "%s: takes %s%d argument%s, got %d", f->label,
+                  f->vararg_type ? "at least " : "", f->n_args, f->n_args == 1 ? "" : "s", argc);
+        return;
+    }
+    if (f->abi == SW_ABI_RAW)
+        sw_call_raw(ctx, f, argc, argv);
+    else
+        sw_call_msgpack(ctx, f, argc, argv);
+}
+
+/* wasm_call(module, function, args...): dispatch by name at run time. */
+static void sw_wasm_call(sqlite3_context *ctx, sw_conn *conn, int argc, sqlite3_value **argv)
+{
+    const sqlite3_api_routines *api = conn->api;
+    if (argc < 2) {
+        api->result_error(ctx, "wasm_call(module, function, args...) needs a module and a function name", -1);
+        return;
+    }
+    const char *module = (const char *)api->value_text(argv[0]);
+    const char *name = (const char *)api->value_text(argv[1]);
+    if (api->value_type(argv[0]) != SQLITE_TEXT || api->value_type(argv[1]) != SQLITE_TEXT || !module || !name) {
+        api->result_error(ctx, "wasm_call: module and function names must be text", -1);
+        return;
+    }
+    int module_found = 0;
+    for (int i = 0; i < conn->n_functions; i++) {
+        const sw_function *f = conn->functions[i];
+        if (api->stricmp(f->inst->name, module) != 0)
+            continue;
+        module_found = 1;
+        if (api->stricmp(f->sql_name, name) == 0 || strcmp(f->export_name, name) == 0) {
+            sw_invoke(ctx, f, argc - 2, argv + 2);
+            return;
+        }
+    }
+    if (module_found)
+        sw_errorf(ctx, api, "wasm_call: module '%s' has no function '%s'", module, name);
+    else
+        sw_errorf(ctx, api, "wasm_call: no module '%s' is installed in this connection", module);
+}
+
+/*
+ * A callback needs the routines pointer before it can even ask SQLite for its
+ * user data, and one process may hold several SQLite libraries (APSW's, the
+ * stdlib's). So each distinct routines table gets a slot, and each slot its
+ * own set of callbacks that know their table.
+ */
+#define SW_API_SLOTS 4
+static const sqlite3_api_routines *sw_api_slots[SW_API_SLOTS];
+
+#define SW_SLOT_CALLBACKS(k)                                                             \
+    static void sw_scalar_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv)  \
+    {                                                                                    \
+        sw_invoke(ctx, sw_api_slots[k]->user_data(ctx), argc, argv);                     \
+    }                                                                                    \
+    static void sw_wasm_call_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv) \
+    {                                                                                    \
+        sw_wasm_call(ctx, sw_api_slots[k]->user_data(ctx), argc, argv);                  \
+    }
+
+SW_SLOT_CALLBACKS(0)
+SW_SLOT_CALLBACKS(1)
+SW_SLOT_CALLBACKS(2)
+SW_SLOT_CALLBACKS(3)
+
+typedef void (*sw_sql_cb)(sqlite3_context *, int, sqlite3_value **);
+static const sw_sql_cb sw_scalar_cbs[SW_API_SLOTS] = {sw_scalar_cb_0, sw_scalar_cb_1, sw_scalar_cb_2, sw_scalar_cb_3};
+static const sw_sql_cb sw_wasm_call_cbs[SW_API_SLOTS] = {sw_wasm_call_cb_0, sw_wasm_call_cb_1, sw_wasm_call_cb_2,
+                                                         sw_wasm_call_cb_3};
+
+/* The slot of a routines table, claiming a free one the first time. */
+static int sw_api_slot(const sqlite3_api_routines *api)
+{
+    for (int k = 0; k < SW_API_SLOTS; k++) {
+        const sqlite3_api_routines *seen = __atomic_load_n(&sw_api_slots[k], __ATOMIC_ACQUIRE);
+        if (seen == api)
+            return k;
+        if (seen == NULL) {
+            const sqlite3_api_routines *expected = NULL;
+            if (__atomic_compare_exchange_n(&sw_api_slots[k], &expected, api, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) ||
+                expected == api)
+                return k;
+        }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------- registration API */
+
+static void sw_errbuf(char *errbuf, size_t errbuf_len, const char *fmt, ...)
+{
+    if (!errbuf || !errbuf_len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errbuf_len, fmt, ap);
+    va_end(ap);
+}
+
+sw_conn *sw_conn_open(const void *api_ptr, void *db, char *errbuf, size_t errbuf_len)
+{
+    const sqlite3_api_routines *api = api_ptr;
+    if (!wt_bound) {
+        sw_errbuf(errbuf, errbuf_len, "wasmtime C API is not bound");
+        return NULL;
+    }
+    int slot = sw_api_slot(api);
+    if (slot < 0) {
+        sw_errbuf(errbuf, errbuf_len, "more than %d SQLite libraries in one process", SW_API_SLOTS);
+        return NULL;
+    }
+    sw_conn *conn = calloc(1, sizeof *conn);
+    if (!conn) {
+        sw_errbuf(errbuf, errbuf_len, "out of memory");
+        return NULL;
+    }
+    conn->api = api;
+    conn->db = db;
+    conn->refs = 2; /* the caller's and wasm_call's */
+    int rc = api->create_function_v2(db, "wasm_call", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, conn,
+                                     sw_wasm_call_cbs[slot], NULL, NULL, sw_conn_release_cb);
+    if (rc != SQLITE_OK) {
+        /* SQLite already ran the destructor: one reference is left. */
+        sw_errbuf(errbuf, errbuf_len, "registering wasm_call: %s", api->errmsg(db));
+        sw_conn_release(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *context, const void *memory,
+                         const void *alloc_func, uint32_t max_result_bytes, uint64_t fuel_per_call,
+                         uint64_t epoch_ticks_per_call)
+{
+    sw_instance **grown = realloc(conn->instances, (size_t)(conn->n_instances + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    conn->instances = grown;
+    sw_instance *inst = calloc(1, sizeof *inst);
+    if (!inst || !(inst->name = sw_strdup(module_name))) {
+        free(inst);
+        return -1;
+    }
+    inst->conn = conn;
+    inst->context = context;
+    memcpy(&inst->memory, memory, sizeof inst->memory);
+    if (alloc_func) {
+        memcpy(&inst->alloc, alloc_func, sizeof inst->alloc);
+        inst->has_alloc = 1;
+    }
+    inst->max_result_bytes = max_result_bytes;
+    inst->fuel_per_call = fuel_per_call;
+    inst->epoch_ticks_per_call = epoch_ticks_per_call;
+    conn->instances[conn->n_instances] = inst;
+    return conn->n_instances++;
+}
+
+int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, const char *export_name,
+                         const void *func, int abi, const uint8_t *arg_types, int n_args, int vararg_type,
+                         int returns, int null_call, int sqlite_flags, char *errbuf, size_t errbuf_len)
+{
+    if (instance < 0 || instance >= conn->n_instances || n_args < 0 || n_args > SW_MAX_ARGS ||
+        (abi != SW_ABI_RAW && abi != SW_ABI_MSGPACK) ||
+        (abi == SW_ABI_MSGPACK && !conn->instances[instance]->has_alloc) ||
+        (abi == SW_ABI_RAW && (vararg_type || null_call))) {
+        sw_errbuf(errbuf, errbuf_len, "invalid function description for %s", sql_name);
+        return SQLITE_MISUSE;
+    }
+    sw_function **grown = realloc(conn->functions, (size_t)(conn->n_functions + 1) * sizeof *grown);
+    if (!grown)
+        return SQLITE_NOMEM;
+    conn->functions = grown;
+    sw_function *f = calloc(1, sizeof *f + (size_t)n_args);
+    if (!f)
+        return SQLITE_NOMEM;
+    sw_instance *inst = conn->instances[instance];
+    size_t label_len = strlen(inst->name) + strlen(sql_name) + 2;
+    f->label = malloc(label_len);
+    f->sql_name = sw_strdup(sql_name);
+    f->export_name = sw_strdup(export_name);
+    if (!f->label || !f->sql_name || !f->export_name) {
+        free(f->label);
+        free(f->sql_name);
+        free(f->export_name);
+        free(f);
+        return SQLITE_NOMEM;
+    }
+    snprintf(f->label, label_len, "%s.%s", inst->name, sql_name);
+    f->inst = inst;
+    memcpy(&f->func, func, sizeof f->func);
+    f->abi = abi;
+    f->returns = returns;
+    f->null_call = null_call;
+    f->n_args = n_args;
+    f->vararg_type = vararg_type;
+    memcpy(f->arg_types, arg_types, (size_t)n_args);
+    /* Owned by conn from here on, whatever SQLite says. */
+    conn->functions[conn->n_functions++] = f;
+
+    const sqlite3_api_routines *api = conn->api;
+    int slot = sw_api_slot(api);
+    sw_conn_retain(conn);
+    int rc = api->create_function_v2(conn->db, sql_name, vararg_type ? -1 : n_args, SQLITE_UTF8 | sqlite_flags,
+                                     f, sw_scalar_cbs[slot], NULL, NULL, sw_function_destroy);
+    if (rc != SQLITE_OK)
+        sw_errbuf(errbuf, errbuf_len, "registering %s: %s", sql_name, api->errmsg(conn->db));
+    return rc;
+}

@@ -1,0 +1,28 @@
+"""sqlwasm: signed, sandboxed WebAssembly functions for SQLite through APSW.
+
+    import sqlwasm
+    conn = sqlwasm.connect("places.db", ["geo.wasm"], trusted_keys=["publisher.pub"])
+    conn.execute("SELECT geo_haversine(lat, lon, 51.5, -0.12) FROM places")
+"""
+
+from ._errors import CapabilityError, Error, ManifestError, MarshallingError, SignatureError, TrapError
+from ._manifest import FunctionSpec, Manifest
+from ._runtime import Module, Runtime, connect
+from ._signing import PublicKey
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapabilityError",
+    "Error",
+    "FunctionSpec",
+    "Manifest",
+    "ManifestError",
+    "MarshallingError",
+    "Module",
+    "PublicKey",
+    "Runtime",
+    "SignatureError",
+    "TrapError",
+    "connect",
+]

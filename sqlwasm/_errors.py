@@ -1,0 +1,25 @@
+"""sqlwasm's exception tree: everything it raises derives from Error."""
+
+
+class Error(Exception):
+    """Base class of every sqlwasm error."""
+
+
+class ManifestError(Error):
+    """A module's manifest is missing, malformed, or does not match its exports."""
+
+
+class SignatureError(Error):
+    """A module is unsigned, tampered with, or signed by a key that is not trusted."""
+
+
+class CapabilityError(Error):
+    """A module imports or needs something it did not declare or was not granted."""
+
+
+class MarshallingError(Error):
+    """A value could not cross the host/guest boundary."""
+
+
+class TrapError(Error):
+    """A guest trapped (unreachable, out of bounds, out of fuel, time limit...)."""

@@ -1,0 +1,280 @@
+"""The module manifest: what a module declares about itself.
+
+It lives in the custom section ``sqlwasm.manifest`` as UTF-8 JSON; authors
+write it as TOML and ``sqlwasm pack`` embeds it. docs/manifest.md is the
+contract; this module enforces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import apsw
+import wasmtime
+
+from ._errors import ManifestError
+
+MANIFEST_SECTION = "sqlwasm.manifest"
+FORMAT_VERSION = 1
+
+# Numbering shared with native/sqlwasm_native.c.
+VALUE_TYPES = {"integer": 1, "real": 2, "text": 3, "blob": 4, "any": 5}
+ABIS = {"raw": 0, "msgpack": 1}
+RAW_WASM_TYPES = {"integer": "i64", "real": "f64"}
+
+CAPABILITIES = ("log", "clock", "random")
+LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
+KINDS = ("scalar",)
+NULL_POLICIES = ("strict", "call")
+ALLOC_EXPORT = "sqlwasm_alloc"
+RESERVED_NAMES = frozenset({"wasm_call"})
+
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
+_MODULE_KEYS = {"sqlwasm", "name", "version", "description", "capabilities", "limits", "functions"}
+_FUNCTION_KEYS = {"name", "export", "kind", "abi", "args", "varargs", "returns", "deterministic", "null"}
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One SQL function a module provides."""
+
+    name: str
+    export: str
+    abi: str
+    args: tuple[str, ...]
+    returns: str
+    kind: str = "scalar"
+    varargs: str | None = None
+    deterministic: bool = False
+    null: str = "strict"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "export": self.export,
+            "kind": self.kind,
+            "abi": self.abi,
+            "args": list(self.args),
+        }
+        if self.varargs is not None:
+            out["varargs"] = self.varargs
+        out.update(returns=self.returns, deterministic=self.deterministic, null=self.null)
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    functions: tuple[FunctionSpec, ...]
+    description: str = ""
+    capabilities: tuple[str, ...] = ()
+    limits: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sqlwasm": FORMAT_VERSION, "name": self.name, "version": self.version}
+        if self.description:
+            out["description"] = self.description
+        out.update(
+            capabilities=list(self.capabilities),
+            limits=dict(self.limits),
+            functions=[f.to_json() for f in self.functions],
+        )
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The canonical section payload: compact JSON, fixed key order."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def sqlite_builtin_names() -> frozenset[str]:
+    """Names of the functions SQLite itself provides (lower case)."""
+    conn = apsw.Connection(":memory:")
+    try:
+        return frozenset(str(row[0]).lower() for row in conn.execute("SELECT name FROM pragma_function_list"))
+    finally:
+        conn.close()
+
+
+def _fail(where: str, problem: str) -> ManifestError:
+    return ManifestError(f"{where}: {problem}")
+
+
+def _require(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in obj:
+        raise _fail(where, f"missing key '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _fail(where, f"'{key}' must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    return _require(obj, key, kind, where) if key in obj else default
+
+
+def _check_keys(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise _fail(where, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}")
+
+
+def _parse_function(obj: Any, where: str) -> FunctionSpec:
+    if not isinstance(obj, dict):
+        raise _fail(where, "each function must be a table/object")
+    name = _require(obj, "name", str, where)
+    if not _SQL_NAME.fullmatch(name):
+        raise _fail(where, f"function name {name!r} is not a valid SQL identifier")
+    where = f"{where.rsplit(':', 1)[0]}: function '{name}'"
+    _check_keys(obj, _FUNCTION_KEYS, where)
+    if name.lower() in RESERVED_NAMES or name.lower() in sqlite_builtin_names():
+        raise _fail(where, "name clashes with a SQLite built-in function")
+    export = _optional(obj, "export", str, name, where)
+    kind = _optional(obj, "kind", str, "scalar", where)
+    if kind not in KINDS:
+        raise _fail(where, f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    abi = _require(obj, "abi", str, where)
+    if abi not in ABIS:
+        raise _fail(where, f"abi must be 'raw' or 'msgpack', got {abi!r}")
+    args = _require(obj, "args", list, where)
+    for i, arg in enumerate(args, 1):
+        if arg not in VALUE_TYPES:
+            raise _fail(where, f"argument {i} has unknown type {arg!r} (types: {', '.join(VALUE_TYPES)})")
+    varargs = _optional(obj, "varargs", str, None, where)
+    if varargs is not None and varargs not in VALUE_TYPES:
+        raise _fail(where, f"varargs has unknown type {varargs!r}")
+    returns = _require(obj, "returns", str, where)
+    if returns not in VALUE_TYPES:
+        raise _fail(where, f"returns has unknown type {returns!r}")
+    deterministic = _optional(obj, "deterministic", bool, False, where)
+    null = _optional(obj, "null", str, "strict", where)
+    if null not in NULL_POLICIES:
+        raise _fail(where, f"null must be 'strict' or 'call', got {null!r}")
+    if abi == "raw":
+        for t in [*args, returns]:
+            if t not in RAW_WASM_TYPES:
+                raise _fail(where, f"the raw ABI carries only integer and real, not {t!r} (use abi = 'msgpack')")
+        if varargs is not None:
+            raise _fail(where, "varargs needs abi = 'msgpack'")
+        if null != "strict":
+            raise _fail(where, "the raw ABI cannot pass NULL: null must be 'strict'")
+    if len(args) > 127:
+        raise _fail(where, "more than 127 arguments")
+    return FunctionSpec(name, export, abi, tuple(args), returns, kind, varargs, deterministic, null)
+
+
+def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
+    """Validates a decoded manifest; ManifestError names the problem."""
+    if not isinstance(obj, dict):
+        raise _fail(source, "the manifest must be a JSON object / TOML table")
+    where = source
+    if isinstance(obj.get("name"), str):
+        where = f"{source} of module '{obj['name']}'"
+    _check_keys(obj, _MODULE_KEYS, where)
+    version_of_format = _require(obj, "sqlwasm", int, where)
+    if version_of_format != FORMAT_VERSION:
+        raise _fail(where, f"manifest format {version_of_format} is not supported (this host reads {FORMAT_VERSION})")
+    name = _require(obj, "name", str, where)
+    if not _MODULE_NAME.fullmatch(name):
+        raise _fail(where, f"module name {name!r} must be lower case letters, digits and '_' (at most 32)")
+    version = _require(obj, "version", str, where)
+    if not _VERSION.fullmatch(version):
+        raise _fail(where, f"version {version!r} is not MAJOR.MINOR.PATCH")
+    description = _optional(obj, "description", str, "", where)
+    capabilities = _optional(obj, "capabilities", list, [], where)
+    for cap in capabilities:
+        if cap not in CAPABILITIES:
+            raise _fail(where, f"unknown capability {cap!r} (known: {', '.join(CAPABILITIES)})")
+    if len(set(capabilities)) != len(capabilities):
+        raise _fail(where, "a capability is listed twice")
+    limits = _optional(obj, "limits", dict, {}, where)
+    _check_keys(limits, set(LIMITS), f"{where}: limits")
+    for key, value in limits.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise _fail(where, f"limit '{key}' must be a positive integer")
+    raw_functions = _require(obj, "functions", list, where)
+    if not raw_functions:
+        raise _fail(where, "declares no functions")
+    functions = tuple(_parse_function(f, f"{where}: functions[{i}]") for i, f in enumerate(raw_functions))
+    seen: set[str] = set()
+    for f in functions:
+        if f.name.lower() in seen:
+            raise _fail(where, f"function '{f.name}' is declared twice")
+        seen.add(f.name.lower())
+    return Manifest(name, version, functions, description, tuple(capabilities), dict(limits))
+
+
+def manifest_from_json(payload: bytes, source: str = "manifest") -> Manifest:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{source}: not valid UTF-8 JSON ({exc})") from exc
+    return parse_manifest(obj, source)
+
+
+def manifest_from_toml(path: str | Path) -> Manifest:
+    try:
+        with open(path, "rb") as f:
+            obj = tomllib.load(f)
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: invalid TOML ({exc})") from exc
+    return parse_manifest(obj, str(path))
+
+
+def _wasm_types(types: list[wasmtime.ValType]) -> list[str]:
+    return [str(t) for t in types]
+
+
+def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
+    """Every declared export exists with the signature its ABI needs."""
+    where = f"module '{manifest.name}'"
+    exports = {e.name: e.type for e in module.exports}
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise ManifestError(f"{where}: does not export its linear memory as 'memory'")
+    for f in manifest.functions:
+        fwhere = f"{where}: function '{f.name}'"
+        ty = exports.get(f.export)
+        if ty is None:
+            raise ManifestError(f"{fwhere}: export '{f.export}' is missing")
+        if not isinstance(ty, wasmtime.FuncType):
+            raise ManifestError(f"{fwhere}: export '{f.export}' is not a function")
+        if f.abi == "raw":
+            want = ([RAW_WASM_TYPES[a] for a in f.args], [RAW_WASM_TYPES[f.returns]])
+        else:
+            want = (["i32", "i32"], ["i64"])
+        got = (_wasm_types(ty.params), _wasm_types(ty.results))
+        if got != want:
+            raise ManifestError(
+                f"{fwhere}: export '{f.export}' has type ({', '.join(got[0])}) -> ({', '.join(got[1])}), "
+                f"but the {f.abi} ABI with the declared types needs ({', '.join(want[0])}) -> ({', '.join(want[1])})"
+            )
+    if any(f.abi == "msgpack" for f in manifest.functions):
+        alloc = exports.get(ALLOC_EXPORT)
+        if not isinstance(alloc, wasmtime.FuncType) or (
+            _wasm_types(alloc.params), _wasm_types(alloc.results)
+        ) != (["i32"], ["i32"]):
+            raise ManifestError(f"{where}: msgpack functions need an export '{ALLOC_EXPORT}' of type (i32) -> (i32)")
+
+
+def embed_manifest(wasm: bytes, manifest: Manifest) -> bytes:
+    """The module with its manifest section replaced by this one, unsigned
+    (a signature would no longer match)."""
+    from ._signing import SIGNATURE_SECTION
+    from ._wasmfile import MalformedModule, custom_section, without_custom_sections
+
+    try:
+        stripped = without_custom_sections(wasm, {MANIFEST_SECTION, SIGNATURE_SECTION})
+    except MalformedModule as exc:
+        raise ManifestError(f"cannot embed the manifest: {exc}") from exc
+    return stripped + custom_section(MANIFEST_SECTION, manifest.to_bytes())

@@ -1,0 +1,144 @@
+"""The one place that touches cffi's ffi/lib: sqlwasm's native per-row path.
+
+The compiled module ``sqlwasm._sqlwasm_native`` is at once a Python extension
+(this file drives it) and a SQLite loadable extension (each connection loads
+the same file, so both share one copy of its statics).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Sequence
+
+import apsw
+import wasmtime
+import wasmtime._bindings as wasmtime_c
+import wasmtime._ffi as wasmtime_ffi
+
+from ._errors import Error
+
+try:
+    from . import _sqlwasm_native  # type: ignore[attr-defined]
+except ImportError as exc:  # pragma: no cover - a broken install, not a code path
+    raise ImportError(
+        "sqlwasm's native extension is not built; install the package with `pip install .`"
+    ) from exc
+
+ffi: Any = _sqlwasm_native.ffi
+lib: Any = _sqlwasm_native.lib
+
+ENTRY_POINT = "sqlite3_sqlwasm_init"
+_ERRBUF_LEN = 512
+
+
+def _check_layout() -> None:
+    expected = {
+        "wasmtime_func_t": lib.sw_sizeof_func(),
+        "wasmtime_memory_t": lib.sw_sizeof_memory(),
+        "wasmtime_val_raw_t": lib.sw_sizeof_val_raw(),
+    }
+    for name, native_size in expected.items():
+        actual = ctypes.sizeof(getattr(wasmtime_c, name))
+        if actual != native_size:
+            raise ImportError(
+                f"wasmtime {name} is {actual} bytes but sqlwasm's native part was built for {native_size}: "
+                "install the wasmtime version pinned in pyproject.toml"
+            )
+    problem = lib.sw_bind_wasmtime(str(wasmtime_ffi.filename).encode())
+    if problem != ffi.NULL:
+        raise ImportError(f"sqlwasm cannot bind wasmtime's C API: {ffi.string(problem).decode()}")
+
+
+_check_layout()
+
+
+def _handle_bytes(struct: ctypes.Structure) -> bytes:
+    return ctypes.string_at(ctypes.addressof(struct), ctypes.sizeof(struct))
+
+
+def _context_pointer(store: wasmtime.Store) -> Any:
+    return ffi.cast("void *", ctypes.cast(store._context(), ctypes.c_void_p).value)
+
+
+class NativeConnection:
+    """sqlwasm's C state for one SQLite connection (holds one reference)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        conn.enable_load_extension(True)
+        try:
+            conn.load_extension(_sqlwasm_native.__file__, ENTRY_POINT)
+            api = lib.sw_take_api()
+        finally:
+            # Leave SQL's load_extension() off: a query must not load code.
+            conn.enable_load_extension(False)
+        if api == ffi.NULL:
+            raise Error("sqlwasm's native extension did not receive SQLite's routines pointer")
+        errbuf = ffi.new("char[]", _ERRBUF_LEN)
+        self._ptr = lib.sw_conn_open(api, ffi.cast("void *", conn.sqlite3pointer()), errbuf, _ERRBUF_LEN)
+        if self._ptr == ffi.NULL:
+            raise Error(f"sqlwasm could not attach to the connection: {ffi.string(errbuf).decode()}")
+
+    def add_instance(
+        self,
+        module_name: str,
+        store: wasmtime.Store,
+        memory: wasmtime.Memory,
+        alloc: wasmtime.Func | None,
+        *,
+        max_result_bytes: int,
+        fuel_per_call: int = 0,
+        epoch_ticks_per_call: int = 0,
+    ) -> int:
+        alloc_bytes = ffi.new("char[]", _handle_bytes(alloc._func)) if alloc is not None else ffi.NULL
+        index: int = lib.sw_conn_add_instance(
+            self._ptr,
+            module_name.encode(),
+            _context_pointer(store),
+            ffi.new("char[]", _handle_bytes(memory._memory)),
+            alloc_bytes,
+            max_result_bytes,
+            fuel_per_call,
+            epoch_ticks_per_call,
+        )
+        if index < 0:
+            raise MemoryError("sqlwasm: out of memory adding a module instance")
+        return index
+
+    def add_function(
+        self,
+        instance: int,
+        *,
+        sql_name: str,
+        export_name: str,
+        func: wasmtime.Func,
+        abi: int,
+        arg_types: Sequence[int],
+        vararg_type: int,
+        returns: int,
+        null_call: bool,
+        sqlite_flags: int,
+    ) -> None:
+        errbuf = ffi.new("char[]", _ERRBUF_LEN)
+        rc = lib.sw_conn_add_function(
+            self._ptr,
+            instance,
+            sql_name.encode(),
+            export_name.encode(),
+            ffi.new("char[]", _handle_bytes(func._func)),
+            abi,
+            ffi.new("uint8_t[]", list(arg_types) or [0]),
+            len(arg_types),
+            vararg_type,
+            returns,
+            int(null_call),
+            sqlite_flags,
+            errbuf,
+            _ERRBUF_LEN,
+        )
+        if rc != 0:
+            raise Error(f"sqlwasm could not register {sql_name}: {ffi.string(errbuf).decode()}")
+
+    def release(self) -> None:
+        if self._ptr != ffi.NULL:
+            lib.sw_conn_release(self._ptr)
+            self._ptr = ffi.NULL
