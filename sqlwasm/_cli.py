@@ -1,0 +1,263 @@
+"""The `sqlwasm` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import apsw
+import wasmtime
+
+from ._build import build, pack, write_module
+from ._errors import Error, SignatureError
+from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
+from ._runtime import Runtime
+from ._signing import check_signature, generate_keypair, load_private_key, sign, trusted_key_ids
+from ._wasmfile import MalformedModule, find_custom
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise Error(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key_path, pub_path = generate_keypair(args.name, args.dir)
+    print(f"wrote {key_path} (private: keep it secret) and {pub_path} (share it)")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    signed = sign(_read(args.module), load_private_key(args.key))
+    out = args.output or args.module
+    write_module(out, signed)
+    signature = check_signature(signed)
+    assert signature is not None
+    print(f"signed {out} with key {signature.key_id}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    data = _read(args.module)
+    trusted = trusted_key_ids(args.trust)
+    try:
+        signature = check_signature(data)
+    except SignatureError as exc:
+        print(f"FAILED: {exc}")
+        return 1
+    if signature is None:
+        print(f"FAILED: {args.module} is not signed")
+        return 1
+    if signature.key_id not in trusted:
+        print(f"FAILED: {args.module} is signed by key {signature.key_id}, which is not trusted")
+        return 1
+    name = trusted[signature.key_id].name
+    print(f"OK: {args.module} is signed by trusted key {signature.key_id}" + (f" ({name})" if name else ""))
+    return 0
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """What `inspect` shows: manifest, exports, imports, signer, sha256."""
+    info: dict[str, Any] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    try:
+        signature = check_signature(data)
+        info["signature"] = {"status": "valid", "key_id": signature.key_id} if signature else {"status": "unsigned"}
+    except SignatureError as exc:
+        info["signature"] = {"status": "invalid", "problem": str(exc)}
+    try:
+        manifests = find_custom(data, MANIFEST_SECTION)
+    except MalformedModule as exc:
+        raise Error(f"not a wasm module: {exc}") from exc
+    info["manifest"] = manifest_from_json(manifests[0].payload(data)).to_json() if len(manifests) == 1 else None
+    compiled = wasmtime.Module(wasmtime.Engine(), data)
+    info["exports"] = [{"name": e.name, "type": _type_text(e.type)} for e in compiled.exports]
+    info["imports"] = [{"module": i.module, "name": i.name, "type": _type_text(i.type)} for i in compiled.imports]
+    return info
+
+
+def _type_text(ty: Any) -> str:
+    if isinstance(ty, wasmtime.FuncType):
+        return f"func ({', '.join(map(str, ty.params))}) -> ({', '.join(map(str, ty.results))})"
+    if isinstance(ty, wasmtime.MemoryType):
+        return f"memory {ty.limits.min}..{ty.limits.max if ty.limits.max is not None else ''} pages"
+    return type(ty).__name__
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = describe(_read(args.module))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    manifest = info["manifest"]
+    if manifest:
+        print(f"module    {manifest['name']} {manifest['version']}")
+        if manifest.get("description"):
+            print(f"          {manifest['description']}")
+    else:
+        print("module    (no manifest)")
+    sig = info["signature"]
+    print(f"signature {sig['status']}" + (f", key {sig['key_id']}" if "key_id" in sig else "")
+          + (f": {sig['problem']}" if "problem" in sig else ""))
+    print(f"sha256    {info['sha256']}  ({info['size']} bytes)")
+    if manifest:
+        print(f"capabilities {', '.join(manifest['capabilities']) or 'none'}")
+        print("functions")
+        for f in manifest["functions"]:
+            args_text = ", ".join(f["args"]) + (f", {f['varargs']}..." if "varargs" in f else "")
+            print(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['abi']}, export {f['export']}]")
+    print("exports")
+    for e in info["exports"]:
+        print(f"  {e['name']}: {e['type']}")
+    print("imports" + ("" if info["imports"] else "   none"))
+    for i in info["imports"]:
+        print(f"  {i['module']}.{i['name']}: {i['type']}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    write_module(args.output, pack(_read(args.module), manifest_from_toml(args.manifest)))
+    print(f"wrote {args.output} (unsigned: sign it with `sqlwasm sign`)")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    write_module(args.output, build(args.source, args.manifest, key=args.key))
+    print(f"wrote {args.output}" + ("" if args.key else " (unsigned)"))
+    return 0
+
+
+def _open(args: argparse.Namespace) -> apsw.Connection:
+    runtime = Runtime(trusted_keys=args.trust, allow_unsigned=args.allow_unsigned)
+    return runtime.connect(args.db, args.load)
+
+
+def _cell_text(value: Any) -> Any:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    conn = _open(args)
+    try:
+        cursor = conn.execute(args.sql)
+        try:
+            names = [d[0] for d in cursor.getdescription()]
+        except apsw.ExecutionCompleteError:  # no rows, or not a query
+            names = []
+        rows = cursor.fetchall()
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([{n: _cell_text(v) for n, v in zip(names, row)} for row in rows], indent=1))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows([[_cell_text(v) for v in row] for row in rows])
+    else:
+        _print_table(names, rows)
+    return 0
+
+
+def _print_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    if not names:
+        return
+    text = [[("NULL" if v is None else str(_cell_text(v))) for v in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
+    print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in text:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import apsw.shell
+
+    conn = _open(args)
+    shell = apsw.shell.Shell(db=conn)
+    shell.cmdloop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    run_demo(rows=args.rows)
+    return 0
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", help="database file (':memory:' for a temporary one)")
+    p.add_argument("--load", action="append", default=[], metavar="MODULE", help="module to load (repeatable)")
+    p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="trusted public key (repeatable)")
+    p.add_argument("--allow-unsigned", action="store_true", help="load modules without a trusted signature (development only)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="sqlwasm", description="Signed, sandboxed WebAssembly functions for SQLite.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("keygen", cmd_keygen, "create an ed25519 signing key pair: NAME.key and NAME.pub")
+    p.add_argument("name")
+    p.add_argument("--dir", default=".", help="directory to write the keys to")
+
+    p = command("sign", cmd_sign, "sign a module (in place unless -o is given)")
+    p.add_argument("module")
+    p.add_argument("--key", required=True, metavar="NAME.key")
+    p.add_argument("-o", "--output")
+
+    p = command("verify", cmd_verify, "check a module's signature against trusted keys (exit status 0 if trusted)")
+    p.add_argument("module")
+    p.add_argument("--trust", action="append", default=[], required=True, metavar="NAME.pub")
+
+    p = command("inspect", cmd_inspect, "show a module's manifest, exports, imports, signer and sha256")
+    p.add_argument("module")
+    p.add_argument("--json", action="store_true")
+
+    p = command("pack", cmd_pack, "embed a TOML manifest into a module (replacing any)")
+    p.add_argument("module")
+    p.add_argument("manifest")
+    p.add_argument("-o", "--output", required=True)
+
+    p = command("build", cmd_build, "compile a C guest with zig cc and embed its manifest")
+    p.add_argument("source")
+    p.add_argument("--manifest", required=True, metavar="MANIFEST.toml")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--key", metavar="NAME.key", help="also sign with this key")
+
+    p = command("query", cmd_query, "run one SQL statement with modules loaded")
+    _add_load_options(p)
+    p.add_argument("sql")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+
+    p = command("shell", cmd_shell, "APSW's interactive shell with modules loaded")
+    _add_load_options(p)
+
+    p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
+    p.add_argument("--rows", type=int, default=200_000, help="number of sample readings")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (Error, apsw.Error) as exc:
+        print(f"sqlwasm: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

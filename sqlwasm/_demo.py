@@ -1,0 +1,109 @@
+"""`sqlwasm demo`: a sample database and near-data queries with the signed
+example modules, using only what `pip install .` ships."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Sequence
+
+from ._runtime import Runtime
+
+# (name, country, lat, lon): public coordinates of some large cities.
+CITIES = [
+    ("London", "GB", 51.5074, -0.1278), ("Paris", "FR", 48.8566, 2.3522), ("Berlin", "DE", 52.52, 13.405),
+    ("Madrid", "ES", 40.4168, -3.7038), ("Rome", "IT", 41.9028, 12.4964), ("Amsterdam", "NL", 52.3676, 4.9041),
+    ("Brussels", "BE", 50.8503, 4.3517), ("Dublin", "IE", 53.3498, -6.2603), ("Edinburgh", "GB", 55.9533, -3.1883),
+    ("Manchester", "GB", 53.4808, -2.2426), ("Birmingham", "GB", 52.4862, -1.8904), ("Oxford", "GB", 51.752, -1.2577),
+    ("Cambridge", "GB", 52.2053, 0.1218), ("Brighton", "GB", 50.8225, -0.1372), ("Lille", "FR", 50.6292, 3.0573),
+    ("Calais", "FR", 50.9513, 1.8587), ("Rotterdam", "NL", 51.9244, 4.4777), ("Cologne", "DE", 50.9375, 6.9603),
+    ("Zurich", "CH", 47.3769, 8.5417), ("Vienna", "AT", 48.2082, 16.3738), ("Prague", "CZ", 50.0755, 14.4378),
+    ("Warsaw", "PL", 52.2297, 21.0122), ("Copenhagen", "DK", 55.6761, 12.5683), ("Stockholm", "SE", 59.3293, 18.0686),
+    ("Oslo", "NO", 59.9139, 10.7522), ("Lisbon", "PT", 38.7223, -9.1393), ("Barcelona", "ES", 41.3874, 2.1686),
+    ("Milan", "IT", 45.4642, 9.19), ("Munich", "DE", 48.1351, 11.582), ("Hamburg", "DE", 53.5511, 9.9937),
+    ("New York", "US", 40.7128, -74.006), ("Toronto", "CA", 43.6532, -79.3832), ("Tokyo", "JP", 35.6762, 139.6503),
+    ("Sydney", "AU", -33.8688, 151.2093), ("Cape Town", "ZA", -33.9249, 18.4241), ("Sao Paulo", "BR", -23.5505, -46.6333),
+]
+LONDON = (51.5074, -0.1278)
+# A rough ring around central London (lon lat, as WKT wants).
+CENTRAL_LONDON_WKT = "POLYGON((-0.25 51.45, 0.0 51.42, 0.10 51.50, 0.0 51.58, -0.25 51.56, -0.25 51.45))"
+
+
+def build_sample(conn: Any, rows: int, seed: int = 20261124) -> None:
+    """places: the cities; readings: sensor readings scattered around them."""
+    rng = random.Random(seed)
+    conn.execute("CREATE TABLE places(name TEXT, country TEXT, lat REAL, lon REAL)")
+    conn.executemany("INSERT INTO places VALUES (?, ?, ?, ?)", CITIES)
+    conn.execute("CREATE TABLE readings(id INTEGER PRIMARY KEY, city TEXT, lat REAL, lon REAL, pm25 REAL)")
+
+    def reading(i: int) -> tuple[int, str, float, float, float]:
+        name, _, lat, lon = CITIES[rng.randrange(len(CITIES))]
+        return (i, name, lat + rng.gauss(0, 0.08), lon + rng.gauss(0, 0.12), round(rng.lognormvariate(2.3, 0.5), 2))
+
+    with conn:
+        conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?)", (reading(i) for i in range(rows)))
+
+
+QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
+    (
+        "The ten cities nearest London (geo_haversine, raw ABI)",
+        "SELECT name, country, round(geo_haversine(lat, lon, ?, ?), 1) AS km FROM places ORDER BY km LIMIT 10",
+        LONDON,
+    ),
+    (
+        "Readings within 20 km of central London, by geohash cell (msgpack ABI)",
+        "SELECT geo_geohash_encode(lat, lon, 4) AS cell, count(*) AS n, round(avg(pm25), 2) AS avg_pm25 "
+        "FROM readings WHERE geo_haversine(lat, lon, ?, ?) < 20 GROUP BY cell ORDER BY n DESC LIMIT 5",
+        LONDON,
+    ),
+    (
+        "Readings inside a polygon (geo_contains over WKT)",
+        "SELECT count(*) AS inside, round(avg(pm25), 2) AS avg_pm25 FROM readings "
+        "WHERE city = 'London' AND geo_contains(?, lat, lon)",
+        (CENTRAL_LONDON_WKT,),
+    ),
+    (
+        "The same function through wasm_call(module, function, args...)",
+        "SELECT name, round(wasm_call('geo', 'bearing', ?, ?, lat, lon), 1) AS bearing_from_london "
+        "FROM places WHERE country = 'FR' ORDER BY name",
+        LONDON,
+    ),
+]
+
+
+def _print_rows(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    text = [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
+    print("  " + "  ".join(n.ljust(w) for n, w in zip(names, widths)))
+    for r in text:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def run_demo(rows: int = 200_000) -> None:
+    from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+    runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    started = time.perf_counter()
+    geo = runtime.load(module_path("geo"))
+    loaded = time.perf_counter()
+    conn = runtime.connect(":memory:")
+    runtime.install(conn, geo)
+    installed = time.perf_counter()
+    print(f"sqlwasm demo: module '{geo.name}' {geo.version}, signed by key {geo.signer}, sha256 {geo.sha256[:16]}...")
+    print(f"  verify + compile {1e3 * (loaded - started):.1f} ms; install into a connection {1e3 * (installed - loaded):.2f} ms")
+    print(f"  functions: {', '.join(f.name for f in geo.functions)}")
+
+    started = time.perf_counter()
+    build_sample(conn, rows)
+    print(f"  sample data: {len(CITIES)} places, {rows:,} readings ({time.perf_counter() - started:.2f} s to build)\n")
+
+    for title, sql, params in QUERIES:
+        started = time.perf_counter()
+        cursor = conn.execute(sql, params)
+        names = [d[0] for d in cursor.getdescription()]
+        result = cursor.fetchall()
+        elapsed = time.perf_counter() - started
+        print(f"{title}  [{1e3 * elapsed:.1f} ms]")
+        _print_rows(names, result)
+        print()
+    conn.close()
