@@ -26,8 +26,10 @@
 enum { SW_T_INTEGER = 1, SW_T_REAL = 2, SW_T_TEXT = 3, SW_T_BLOB = 4, SW_T_ANY = 5 };
 enum { SW_ABI_RAW = 0, SW_ABI_MSGPACK = 1 };
 
-/* SQLite's own ceiling on function arguments (SQLITE_MAX_FUNCTION_ARG). */
-#define SW_MAX_ARGS 1000
+/* Declared arguments (the manifest allows 127); a variadic call may pass up
+   to SQLite's own limit, and cells beyond SW_STACK_CELLS go on the heap. */
+#define SW_MAX_ARGS 127
+#define SW_STACK_CELLS 16
 #define SW_ERRMSG_MAX 600
 
 static sw_wasmtime_api wt;
@@ -55,6 +57,12 @@ struct sw_instance {
     uint32_t max_result_bytes;
     uint64_t fuel_per_call;        /* 0: fuel metering off */
     uint64_t epoch_ticks_per_call; /* 0: no deadline */
+    /* The argument buffer from the last sqlwasm_alloc(arg_cap), reused while
+       rows fit (see docs/abi.md). */
+    uint32_t arg_ptr;
+    uint32_t arg_cap;
+    /* Linear memory only grows, so a size seen once is a safe lower bound. */
+    size_t mem_size_seen;
     char *name;
 };
 
@@ -297,10 +305,10 @@ static int sw_arg_type(const sw_function *f, int i)
 
 /* ---------------------------------------------------------------- raw ABI */
 
-static void sw_call_raw(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+static void sw_call_raw_vals(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv,
+                             sw_val_raw *vals)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
-    sw_val_raw vals[SW_MAX_ARGS];
     for (int i = 0; i < argc; i++) {
         sqlite3_value *v = argv[i];
         int declared = f->arg_types[i];
@@ -333,6 +341,24 @@ static void sw_call_raw(sqlite3_context *ctx, const sw_function *f, int argc, sq
         api->result_int64(ctx, vals[0].i64);
     else
         api->result_double(ctx, vals[0].f64);
+}
+
+static void sw_call_raw(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    /* A small array keeps the common call's stack frame in cache. */
+    if (argc <= SW_STACK_CELLS) {
+        sw_val_raw vals[SW_STACK_CELLS];
+        sw_call_raw_vals(ctx, f, argc, argv, vals);
+        return;
+    }
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_val_raw *vals = api->malloc64(sizeof *vals * (size_t)argc);
+    if (!vals) {
+        api->result_error_nomem(ctx);
+        return;
+    }
+    sw_call_raw_vals(ctx, f, argc, argv, vals);
+    api->free(vals);
 }
 
 /* ------------------------------------------------------------ msgpack ABI */
@@ -713,11 +739,11 @@ wrong_type:
               sw_type_name(f->returns));
 }
 
-static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+static void sw_call_msgpack_cells(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv,
+                                  sw_cell *cells)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
     sw_instance *inst = f->inst;
-    sw_cell cells[SW_MAX_ARGS];
     size_t total = argc < 16 ? 1 : argc <= 0xffff ? 3 : 5;
     for (int i = 0; i < argc; i++) {
         int ok = sw_read_cell(ctx, f, i, argv[i], &cells[i]);
@@ -735,19 +761,26 @@ static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc
     }
 
     sw_val_raw vals[2];
-    vals[0].i32 = (int32_t)total;
-    if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
-        return;
-    uint32_t ptr = (uint32_t)vals[0].i32;
-    /* memory.grow may have moved the base: fetch it after every call */
-    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
-    size_t mem_size = wt.memory_data_size(inst->context, &inst->memory);
-    if (ptr == 0 || (uint64_t)ptr + total > mem_size) {
-        sw_errorf(ctx, api, "%s: sqlwasm_alloc(%zu) returned %u, outside the %zu-byte memory", f->label,
-                  total, ptr, mem_size);
-        return;
+    if (total > inst->arg_cap) {
+        /* Round small requests up so that a growing row needs few allocations. */
+        uint32_t want = total < 256 ? 256 : (uint32_t)total;
+        vals[0].i32 = (int32_t)want;
+        if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
+            return;
+        uint32_t ptr = (uint32_t)vals[0].i32;
+        inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
+        if (ptr == 0 || (uint64_t)ptr + want > inst->mem_size_seen) {
+            inst->arg_cap = 0;
+            sw_errorf(ctx, api, "%s: sqlwasm_alloc(%u) returned %u, outside the %zu-byte memory", f->label, want,
+                      ptr, inst->mem_size_seen);
+            return;
+        }
+        inst->arg_ptr = ptr;
+        inst->arg_cap = want;
     }
-    uint8_t *out = mem + ptr;
+    /* memory.grow in any earlier call may have moved the base: fetch it now */
+    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
+    uint8_t *out = mem + inst->arg_ptr;
     if (argc < 16)
         *out++ = (uint8_t)(0x90 | argc);
     else
@@ -755,26 +788,45 @@ static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc
     for (int i = 0; i < argc; i++)
         out = sw_put_cell(out, &cells[i]);
 
-    vals[0].i32 = (int32_t)ptr;
+    vals[0].i32 = (int32_t)inst->arg_ptr;
     vals[1].i32 = (int32_t)total;
     if (!sw_guest_call(ctx, f, &f->func, "trap", vals, 2))
         return;
     uint64_t packed = (uint64_t)vals[0].i64;
     uint32_t rptr = (uint32_t)(packed >> 32);
     uint32_t rlen = (uint32_t)packed;
-    mem = wt.memory_data(inst->context, &inst->memory);
-    mem_size = wt.memory_data_size(inst->context, &inst->memory);
     if (rlen > inst->max_result_bytes) {
         sw_errorf(ctx, api, "%s: result is %u bytes, over the %u-byte result limit", f->label, rlen,
                   inst->max_result_bytes);
         return;
     }
-    if ((uint64_t)rptr + rlen > mem_size) {
-        sw_errorf(ctx, api, "%s: result (ptr %u, len %u) lies outside the %zu-byte memory", f->label,
-                  rptr, rlen, mem_size);
-        return;
+    mem = wt.memory_data(inst->context, &inst->memory);
+    if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
+        inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
+        if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
+            sw_errorf(ctx, api, "%s: result (ptr %u, len %u) lies outside the %zu-byte memory", f->label, rptr,
+                      rlen, inst->mem_size_seen);
+            return;
+        }
     }
     sw_set_result(ctx, f, mem + rptr, rlen);
+}
+
+static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    if (argc <= SW_STACK_CELLS) {
+        sw_cell cells[SW_STACK_CELLS];
+        sw_call_msgpack_cells(ctx, f, argc, argv, cells);
+        return;
+    }
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_cell *cells = api->malloc64(sizeof *cells * (size_t)argc);
+    if (!cells) {
+        api->result_error_nomem(ctx);
+        return;
+    }
+    sw_call_msgpack_cells(ctx, f, argc, argv, cells);
+    api->free(cells);
 }
 
 /* ------------------------------------------------------------- dispatch */
