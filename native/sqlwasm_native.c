@@ -682,7 +682,13 @@ static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint
             sw_errorf(ctx, api, "%s: guest error (message is not valid UTF-8)", f->label);
             return;
         }
-        sw_errorf(ctx, api, "%s: %.*s", f->label, (int)(msg_len > 500 ? 500 : msg_len), (const char *)msg);
+        uint32_t shown = msg_len;
+        if (shown > 500) { /* cut on a character boundary */
+            shown = 500;
+            while (shown > 0 && (msg[shown] & 0xc0) == 0x80)
+                shown--;
+        }
+        sw_errorf(ctx, api, "%s: %.*s", f->label, (int)shown, (const char *)msg);
         return;
     } else {
         sw_errorf(ctx, api, "%s: result has unsupported msgpack type 0x%02x", f->label, t);
@@ -852,10 +858,15 @@ static void sw_wasm_call(sqlite3_context *ctx, sw_conn *conn, int argc, sqlite3_
         api->result_error(ctx, "wasm_call(module, function, args...) needs a module and a function name", -1);
         return;
     }
+    /* Check the types first: value_text() would convert a blob in place. */
+    if (api->value_type(argv[0]) != SQLITE_TEXT || api->value_type(argv[1]) != SQLITE_TEXT) {
+        api->result_error(ctx, "wasm_call: module and function names must be text", -1);
+        return;
+    }
     const char *module = (const char *)api->value_text(argv[0]);
     const char *name = (const char *)api->value_text(argv[1]);
-    if (api->value_type(argv[0]) != SQLITE_TEXT || api->value_type(argv[1]) != SQLITE_TEXT || !module || !name) {
-        api->result_error(ctx, "wasm_call: module and function names must be text", -1);
+    if (!module || !name) {
+        api->result_error_nomem(ctx);
         return;
     }
     int module_found = 0;

@@ -147,7 +147,7 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
         raise _fail(where, f"abi must be 'raw' or 'msgpack', got {abi!r}")
     args = _require(obj, "args", list, where)
     for i, arg in enumerate(args, 1):
-        if arg not in VALUE_TYPES:
+        if not isinstance(arg, str) or arg not in VALUE_TYPES:
             raise _fail(where, f"argument {i} has unknown type {arg!r} (types: {', '.join(VALUE_TYPES)})")
     varargs = _optional(obj, "varargs", str, None, where)
     if varargs is not None and varargs not in VALUE_TYPES:
@@ -216,8 +216,8 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
 def manifest_from_json(payload: bytes, source: str = "manifest") -> Manifest:
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{source}: not valid UTF-8 JSON ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{source}: not valid UTF-8 JSON ({type(exc).__name__}: {exc})") from exc
     return parse_manifest(obj, source)
 
 

@@ -36,7 +36,7 @@ SQLITE_DETERMINISTIC = apsw.SQLITE_DETERMINISTIC
 SQLITE_DIRECTONLY = apsw.SQLITE_DIRECTONLY
 SQLITE_INNOCUOUS = apsw.SQLITE_INNOCUOUS
 
-ModuleSource = Union[str, "os.PathLike[str]", bytes]
+ModuleSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,8 +134,8 @@ class Runtime:
             if source._runtime is not self:
                 raise Error(f"module '{source.name}' was loaded by another Runtime; load it with this one")
             return source
-        if isinstance(source, bytes):
-            data, label = source, "<bytes>"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data, label = bytes(source), "<bytes>"
         else:
             label = os.fspath(source)
             try:

@@ -124,13 +124,18 @@ def sign(data: bytes, private_key: Ed25519PrivateKey) -> bytes:
         unsigned = without_custom_sections(data, {SIGNATURE_SECTION})
     except MalformedModule as exc:
         raise SignatureError(f"cannot sign: {exc}") from exc
+    body = _signature_payload(public_key_of(private_key).raw, private_key.sign(unsigned))
+    return unsigned + custom_section(SIGNATURE_SECTION, body)
+
+
+def _signature_payload(raw_public_key: bytes, raw_signature: bytes) -> bytes:
+    """The one encoding of a signature section's payload."""
     payload = {
         "alg": "ed25519",
-        "public_key": base64.b64encode(public_key_of(private_key).raw).decode(),
-        "signature": base64.b64encode(private_key.sign(unsigned)).decode(),
+        "public_key": base64.b64encode(raw_public_key).decode(),
+        "signature": base64.b64encode(raw_signature).decode(),
     }
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return unsigned + custom_section(SIGNATURE_SECTION, body)
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,13 @@ def check_signature(data: bytes) -> Signature | None:
         raw_key = base64.b64decode(payload["public_key"], validate=True)
         raw_signature = base64.b64decode(payload["signature"], validate=True)
         public_key = Ed25519PublicKey.from_public_bytes(raw_key)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise SignatureError(f"malformed signature section ({exc})") from exc
+    # The signature does not cover its own section, so accept only the one
+    # canonical encoding: otherwise equivalent re-encodings would change the
+    # file (and its sha256) without invalidating it.
+    if section.payload(data) != _signature_payload(raw_key, raw_signature):
+        raise SignatureError("signature section is not in canonical form: it was modified after signing")
     try:
         public_key.verify(raw_signature, data[: section.start])
     except InvalidSignature:
