@@ -13,14 +13,28 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3ext.h>
 
 #define SW_PUBLIC __attribute__((visibility("default")))
+
+/* The watchdog advances each engine's epoch this often; time limits are
+   counted in these ticks. */
+#define SW_TICK_MS 10
+
+/* The routines table only grows. SQLite 3.41 appended is_interrupted right
+   after value_encoding, the last member in the 3.40 header this builds with. */
+typedef struct {
+    sqlite3_api_routines v3_40;
+    int (*is_interrupted)(sqlite3 *);
+} sw_api_3_41;
 
 /* Value types and ABIs as numbered in sqlwasm/_manifest.py. */
 enum { SW_T_INTEGER = 1, SW_T_REAL = 2, SW_T_TEXT = 3, SW_T_BLOB = 4, SW_T_ANY = 5 };
@@ -41,6 +55,7 @@ typedef struct sw_function sw_function;
 struct sw_conn {
     const sqlite3_api_routines *api;
     sqlite3 *db;
+    int (*is_interrupted)(sqlite3 *); /* NULL before SQLite 3.41 */
     long refs;
     sw_instance **instances;
     int n_instances;
@@ -48,15 +63,24 @@ struct sw_conn {
     int n_functions;
 };
 
+enum { SW_STOP_NONE = 0, SW_STOP_TIMEOUT, SW_STOP_INTERRUPT };
+
 struct sw_instance {
     sw_conn *conn;
+    sw_wasmtime_store *store;
     sw_wasmtime_context *context;
     sw_wasmtime_memory memory;
     sw_wasmtime_func alloc;
     int has_alloc;
     uint32_t max_result_bytes;
-    uint64_t fuel_per_call;        /* 0: fuel metering off */
-    uint64_t epoch_ticks_per_call; /* 0: no deadline */
+    uint64_t fuel_per_call; /* 0: fuel metering off */
+    uint32_t timeout_ms;    /* 0: no time limit */
+    uint32_t timeout_ticks;
+    uint32_t ticks_in_call; /* epoch callbacks since the current call began */
+    int stop_reason;        /* why the epoch callback stopped the guest */
+    int depth;              /* calls into the guest in progress (reentrancy guard) */
+    int used;               /* called since the last bind */
+    char host_error[200];   /* set by a failing host function */
     /* The argument buffer from the last sqlwasm_alloc(arg_cap), reused while
        rows fit (see docs/abi.md). */
     uint32_t arg_ptr;
@@ -126,6 +150,9 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND(byte_vec_delete, "wasm_byte_vec_delete");
     SW_BIND(context_set_fuel, "wasmtime_context_set_fuel");
     SW_BIND(context_set_epoch_deadline, "wasmtime_context_set_epoch_deadline");
+    SW_BIND(store_epoch_deadline_callback, "wasmtime_store_epoch_deadline_callback");
+    SW_BIND(error_new, "wasmtime_error_new");
+    SW_BIND(engine_increment_epoch, "wasmtime_engine_increment_epoch");
 #undef SW_BIND
     wt_bound = 1;
     return NULL;
@@ -229,8 +256,24 @@ static void sw_message_cause(const sw_byte_vec *v, const char **start, int *len)
 static void sw_report_failure(sqlite3_context *ctx, const sw_function *f, const char *what,
                               sw_wasmtime_error *err, sw_wasm_trap *trap)
 {
-    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_instance *inst = f->inst;
+    const sqlite3_api_routines *api = inst->conn->api;
     sw_byte_vec msg = {0, NULL};
+    if (inst->stop_reason != SW_STOP_NONE || inst->host_error[0]) {
+        if (inst->stop_reason == SW_STOP_TIMEOUT)
+            sw_errorf(ctx, api, "%s: time limit of %u ms exceeded", f->label, inst->timeout_ms);
+        else if (inst->stop_reason == SW_STOP_INTERRUPT)
+            sw_errorf(ctx, api, "%s: interrupted", f->label);
+        else
+            sw_errorf(ctx, api, "%s: %s", f->label, inst->host_error);
+        inst->stop_reason = SW_STOP_NONE;
+        inst->host_error[0] = '\0';
+        if (trap)
+            wt.trap_delete(trap);
+        if (err)
+            wt.error_delete(err);
+        return;
+    }
     if (trap) {
         uint8_t code = 0xff;
         int has_code = wt.trap_code(trap, &code);
@@ -258,6 +301,13 @@ static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wa
                          const char *what, sw_val_raw *vals, size_t n_vals)
 {
     sw_instance *inst = f->inst;
+    if (inst->depth) {
+        /* A host function ran SQL that calls back into the same instance, or
+           the instance is being started. */
+        sw_errorf(ctx, inst->conn->api, "%s: module '%s' is busy: a reentrant call, or a call while it starts",
+                  f->label, inst->name);
+        return 0;
+    }
     if (inst->fuel_per_call) {
         sw_wasmtime_error *err = wt.context_set_fuel(inst->context, inst->fuel_per_call);
         if (err) {
@@ -265,16 +315,96 @@ static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wa
             return 0;
         }
     }
-    if (inst->epoch_ticks_per_call)
-        wt.context_set_epoch_deadline(inst->context, inst->epoch_ticks_per_call);
+    /* Every tick from now on runs sw_epoch_tick, which enforces the time
+       limit and notices sqlite3_interrupt(). */
+    inst->ticks_in_call = 0;
+    wt.context_set_epoch_deadline(inst->context, 1);
+    inst->used = 1;
+    inst->depth = 1;
     sw_wasm_trap *trap = NULL;
     sw_wasmtime_error *err = wt.func_call_unchecked(inst->context, func, vals, n_vals, &trap);
+    inst->depth = 0;
     if (err || trap) {
         sw_report_failure(ctx, f, what, err, trap);
         return 0;
     }
     return 1;
 }
+
+/* Runs on the guest's thread at each watchdog tick while it executes. */
+static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data, uint64_t *deadline_delta,
+                                        uint8_t *update_kind)
+{
+    (void)context;
+    sw_instance *inst = data;
+    *deadline_delta = 1;
+    *update_kind = SW_DEADLINE_CONTINUE;
+    inst->ticks_in_call++;
+    if (inst->timeout_ticks && inst->ticks_in_call >= inst->timeout_ticks) {
+        inst->stop_reason = SW_STOP_TIMEOUT;
+        return wt.error_new("sqlwasm: time limit exceeded");
+    }
+    sw_conn *conn = inst->conn;
+    if (conn && conn->is_interrupted && conn->is_interrupted(conn->db)) {
+        inst->stop_reason = SW_STOP_INTERRUPT;
+        return wt.error_new("sqlwasm: interrupted");
+    }
+    return NULL;
+}
+
+/* ----------------------------------------------------------- watchdog */
+
+#define SW_MAX_ENGINES 8
+static pthread_mutex_t sw_watchdog_lock = PTHREAD_MUTEX_INITIALIZER;
+static sw_wasm_engine *sw_watched[SW_MAX_ENGINES];
+static int sw_n_watched;
+static pid_t sw_watchdog_pid; /* the process the thread runs in (threads do not survive fork) */
+
+static void *sw_watchdog_main(void *unused)
+{
+    (void)unused;
+    struct timespec tick = {0, SW_TICK_MS * 1000000L};
+    for (;;) {
+        nanosleep(&tick, NULL);
+        int n = __atomic_load_n(&sw_n_watched, __ATOMIC_ACQUIRE);
+        for (int i = 0; i < n; i++)
+            wt.engine_increment_epoch(sw_watched[i]);
+    }
+    return NULL;
+}
+
+int sw_watchdog_watch(void *engine)
+{
+    int rc = 0;
+    pthread_mutex_lock(&sw_watchdog_lock);
+    int known = 0;
+    for (int i = 0; i < sw_n_watched; i++)
+        known |= sw_watched[i] == engine;
+    if (!known) {
+        if (sw_n_watched == SW_MAX_ENGINES) {
+            rc = -1;
+            goto out;
+        }
+        sw_watched[sw_n_watched] = engine;
+        __atomic_store_n(&sw_n_watched, sw_n_watched + 1, __ATOMIC_RELEASE);
+    }
+    if (sw_watchdog_pid != getpid()) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        rc = pthread_create(&thread, &attr, sw_watchdog_main, NULL) == 0 ? 0 : -1;
+        pthread_attr_destroy(&attr);
+        if (rc == 0)
+            sw_watchdog_pid = getpid();
+    }
+out:
+    pthread_mutex_unlock(&sw_watchdog_lock);
+    return rc;
+}
+
+uint32_t sw_tick_ms(void) { return SW_TICK_MS; }
 
 static const char *sw_type_name(int t)
 {
@@ -964,6 +1094,8 @@ sw_conn *sw_conn_open(const void *api_ptr, void *db, char *errbuf, size_t errbuf
     }
     conn->api = api;
     conn->db = db;
+    if (api->libversion_number() >= 3041000)
+        conn->is_interrupted = ((const sw_api_3_41 *)api)->is_interrupted;
     conn->refs = 2; /* the caller's and wasm_call's */
     int rc = api->create_function_v2(db, "wasm_call", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, conn,
                                      sw_wasm_call_cbs[slot], NULL, NULL, sw_conn_release_cb);
@@ -976,9 +1108,8 @@ sw_conn *sw_conn_open(const void *api_ptr, void *db, char *errbuf, size_t errbuf
     return conn;
 }
 
-int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *context, const void *memory,
-                         const void *alloc_func, uint32_t max_result_bytes, uint64_t fuel_per_call,
-                         uint64_t epoch_ticks_per_call)
+int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
+                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms)
 {
     sw_instance **grown = realloc(conn->instances, (size_t)(conn->n_instances + 1) * sizeof *grown);
     if (!grown)
@@ -990,17 +1121,56 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *context, 
         return -1;
     }
     inst->conn = conn;
-    inst->context = context;
-    memcpy(&inst->memory, memory, sizeof inst->memory);
-    if (alloc_func) {
-        memcpy(&inst->alloc, alloc_func, sizeof inst->alloc);
-        inst->has_alloc = 1;
-    }
     inst->max_result_bytes = max_result_bytes;
     inst->fuel_per_call = fuel_per_call;
-    inst->epoch_ticks_per_call = epoch_ticks_per_call;
+    inst->timeout_ms = timeout_ms;
+    /* The first tick comes within SW_TICK_MS of the call's start: one more
+       tick guarantees the guest gets at least timeout_ms. */
+    inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 1 : 0;
     conn->instances[conn->n_instances] = inst;
+    sw_conn_bind_instance(conn, conn->n_instances, store, context, NULL, NULL);
     return conn->n_instances++;
+}
+
+void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
+                           const void *alloc_func)
+{
+    sw_instance *inst = conn->instances[instance];
+    if (inst->store != store) {
+        inst->store = store;
+        wt.store_epoch_deadline_callback(store, sw_epoch_tick, inst, NULL);
+    }
+    inst->context = context;
+    /* Without a memory the instance is starting: refuse calls until bound. */
+    inst->depth = memory == NULL;
+    if (memory)
+        memcpy(&inst->memory, memory, sizeof inst->memory);
+    inst->has_alloc = alloc_func != NULL;
+    if (alloc_func)
+        memcpy(&inst->alloc, alloc_func, sizeof inst->alloc);
+    inst->arg_ptr = inst->arg_cap = 0;
+    inst->mem_size_seen = 0;
+    inst->used = 0;
+    inst->ticks_in_call = 0;
+    inst->stop_reason = SW_STOP_NONE;
+    inst->host_error[0] = '\0';
+}
+
+void sw_conn_rebind_function(sw_conn *conn, int function, const void *func)
+{
+    memcpy(&conn->functions[function]->func, func, sizeof conn->functions[function]->func);
+}
+
+int sw_conn_instance_used(sw_conn *conn, int instance)
+{
+    const sw_instance *inst = conn->instances[instance];
+    return inst->used && !inst->depth; /* never report one that is running */
+}
+
+void sw_conn_host_error(sw_conn *conn, int instance, const char *message)
+{
+    sw_instance *inst = conn->instances[instance];
+    snprintf(inst->host_error, sizeof inst->host_error, "%s", message);
 }
 
 int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, const char *export_name,
@@ -1012,15 +1182,16 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
         (abi == SW_ABI_MSGPACK && !conn->instances[instance]->has_alloc) ||
         (abi == SW_ABI_RAW && (vararg_type || null_call))) {
         sw_errbuf(errbuf, errbuf_len, "invalid function description for %s", sql_name);
-        return SQLITE_MISUSE;
+        return -1;
     }
     sw_function **grown = realloc(conn->functions, (size_t)(conn->n_functions + 1) * sizeof *grown);
-    if (!grown)
-        return SQLITE_NOMEM;
-    conn->functions = grown;
-    sw_function *f = calloc(1, sizeof *f + (size_t)n_args);
-    if (!f)
-        return SQLITE_NOMEM;
+    sw_function *f = grown ? calloc(1, sizeof *f + (size_t)n_args) : NULL;
+    if (grown)
+        conn->functions = grown;
+    if (!f) {
+        sw_errbuf(errbuf, errbuf_len, "out of memory");
+        return -1;
+    }
     sw_instance *inst = conn->instances[instance];
     size_t label_len = strlen(inst->name) + strlen(sql_name) + 2;
     f->label = malloc(label_len);
@@ -1031,7 +1202,8 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
         free(f->sql_name);
         free(f->export_name);
         free(f);
-        return SQLITE_NOMEM;
+        sw_errbuf(errbuf, errbuf_len, "out of memory");
+        return -1;
     }
     snprintf(f->label, label_len, "%s.%s", inst->name, sql_name);
     f->inst = inst;
@@ -1043,6 +1215,7 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
     f->vararg_type = vararg_type;
     memcpy(f->arg_types, arg_types, (size_t)n_args);
     /* Owned by conn from here on, whatever SQLite says. */
+    int index = conn->n_functions;
     conn->functions[conn->n_functions++] = f;
 
     const sqlite3_api_routines *api = conn->api;
@@ -1050,7 +1223,9 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
     sw_conn_retain(conn);
     int rc = api->create_function_v2(conn->db, sql_name, vararg_type ? -1 : n_args, SQLITE_UTF8 | sqlite_flags,
                                      f, sw_scalar_cbs[slot], NULL, NULL, sw_function_destroy);
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_OK) {
         sw_errbuf(errbuf, errbuf_len, "registering %s: %s", sql_name, api->errmsg(conn->db));
-    return rc;
+        return -1;
+    }
+    return index;
 }

@@ -22,19 +22,40 @@ const void *sw_take_api(void);
 sw_conn *sw_conn_open(const void *api, void *db, char *errbuf, size_t errbuf_len);
 void sw_conn_release(sw_conn *conn);
 
-/* Adds an instance (one per module per connection); returns its index or -1. */
-int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *context,
-                         const void *memory, const void *alloc_func,
-                         uint32_t max_result_bytes, uint64_t fuel_per_call,
-                         uint64_t epoch_ticks_per_call);
+/* Adds an instance slot (one per module per connection) for a store, before
+   the module is instantiated, so that its limits cover the start function.
+   timeout_ms 0: no time limit; fuel_per_call 0: no fuel metering.
+   Returns the slot's index, or -1 when out of memory. */
+int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
+                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms);
 
-/* Registers one SQL function. Returns a SQLite result code; on error errbuf
-   holds a message. */
+/* Points a slot at an instantiated module's memory and sqlwasm_alloc (or NULL).
+   Also used to swap in a fresh store and instance. */
+void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
+                           const void *alloc_func);
+
+/* Registers one SQL function. Returns its index (>= 0), or -1 with a message
+   in errbuf. */
 int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name,
                          const char *export_name, const void *func, int abi,
                          const uint8_t *arg_types, int n_args, int vararg_type,
                          int returns, int null_call, int sqlite_flags,
                          char *errbuf, size_t errbuf_len);
+
+/* Points a function at the same export of a fresh instance. */
+void sw_conn_rebind_function(sw_conn *conn, int function, const void *func);
+
+/* Whether the instance has been called since the last bind (then cleared). */
+int sw_conn_instance_used(sw_conn *conn, int instance);
+
+/* A host function (Python) failed while the guest was calling it: the SQL
+   error will say this instead of wasmtime's generic trap message. */
+void sw_conn_host_error(sw_conn *conn, int instance, const char *message);
+
+/* Starts (once) the watchdog thread that advances this engine's epoch every
+   sw_tick_ms() milliseconds; the engine must outlive the process. */
+int sw_watchdog_watch(void *engine);
+uint32_t sw_tick_ms(void);
 
 /* Sizes of the wasmtime handles as compiled, checked against wasmtime-py. */
 size_t sw_sizeof_func(void);

@@ -17,6 +17,13 @@
 typedef struct sw_wasmtime_context sw_wasmtime_context;
 typedef struct sw_wasm_trap sw_wasm_trap;
 typedef struct sw_wasmtime_error sw_wasmtime_error;
+typedef struct sw_wasmtime_store sw_wasmtime_store;
+typedef struct sw_wasm_engine sw_wasm_engine;
+
+/* What an epoch-deadline callback tells wasmtime to do next. */
+enum { SW_DEADLINE_CONTINUE = 0, SW_DEADLINE_YIELD = 1 };
+typedef sw_wasmtime_error *(*sw_epoch_callback)(sw_wasmtime_context *, void *data, uint64_t *deadline_delta,
+                                                uint8_t *update_kind);
 
 typedef struct { _Alignas(8) unsigned char opaque[16]; } sw_wasmtime_func;
 typedef struct { _Alignas(8) unsigned char opaque[24]; } sw_wasmtime_memory;
@@ -69,6 +76,10 @@ typedef struct {
     void (*byte_vec_delete)(sw_byte_vec *);
     sw_wasmtime_error *(*context_set_fuel)(sw_wasmtime_context *, uint64_t);
     void (*context_set_epoch_deadline)(sw_wasmtime_context *, uint64_t);
+    void (*store_epoch_deadline_callback)(sw_wasmtime_store *, sw_epoch_callback, void *data,
+                                          void (*finalizer)(void *));
+    sw_wasmtime_error *(*error_new)(const char *message);
+    void (*engine_increment_epoch)(sw_wasm_engine *);
 } sw_wasmtime_api;
 
 #endif

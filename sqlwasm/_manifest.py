@@ -38,7 +38,8 @@ RESERVED_NAMES = frozenset({"wasm_call"})
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
-_MODULE_KEYS = {"sqlwasm", "name", "version", "description", "capabilities", "limits", "functions"}
+_MODULE_KEYS = {"sqlwasm", "name", "version", "description", "capabilities", "limits", "instance", "functions"}
+INSTANCE_POLICIES = ("connection", "statement")
 _FUNCTION_KEYS = {"name", "export", "kind", "abi", "args", "varargs", "returns", "deterministic", "null"}
 
 
@@ -78,16 +79,16 @@ class Manifest:
     description: str = ""
     capabilities: tuple[str, ...] = ()
     limits: Mapping[str, int] = field(default_factory=dict)
+    instance: str = "connection"  # or "statement": a fresh instance per SQL statement
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sqlwasm": FORMAT_VERSION, "name": self.name, "version": self.version}
         if self.description:
             out["description"] = self.description
-        out.update(
-            capabilities=list(self.capabilities),
-            limits=dict(self.limits),
-            functions=[f.to_json() for f in self.functions],
-        )
+        out.update(capabilities=list(self.capabilities), limits=dict(self.limits))
+        if self.instance != "connection":
+            out["instance"] = self.instance
+        out["functions"] = [f.to_json() for f in self.functions]
         return out
 
     def to_bytes(self) -> bytes:
@@ -201,6 +202,9 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
     for key, value in limits.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise _fail(where, f"limit '{key}' must be a positive integer")
+    instance = _optional(obj, "instance", str, "connection", where)
+    if instance not in INSTANCE_POLICIES:
+        raise _fail(where, f"instance must be 'connection' or 'statement', got {instance!r}")
     raw_functions = _require(obj, "functions", list, where)
     if not raw_functions:
         raise _fail(where, "declares no functions")
@@ -210,7 +214,7 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
         if f.name.lower() in seen:
             raise _fail(where, f"function '{f.name}' is declared twice")
         seen.add(f.name.lower())
-    return Manifest(name, version, functions, description, tuple(capabilities), dict(limits))
+    return Manifest(name, version, functions, description, tuple(capabilities), dict(limits), instance)
 
 
 def manifest_from_json(payload: bytes, source: str = "manifest") -> Manifest:

@@ -60,6 +60,10 @@ def _context_pointer(store: wasmtime.Store) -> Any:
     return ffi.cast("void *", ctypes.cast(store._context(), ctypes.c_void_p).value)
 
 
+def _store_pointer(store: wasmtime.Store) -> Any:
+    return ffi.cast("void *", ctypes.cast(store.ptr(), ctypes.c_void_p).value)
+
+
 class NativeConnection:
     """sqlwasm's C state for one SQLite connection (holds one reference)."""
 
@@ -82,27 +86,45 @@ class NativeConnection:
         self,
         module_name: str,
         store: wasmtime.Store,
-        memory: wasmtime.Memory,
-        alloc: wasmtime.Func | None,
         *,
         max_result_bytes: int,
-        fuel_per_call: int = 0,
-        epoch_ticks_per_call: int = 0,
+        fuel_per_call: int,
+        timeout_ms: int,
     ) -> int:
-        alloc_bytes = ffi.new("char[]", _handle_bytes(alloc._func)) if alloc is not None else ffi.NULL
+        """A slot for one module's instance; its limits apply from now on,
+        including to the start function."""
         index: int = lib.sw_conn_add_instance(
             self._ptr,
             module_name.encode(),
+            _store_pointer(store),
             _context_pointer(store),
-            ffi.new("char[]", _handle_bytes(memory._memory)),
-            alloc_bytes,
             max_result_bytes,
             fuel_per_call,
-            epoch_ticks_per_call,
+            timeout_ms,
         )
         if index < 0:
             raise MemoryError("sqlwasm: out of memory adding a module instance")
         return index
+
+    def bind_instance(
+        self, index: int, store: wasmtime.Store, memory: wasmtime.Memory | None, alloc: wasmtime.Func | None
+    ) -> None:
+        """Points the slot at store; without memory the slot refuses calls
+        (the instance is starting)."""
+        lib.sw_conn_bind_instance(
+            self._ptr,
+            index,
+            _store_pointer(store),
+            _context_pointer(store),
+            ffi.new("char[]", _handle_bytes(memory._memory)) if memory is not None else ffi.NULL,
+            ffi.new("char[]", _handle_bytes(alloc._func)) if alloc is not None else ffi.NULL,
+        )
+
+    def instance_used(self, index: int) -> bool:
+        return bool(lib.sw_conn_instance_used(self._ptr, index))
+
+    def host_error(self, index: int, message: str) -> None:
+        lib.sw_conn_host_error(self._ptr, index, message.encode("utf-8", errors="replace"))
 
     def add_function(
         self,
@@ -117,9 +139,9 @@ class NativeConnection:
         returns: int,
         null_call: bool,
         sqlite_flags: int,
-    ) -> None:
+    ) -> int:
         errbuf = ffi.new("char[]", _ERRBUF_LEN)
-        rc = lib.sw_conn_add_function(
+        index: int = lib.sw_conn_add_function(
             self._ptr,
             instance,
             sql_name.encode(),
@@ -135,8 +157,12 @@ class NativeConnection:
             errbuf,
             _ERRBUF_LEN,
         )
-        if rc != 0:
+        if index < 0:
             raise Error(f"sqlwasm could not register {sql_name}: {ffi.string(errbuf).decode()}")
+        return index
+
+    def rebind_function(self, index: int, func: wasmtime.Func) -> None:
+        lib.sw_conn_rebind_function(self._ptr, index, ffi.new("char[]", _handle_bytes(func._func)))
 
     def release(self) -> None:
         if self._ptr != ffi.NULL:

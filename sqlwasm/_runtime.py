@@ -14,11 +14,14 @@ from typing import Any, Iterable, Union
 import apsw
 import wasmtime
 
-from . import _native
+from . import _engine, _native
+from ._capabilities import check_imports, define_host_functions
 from ._errors import CapabilityError, Error, ManifestError, SignatureError, TrapError
+from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, WASM_PAGE, Limits
 from ._manifest import (
     ABIS,
     ALLOC_EXPORT,
+    CAPABILITIES,
     MANIFEST_SECTION,
     VALUE_TYPES,
     FunctionSpec,
@@ -30,11 +33,6 @@ from ._signing import TrustedKey, check_signature, trusted_key_ids
 from ._wasmfile import MalformedModule, find_custom
 
 log = logging.getLogger("sqlwasm")
-
-DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
-SQLITE_DETERMINISTIC = apsw.SQLITE_DETERMINISTIC
-SQLITE_DIRECTONLY = apsw.SQLITE_DIRECTONLY
-SQLITE_INNOCUOUS = apsw.SQLITE_INNOCUOUS
 
 ModuleSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
@@ -48,6 +46,7 @@ class Module:
     sha256: str
     signer: str | None  # key id of a trusted signer; None if loaded unsigned/untrusted
     manifest: Manifest
+    limits: Limits  # the runtime's limits tightened by the manifest's
     _compiled: wasmtime.Module = field(repr=False)
     _runtime: "Runtime" = field(repr=False)
 
@@ -60,14 +59,26 @@ class Module:
         return self.manifest.capabilities
 
 
-def _sqlite_flags(manifest: Manifest, spec: FunctionSpec) -> int:
-    """A sandboxed pure function is safe anywhere; one with capabilities is not."""
+def sqlite_flags(manifest: Manifest, spec: FunctionSpec) -> int:
+    """A sandboxed pure function is safe anywhere (views, triggers, indexes);
+    one that can reach the host is callable only from top-level SQL."""
     if manifest.capabilities:
-        flags = SQLITE_DIRECTONLY
+        flags = apsw.SQLITE_DIRECTONLY
         if spec.deterministic and not {"clock", "random"} & set(manifest.capabilities):
-            flags |= SQLITE_DETERMINISTIC
+            flags |= apsw.SQLITE_DETERMINISTIC
         return flags
-    return SQLITE_INNOCUOUS | (SQLITE_DETERMINISTIC if spec.deterministic else 0)
+    return apsw.SQLITE_INNOCUOUS | (apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0)
+
+
+@dataclass
+class _Installed:
+    """One module in one connection: its native slot and current instance."""
+
+    module: Module
+    slot: int
+    function_slots: list[int]
+    store: wasmtime.Store
+    instance: wasmtime.Instance
 
 
 class _Attachment:
@@ -76,27 +87,32 @@ class _Attachment:
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.native = _native.NativeConnection(conn)
-        self.modules: dict[str, Module] = {}
+        self.installed: dict[str, _Installed] = {}
         self.function_owner: dict[str, str] = {}
-        self.stores: list[tuple[wasmtime.Store, wasmtime.Instance]] = []
+        self.per_statement: list[_Installed] = []
 
     def release(self) -> None:
         self.native.release()
-        self.stores.clear()
+        self.installed.clear()
+        self.per_statement.clear()
 
 
 _attachments: "weakref.WeakKeyDictionary[apsw.Connection, _Attachment]" = weakref.WeakKeyDictionary()
-_attach_lock = threading.Lock()
+_attach_lock = threading.RLock()
 
 
 def _attachment(conn: apsw.Connection) -> _Attachment:
-    with _attach_lock:
-        found = _attachments.get(conn)
-        if found is None:
-            found = _Attachment(conn)
-            _attachments[conn] = found
-            weakref.finalize(conn, found.release)
-        return found
+    found = _attachments.get(conn)
+    if found is None:
+        found = _Attachment(conn)
+        _attachments[conn] = found
+        weakref.finalize(conn, found.release)
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 class Runtime:
@@ -104,6 +120,10 @@ class Runtime:
 
     One Runtime may serve many threads, each with its own connection: every
     connection gets its own wasm instance (and store).
+
+    Limits apply per SQL function call (timeout_ms, fuel, max_result_bytes) or
+    per instance (memory_pages); None means unlimited. A module's manifest may
+    only tighten them. ``grant`` lists the capabilities modules may use.
     """
 
     def __init__(
@@ -111,25 +131,31 @@ class Runtime:
         *,
         trusted_keys: Iterable[TrustedKey] = (),
         allow_unsigned: bool = False,
+        grant: Iterable[str] = (),
+        timeout_ms: int | None = DEFAULT_TIMEOUT_MS,
+        fuel: int | None = None,
+        memory_pages: int | None = DEFAULT_MEMORY_PAGES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         if isinstance(trusted_keys, (str, bytes, os.PathLike)):
             trusted_keys = [trusted_keys]
         self._trusted = trusted_key_ids(trusted_keys)
         self.allow_unsigned = allow_unsigned
-        if not 0 < max_result_bytes <= 0x7FFFFFFF:
-            raise ValueError("max_result_bytes must be between 1 and 2**31 - 1")
-        self.max_result_bytes = max_result_bytes
-        config = wasmtime.Config()
-        config.cranelift_opt_level = "speed"
-        self._engine = wasmtime.Engine(config)
-        self._compiled: dict[str, wasmtime.Module] = {}
+        if isinstance(grant, str):
+            grant = [grant]
+        self.grant = frozenset(grant)
+        unknown = sorted(self.grant - set(CAPABILITIES))
+        if unknown:
+            raise CapabilityError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+        self.limits = Limits(timeout_ms, fuel, memory_pages, max_result_bytes)
+        self._compiled: dict[tuple[str, bool], wasmtime.Module] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- load
 
     def load(self, source: ModuleSource | Module) -> Module:
-        """Verifies the signature, reads the manifest and compiles the module."""
+        """Verifies the signature, reads the manifest, compiles, and checks
+        exports, imports and limits."""
         if isinstance(source, Module):
             if source._runtime is not self:
                 raise Error(f"module '{source.name}' was loaded by another Runtime; load it with this one")
@@ -153,11 +179,13 @@ class Runtime:
                 + (" (embed one with `sqlwasm pack`)" if not manifests else "")
             )
         manifest = manifest_from_json(manifests[0].payload(data), f"{label}: manifest")
+        limits = self.limits.tightened_by(manifest.limits)
         digest = hashlib.sha256(data).hexdigest()
-        compiled = self._compile(data, digest, manifest.name)
+        compiled = self._compile(data, digest, manifest.name, fuel=limits.fuel is not None)
         check_exports(manifest, compiled)
-        self._check_imports(manifest, compiled)
-        return Module(manifest.name, manifest.version, digest, signer, manifest, compiled, self)
+        check_imports(manifest, compiled, self.grant)
+        self._check_memory(manifest, compiled, limits)
+        return Module(manifest.name, manifest.version, digest, signer, manifest, limits, compiled, self)
 
     def _check_trust(self, data: bytes, label: str) -> str | None:
         signature = check_signature(data)  # a signature that fails to verify is always refused
@@ -172,83 +200,141 @@ class Runtime:
         log.warning("sqlwasm: loading module %s, which %s (allow_unsigned=True)", label, problem)
         return None
 
-    def _compile(self, data: bytes, digest: str, name: str) -> wasmtime.Module:
+    def _compile(self, data: bytes, digest: str, name: str, *, fuel: bool) -> wasmtime.Module:
         with self._lock:
-            compiled = self._compiled.get(digest)
+            compiled = self._compiled.get((digest, fuel))
             if compiled is None:
                 try:
-                    compiled = wasmtime.Module(self._engine, data)
+                    compiled = wasmtime.Module(_engine.engine(fuel=fuel), data)
                 except wasmtime.WasmtimeError as exc:
-                    raise ManifestError(f"module '{name}' is not valid wasm: {str(exc).splitlines()[0]}") from exc
-                self._compiled[digest] = compiled
+                    raise ManifestError(f"module '{name}' is not valid wasm: {_first_line(exc)}") from exc
+                self._compiled[(digest, fuel)] = compiled
             return compiled
 
-    def _check_imports(self, manifest: Manifest, compiled: wasmtime.Module) -> None:
-        for imp in compiled.imports:
-            raise CapabilityError(
-                f"module '{manifest.name}' imports {imp.module}.{imp.name}, which no capability provides"
-            )
+    @staticmethod
+    def _check_memory(manifest: Manifest, compiled: wasmtime.Module, limits: Limits) -> None:
+        if limits.memory_pages is None:
+            return
+        for export in compiled.exports:
+            ty = export.type
+            if isinstance(ty, wasmtime.MemoryType) and ty.limits.min > limits.memory_pages:
+                raise CapabilityError(
+                    f"module '{manifest.name}' starts with {ty.limits.min} pages of memory, more than the "
+                    f"{limits.memory_pages} it may have (memory_pages)"
+                )
 
     # ------------------------------------------------------------- install
 
     def install(self, conn: apsw.Connection, module: ModuleSource | Module) -> Module:
         """Registers the module's functions (and wasm_call) in an open connection."""
         module = self.load(module)
-        attachment = _attachment(conn)
         with _attach_lock:
-            self._install(conn, attachment, module)
+            conn.sqlite3pointer()  # raises if the connection is closed
+            self._install(conn, _attachment(conn), module)
         return module
 
     def _install(self, conn: apsw.Connection, attachment: _Attachment, module: Module) -> None:
-        conn.sqlite3pointer()  # raises if the connection is closed
         name = module.name
-        if name in attachment.modules:
+        if name in attachment.installed:
             raise Error(f"module '{name}' is already installed in this connection")
         for spec in module.functions:
             owner = attachment.function_owner.get(spec.name.lower())
             if owner is not None:
                 raise ManifestError(f"module '{name}': function '{spec.name}' is already provided by module '{owner}'")
 
-        store = wasmtime.Store(self._engine)
+        store = self._new_store(module)
+        slot = attachment.native.add_instance(
+            name,
+            store,
+            max_result_bytes=module.limits.max_result_bytes,
+            fuel_per_call=module.limits.fuel or 0,
+            timeout_ms=module.limits.timeout_ms or 0,
+        )
+        instance, exports = self._instantiate(attachment, slot, module, store)
+        installed = _Installed(module, slot, [], store, instance)
+        attachment.installed[name] = installed
+        for spec in module.functions:
+            func = exports[spec.export]
+            assert isinstance(func, wasmtime.Func)
+            installed.function_slots.append(
+                attachment.native.add_function(
+                    slot,
+                    sql_name=spec.name,
+                    export_name=spec.export,
+                    func=func,
+                    abi=ABIS[spec.abi],
+                    arg_types=[VALUE_TYPES[t] for t in spec.args],
+                    vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
+                    returns=VALUE_TYPES[spec.returns],
+                    null_call=spec.null == "call",
+                    sqlite_flags=sqlite_flags(module.manifest, spec),
+                )
+            )
+            attachment.function_owner[spec.name.lower()] = name
+        if module.manifest.instance == "statement":
+            if not attachment.per_statement:
+                conn.trace_v2(apsw.SQLITE_TRACE_STMT, _statement_hook(attachment, self), id=_TRACE_ID)
+            attachment.per_statement.append(installed)
+
+    def _new_store(self, module: Module) -> wasmtime.Store:
+        engine = _engine.engine(fuel=module.limits.fuel is not None)
+        _engine.watch(engine)
+        store = wasmtime.Store(engine)
+        pages = module.limits.memory_pages
+        store.set_limits(memory_size=pages * WASM_PAGE if pages is not None else -1, instances=1, memories=1)
+        return store
+
+    def _instantiate(
+        self, attachment: _Attachment, slot: int, module: Module, store: wasmtime.Store
+    ) -> tuple[wasmtime.Instance, Any]:
+        """Instantiates module in store (slot already points at store, so
+        its time limit covers the start function) and binds the slot."""
+        name = module.name
+        if module.limits.fuel is not None:
+            store.set_fuel(module.limits.fuel)
+        store.set_epoch_deadline(1)
         try:
-            instance = wasmtime.Instance(store, module._compiled, [])
+            if module.capabilities:
+                linker = wasmtime.Linker(store.engine)
+                define_host_functions(linker, module.manifest, lambda msg: attachment.native.host_error(slot, msg))
+                instance = linker.instantiate(store, module._compiled)
+            else:
+                instance = wasmtime.Instance(store, module._compiled, [])
             exports = instance.exports(store)
             initialize = exports.get("_initialize")
             if isinstance(initialize, wasmtime.Func):
                 initialize(store)  # the WASI reactor convention: run constructors once
-        except wasmtime.Trap as exc:
-            raise TrapError(f"module '{name}': trap while starting: {str(exc).splitlines()[0]}") from exc
-        except wasmtime.WasmtimeError as exc:
-            raise Error(f"module '{name}': cannot instantiate: {str(exc).splitlines()[0]}") from exc
-
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            cause = _first_line(exc)
+            if "time limit exceeded" in cause:
+                cause = f"time limit of {module.limits.timeout_ms} ms exceeded"
+            raise TrapError(f"module '{name}': failed while starting: {cause}") from exc
         memory = exports["memory"]
         alloc = exports.get(ALLOC_EXPORT)
         assert isinstance(memory, wasmtime.Memory)
-        index = attachment.native.add_instance(
-            name,
-            store,
-            memory,
-            alloc if isinstance(alloc, wasmtime.Func) else None,
-            max_result_bytes=self.max_result_bytes,
-        )
-        attachment.stores.append((store, instance))
-        attachment.modules[name] = module
-        for spec in module.functions:
+        attachment.native.bind_instance(slot, store, memory, alloc if isinstance(alloc, wasmtime.Func) else None)
+        return instance, exports
+
+    def _refresh(self, attachment: _Attachment, installed: _Installed) -> None:
+        """Swaps in a fresh instance (modules with instance = "statement")."""
+        store = self._new_store(installed.module)
+        old_store = installed.store
+        try:
+            attachment.native.bind_instance(installed.slot, store, None, None)
+            instance, exports = self._instantiate(attachment, installed.slot, installed.module, store)
+        except BaseException:
+            memory = installed.instance.exports(old_store)["memory"]
+            alloc = installed.instance.exports(old_store).get(ALLOC_EXPORT)
+            assert isinstance(memory, wasmtime.Memory)
+            attachment.native.bind_instance(
+                installed.slot, old_store, memory, alloc if isinstance(alloc, wasmtime.Func) else None
+            )
+            raise
+        for spec, fn_slot in zip(installed.module.functions, installed.function_slots):
             func = exports[spec.export]
             assert isinstance(func, wasmtime.Func)
-            attachment.native.add_function(
-                index,
-                sql_name=spec.name,
-                export_name=spec.export,
-                func=func,
-                abi=ABIS[spec.abi],
-                arg_types=[VALUE_TYPES[t] for t in spec.args],
-                vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
-                returns=VALUE_TYPES[spec.returns],
-                null_call=spec.null == "call",
-                sqlite_flags=_sqlite_flags(module.manifest, spec),
-            )
-            attachment.function_owner[spec.name.lower()] = name
+            attachment.native.rebind_function(fn_slot, func)
+        installed.store, installed.instance = store, instance
 
     def connect(self, path: str, modules: Iterable[ModuleSource | Module] = (), **apsw_options: Any) -> apsw.Connection:
         """Opens an APSW connection with the given modules installed."""
@@ -260,6 +346,27 @@ class Runtime:
             conn.close()
             raise
         return conn
+
+
+_TRACE_ID = "sqlwasm.fresh-instance-per-statement"
+
+
+def _statement_hook(attachment: _Attachment, runtime: Runtime) -> Any:
+    """A trace_v2 callback: before each top-level statement, replace every
+    per-statement instance that the previous statements used."""
+
+    def on_statement(event: dict[str, Any]) -> None:
+        if event.get("trigger"):
+            return  # a trigger runs inside its statement
+        for installed in attachment.per_statement:
+            # used == False also while the guest is running (never swap then)
+            if attachment.native.instance_used(installed.slot):
+                try:
+                    runtime._refresh(attachment, installed)
+                except Error as exc:
+                    log.warning("sqlwasm: keeping the old instance of '%s': %s", installed.module.name, exc)
+
+    return on_statement
 
 
 def connect(
@@ -274,9 +381,10 @@ def connect(
 ) -> apsw.Connection:
     """An apsw.Connection with the modules' functions and wasm_call registered.
 
-    ``options`` go to Runtime (for example max_result_bytes); ``flags`` and
-    ``vfs`` go to apsw.Connection. For many connections, make one Runtime and
-    use Runtime.connect: it compiles each module once.
+    ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
+    max_result_bytes); ``flags`` and ``vfs`` go to apsw.Connection. For many
+    connections, make one Runtime and use Runtime.connect: it compiles each
+    module once.
     """
     runtime = Runtime(trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, **options)
     apsw_options: dict[str, Any] = {}

@@ -66,8 +66,9 @@ def test_load_returns_module_description(runtime: sqlwasm.Runtime, counter: byte
     ]
 
 
-def test_load_reports_capabilities(build: Build, runtime: sqlwasm.Runtime) -> None:
-    module = runtime.load(build(COUNTER_WAT, counter_manifest(capabilities=["log", "clock"])))
+def test_load_reports_capabilities(build: Build, session_key: Ed25519PrivateKey) -> None:
+    granting = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=["log", "clock"])
+    module = granting.load(build(COUNTER_WAT, counter_manifest(capabilities=["log", "clock"])))
     assert module.capabilities == ("log", "clock")
 
 
@@ -123,11 +124,15 @@ def test_module_from_another_runtime_is_refused(runtime: sqlwasm.Runtime, counte
     ],
 )
 @pytest.mark.parametrize("capabilities", [[], ["log", "clock", "random"]])
-def test_imports_are_refused(build: Build, runtime: sqlwasm.Runtime, imports: str, named: str, capabilities: list[str]) -> None:
+def test_imports_are_refused(
+    build: Build, session_key: Ed25519PrivateKey, imports: str, named: str, capabilities: list[str]
+) -> None:
+    """Even with every capability declared and granted, nothing else links."""
     wat = COUNTER_WAT.replace(MEMORY, imports + MEMORY)
     data = build(wat, counter_manifest(capabilities=capabilities))
+    granting = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=capabilities)
     with pytest.raises(CapabilityError) as info:
-        runtime.load(data)
+        granting.load(data)
     assert named in str(info.value) and "module 'c'" in str(info.value)
 
 
@@ -279,7 +284,7 @@ def test_trap_in_initialize_fails_install(build: Build, runtime: sqlwasm.Runtime
     """
     conn = apsw.Connection(":memory:")
     try:
-        with pytest.raises(TrapError, match="module 'i': trap while starting"):
+        with pytest.raises(TrapError, match="module 'i': failed while starting"):
             runtime.install(conn, build(wat, manifest(fn("i_f", export="f"), name="i")))
         with pytest.raises(apsw.SQLError, match="no such function"):
             conn.execute("SELECT i_f(1)")
@@ -324,7 +329,8 @@ def test_pure_function_is_innocuous_and_deterministic_where_declared(runtime: sq
         conn.close()
 
 
-def test_function_with_capabilities_is_direct_only(build: Build, runtime: sqlwasm.Runtime) -> None:
+def test_function_with_capabilities_is_direct_only(build: Build, session_key: Ed25519PrivateKey) -> None:
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=["log"])
     conn = runtime.connect(":memory:", [build(COUNTER_WAT, counter_manifest(capabilities=["log"]))])
     try:
         assert conn.execute("SELECT c_twice(5)").fetchall() == [(10,)]

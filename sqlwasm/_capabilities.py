@@ -1,0 +1,205 @@
+"""Capabilities: the only imports a guest can have, and their host functions.
+
+A module declares capabilities in its manifest, the host grants them
+(Runtime(grant=...)); an import is linked only when a declared and granted
+capability provides it. There is no filesystem, environment, network or
+process capability: the WASI functions for those are never linked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import wasmtime
+
+from ._errors import CapabilityError
+from ._manifest import Manifest
+
+log = logging.getLogger("sqlwasm")
+
+WASI = "wasi_snapshot_preview1"
+WASI_ERRNO_SUCCESS = 0
+WASI_ERRNO_FAULT = 21
+WASI_ERRNO_INVAL = 28
+CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
+
+LOG_MESSAGE_MAX = 4096
+LOG_RATE_PER_SECOND = 100  # per instance; the rest are counted, then reported
+RANDOM_GET_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class HostImport:
+    capability: str
+    params: tuple[str, ...]
+    results: tuple[str, ...]
+
+    def func_type(self) -> wasmtime.FuncType:
+        make = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+        return wasmtime.FuncType([make[p]() for p in self.params], [make[r]() for r in self.results])
+
+
+# (import module, import name) -> what provides it. docs/security.md has this table.
+HOST_IMPORTS: dict[tuple[str, str], HostImport] = {
+    ("sqlwasm", "log"): HostImport("log", ("i32", "i32", "i32"), ()),
+    (WASI, "clock_time_get"): HostImport("clock", ("i32", "i64", "i32"), ("i32",)),
+    (WASI, "clock_res_get"): HostImport("clock", ("i32", "i32"), ("i32",)),
+    (WASI, "random_get"): HostImport("random", ("i32", "i32"), ("i32",)),
+}
+
+
+def check_imports(manifest: Manifest, compiled: wasmtime.Module, granted: Iterable[str]) -> None:
+    """Every import is provided by a declared, granted capability; every
+    declared capability is granted."""
+    where = f"module '{manifest.name}'"
+    granted = set(granted)
+    for cap in manifest.capabilities:
+        if cap not in granted:
+            raise CapabilityError(f"{where} needs capability '{cap}', which was not granted (grant=[...])")
+    for imp in compiled.imports:
+        name = f"{imp.module}.{imp.name}"
+        provider = HOST_IMPORTS.get((imp.module, imp.name or ""))
+        if provider is None:
+            raise CapabilityError(
+                f"{where} imports {name}, which no capability provides "
+                "(there is no filesystem, environment, network or process access)"
+            )
+        if provider.capability not in manifest.capabilities:
+            raise CapabilityError(
+                f"{where} imports {name}, which needs capability '{provider.capability}' "
+                "that its manifest does not declare"
+            )
+        ty = imp.type
+        if not isinstance(ty, wasmtime.FuncType) or (
+            tuple(map(str, ty.params)),
+            tuple(map(str, ty.results)),
+        ) != (provider.params, provider.results):
+            raise CapabilityError(
+                f"{where} imports {name} with the wrong type: expected "
+                f"({', '.join(provider.params)}) -> ({', '.join(provider.results)})"
+            )
+
+
+class _RateLimiter:
+    """A token bucket: `rate` messages a second, bursts up to `rate`."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.last = time.monotonic()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.suppressed += 1
+        return False
+
+
+def _memory(caller: wasmtime.Caller) -> wasmtime.Memory:
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        raise CapabilityError("guest has no exported memory")
+    return memory
+
+
+def _in_bounds(caller: wasmtime.Caller, memory: wasmtime.Memory, ptr: int, length: int) -> bool:
+    return length >= 0 and ptr + length <= memory.data_len(caller)
+
+
+def define_host_functions(
+    linker: wasmtime.Linker,
+    manifest: Manifest,
+    report_failure: Callable[[str], None],
+) -> None:
+    """Defines, in linker, the host functions of the module's capabilities.
+
+    report_failure(message) tells the native side why a host function failed,
+    so the SQL error names the cause; the exception then traps the guest.
+    """
+    module_name = manifest.name
+    guest_log = logging.getLogger(f"sqlwasm.guest.{module_name}")
+    limiter = _RateLimiter(LOG_RATE_PER_SECOND)
+    limiter_lock = threading.Lock()
+
+    def guarded(import_name: str, body: Callable[..., Any]) -> Callable[..., Any]:
+        def host_function(*args: Any) -> Any:
+            try:
+                return body(*args)
+            except BaseException as exc:  # nothing may unwind through the guest
+                report_failure(f"host function {import_name} failed: {type(exc).__name__}: {exc}"[:190])
+                raise
+
+        return host_function
+
+    def log_message(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
+        ptr &= 0xFFFFFFFF
+        memory = _memory(caller)
+        length = min(length, LOG_MESSAGE_MAX) if length >= 0 else -1
+        if not _in_bounds(caller, memory, ptr, length):
+            raise CapabilityError(f"log message (ptr {ptr}, len {length}) is outside guest memory")
+        with limiter_lock:
+            if not limiter.allow():
+                return
+            suppressed, limiter.suppressed = limiter.suppressed, 0
+        text = bytes(memory.read(caller, ptr, ptr + length)).decode("utf-8", errors="replace")
+        if suppressed:
+            guest_log.warning("(%d messages suppressed by the rate limit)", suppressed)
+        guest_log.log({0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING}.get(level, logging.ERROR), "%s", text)
+
+    def clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, out: int) -> int:
+        out &= 0xFFFFFFFF
+        if clock_id == CLOCK_REALTIME:
+            now = time.time_ns()
+        elif clock_id == CLOCK_MONOTONIC:
+            now = time.monotonic_ns()
+        else:
+            return WASI_ERRNO_INVAL
+        memory = _memory(caller)
+        if not _in_bounds(caller, memory, out, 8):
+            return WASI_ERRNO_FAULT
+        memory.write(caller, now.to_bytes(8, "little"), out)
+        return WASI_ERRNO_SUCCESS
+
+    def clock_res_get(caller: wasmtime.Caller, clock_id: int, out: int) -> int:
+        out &= 0xFFFFFFFF
+        if clock_id not in (CLOCK_REALTIME, CLOCK_MONOTONIC):
+            return WASI_ERRNO_INVAL
+        memory = _memory(caller)
+        if not _in_bounds(caller, memory, out, 8):
+            return WASI_ERRNO_FAULT
+        memory.write(caller, (1000).to_bytes(8, "little"), out)
+        return WASI_ERRNO_SUCCESS
+
+    def random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
+        buf &= 0xFFFFFFFF
+        length &= 0xFFFFFFFF
+        if length > RANDOM_GET_MAX:
+            return WASI_ERRNO_INVAL
+        memory = _memory(caller)
+        if not _in_bounds(caller, memory, buf, length):
+            return WASI_ERRNO_FAULT
+        if length:
+            memory.write(caller, os.urandom(length), buf)
+        return WASI_ERRNO_SUCCESS
+
+    bodies: dict[tuple[str, str], Callable[..., Any]] = {
+        ("sqlwasm", "log"): log_message,
+        (WASI, "clock_time_get"): clock_time_get,
+        (WASI, "clock_res_get"): clock_res_get,
+        (WASI, "random_get"): random_get,
+    }
+    for (module, name), spec in HOST_IMPORTS.items():
+        if spec.capability in manifest.capabilities:
+            linker.define_func(
+                module, name, spec.func_type(), guarded(f"{module}.{name}", bodies[(module, name)]), access_caller=True
+            )

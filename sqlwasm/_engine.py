@@ -1,0 +1,50 @@
+"""The process-wide wasmtime engines and the watchdog that drives time limits.
+
+Two engines: one plain, one that meters fuel (fuel instrumentation costs every
+guest something, so only modules with a fuel limit pay for it). Both interrupt
+guests through epochs: a native watchdog thread advances the epoch every
+``tick_ms()`` and the per-store epoch callback enforces time limits and
+sqlite3_interrupt(). Engines live as long as the process, so the watchdog may
+hold their raw pointers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import wasmtime
+
+from . import _native
+from ._errors import Error
+
+# Native stack for wasm frames. wasmtime's default (512 KiB) kills the process
+# with SIGSEGV when a guest recurses on a thread whose whole stack is 512 KiB;
+# 256 KiB leaves the host frames room and traps cleanly instead.
+MAX_WASM_STACK = 256 * 1024
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def engine(*, fuel: bool) -> wasmtime.Engine:
+    with _lock:
+        config = wasmtime.Config()
+        config.cranelift_opt_level = "speed"
+        config.epoch_interruption = True
+        config.consume_fuel = fuel
+        config.max_wasm_stack = MAX_WASM_STACK
+        return wasmtime.Engine(config)
+
+
+def watch(watched: wasmtime.Engine) -> None:
+    """Makes sure the watchdog ticks this engine (and runs in this process:
+    after fork() the first install restarts it)."""
+    pointer = ctypes.cast(watched.ptr(), ctypes.c_void_p).value
+    if _native.lib.sw_watchdog_watch(_native.ffi.cast("void *", pointer)) != 0:
+        raise Error("sqlwasm could not start its watchdog thread")
+
+
+def tick_ms() -> int:
+    return int(_native.lib.sw_tick_ms())
