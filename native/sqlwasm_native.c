@@ -39,6 +39,10 @@ typedef struct {
 /* Value types and ABIs as numbered in sqlwasm/_manifest.py. */
 enum { SW_T_INTEGER = 1, SW_T_REAL = 2, SW_T_TEXT = 3, SW_T_BLOB = 4, SW_T_ANY = 5 };
 enum { SW_ABI_RAW = 0, SW_ABI_MSGPACK = 1 };
+enum { SW_KIND_SCALAR = 0, SW_KIND_AGGREGATE = 1, SW_KIND_WINDOW = 2 };
+/* A function's exports, numbered as in sqlwasm/_native.py. A scalar has only
+   SW_FN_MAIN; for aggregates and windows SW_FN_MAIN is step. */
+enum { SW_FN_MAIN = 0, SW_FN_INIT, SW_FN_FINAL, SW_FN_VALUE, SW_FN_INVERSE, SW_FN_DROP, SW_FN_COUNT };
 
 /* Declared arguments (the manifest allows 127); a variadic call may pass up
    to SQLite's own limit, and cells beyond SW_STACK_CELLS go on the heap. */
@@ -92,7 +96,9 @@ struct sw_instance {
 
 struct sw_function {
     sw_instance *inst;
-    sw_wasmtime_func func;
+    sw_wasmtime_func funcs[SW_FN_COUNT];
+    unsigned present; /* bit i: funcs[i] is set */
+    int kind;
     char *sql_name;
     char *export_name;
     char *label; /* "module.function", the prefix of every error message */
@@ -433,64 +439,6 @@ static int sw_arg_type(const sw_function *f, int i)
     return i < f->n_args ? f->arg_types[i] : f->vararg_type;
 }
 
-/* ---------------------------------------------------------------- raw ABI */
-
-static void sw_call_raw_vals(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv,
-                             sw_val_raw *vals)
-{
-    const sqlite3_api_routines *api = f->inst->conn->api;
-    for (int i = 0; i < argc; i++) {
-        sqlite3_value *v = argv[i];
-        int declared = f->arg_types[i];
-        switch (api->value_type(v)) {
-        case SQLITE_INTEGER:
-            if (declared == SW_T_INTEGER)
-                vals[i].i64 = api->value_int64(v);
-            else
-                vals[i].f64 = (double)api->value_int64(v);
-            break;
-        case SQLITE_FLOAT:
-            if (declared == SW_T_REAL)
-                vals[i].f64 = api->value_double(v);
-            else
-                vals[i].i64 = api->value_int64(v);
-            break;
-        case SQLITE_NULL:
-            /* raw functions are always null = "strict" (checked at load) */
-            api->result_null(ctx);
-            return;
-        default:
-            sw_errorf(ctx, api, "%s: argument %d is %s, expected %s", f->label, i + 1,
-                      sw_sql_type_name(api->value_type(v)), sw_type_name(declared));
-            return;
-        }
-    }
-    if (!sw_guest_call(ctx, f, &f->func, "trap", vals, argc > 0 ? (size_t)argc : 1))
-        return;
-    if (f->returns == SW_T_INTEGER)
-        api->result_int64(ctx, vals[0].i64);
-    else
-        api->result_double(ctx, vals[0].f64);
-}
-
-static void sw_call_raw(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
-{
-    /* A small array keeps the common call's stack frame in cache. */
-    if (argc <= SW_STACK_CELLS) {
-        sw_val_raw vals[SW_STACK_CELLS];
-        sw_call_raw_vals(ctx, f, argc, argv, vals);
-        return;
-    }
-    const sqlite3_api_routines *api = f->inst->conn->api;
-    sw_val_raw *vals = api->malloc64(sizeof *vals * (size_t)argc);
-    if (!vals) {
-        api->result_error_nomem(ctx);
-        return;
-    }
-    sw_call_raw_vals(ctx, f, argc, argv, vals);
-    api->free(vals);
-}
-
 /* ------------------------------------------------------------ msgpack ABI */
 
 /* One argument, read from SQLite and converted to its declared type. */
@@ -724,8 +672,9 @@ static int sw_read_str(sw_reader *r, const uint8_t **s, uint32_t *n)
     return 1;
 }
 
-/* Sets the SQL result from one msgpack value and checks it is all there is. */
-static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint8_t *p, uint32_t n)
+/* Sets the SQL result from one msgpack value and checks it is all there is.
+   With error_only (a step's status), only {"error": text} is acceptable. */
+static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint8_t *p, uint32_t n, int error_only)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
     sw_reader r = {p, p + n};
@@ -740,6 +689,10 @@ static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint
     if (!sw_take(&r, 1, &tag))
         goto truncated;
     uint8_t t = *tag;
+    if (error_only && t != 0x81 && t != 0xde && t != 0xdf) {
+        sw_errorf(ctx, api, "%s: step and inverse must return 0 or {\"error\": text}", f->label);
+        return;
+    }
     if (t <= 0x7f || t >= 0xe0) {
         kind = SQLITE_INTEGER;
         i = (int8_t)t;
@@ -875,109 +828,276 @@ wrong_type:
               sw_type_name(f->returns));
 }
 
-static void sw_call_msgpack_cells(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv,
-                                  sw_cell *cells)
+/* ------------------------------------------------------------- calling */
+
+enum { SW_SKIP_ROW = -1 }; /* a NULL argument under null = "strict" */
+
+/* Raw ABI: the arguments as wasm values, into vals[0..argc). */
+static int sw_raw_args(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv, sw_val_raw *vals)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    for (int i = 0; i < argc; i++) {
+        sqlite3_value *v = argv[i];
+        int declared = f->arg_types[i];
+        switch (api->value_type(v)) {
+        case SQLITE_INTEGER:
+            if (declared == SW_T_INTEGER)
+                vals[i].i64 = api->value_int64(v);
+            else
+                vals[i].f64 = (double)api->value_int64(v);
+            break;
+        case SQLITE_FLOAT:
+            if (declared == SW_T_REAL)
+                vals[i].f64 = api->value_double(v);
+            else
+                vals[i].i64 = api->value_int64(v);
+            break;
+        case SQLITE_NULL:
+            return SW_SKIP_ROW; /* raw functions are always null = "strict" (checked at load) */
+        default:
+            sw_errorf(ctx, api, "%s: argument %d is %s, expected %s", f->label, i + 1,
+                      sw_sql_type_name(api->value_type(v)), sw_type_name(declared));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* msgpack ABI: writes the argument row into the guest's argument buffer
+   (asking sqlwasm_alloc for a bigger one when it does not fit). */
+static int sw_write_row(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv, sw_cell *cells,
+                        uint32_t *row_len)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
     sw_instance *inst = f->inst;
     size_t total = argc < 16 ? 1 : argc <= 0xffff ? 3 : 5;
     for (int i = 0; i < argc; i++) {
         int ok = sw_read_cell(ctx, f, i, argv[i], &cells[i]);
-        if (ok < 0) {
-            api->result_null(ctx);
-            return;
-        }
-        if (!ok)
-            return;
+        if (ok <= 0)
+            return ok < 0 ? SW_SKIP_ROW : 0;
         total += sw_cell_size(&cells[i]);
     }
     if (total > INT32_MAX) {
         sw_errorf(ctx, api, "%s: arguments are %zu bytes, over the 2 GiB limit", f->label, total);
-        return;
+        return 0;
     }
-
-    sw_val_raw vals[2];
     if (total > inst->arg_cap) {
         /* Round small requests up so that a growing row needs few allocations. */
         uint32_t want = total < 256 ? 256 : (uint32_t)total;
+        sw_val_raw vals[1];
         vals[0].i32 = (int32_t)want;
         if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
-            return;
+            return 0;
         uint32_t ptr = (uint32_t)vals[0].i32;
         inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
         if (ptr == 0 || (uint64_t)ptr + want > inst->mem_size_seen) {
             inst->arg_cap = 0;
             sw_errorf(ctx, api, "%s: sqlwasm_alloc(%u) returned %u, outside the %zu-byte memory", f->label, want,
                       ptr, inst->mem_size_seen);
-            return;
+            return 0;
         }
         inst->arg_ptr = ptr;
         inst->arg_cap = want;
     }
     /* memory.grow in any earlier call may have moved the base: fetch it now */
-    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
-    uint8_t *out = mem + inst->arg_ptr;
+    uint8_t *out = wt.memory_data(inst->context, &inst->memory) + inst->arg_ptr;
     if (argc < 16)
         *out++ = (uint8_t)(0x90 | argc);
     else
         out = sw_put_header(out, (uint32_t)argc, 0, 0xdc, 0xdd);
     for (int i = 0; i < argc; i++)
         out = sw_put_cell(out, &cells[i]);
+    *row_len = (uint32_t)total;
+    return 1;
+}
 
-    vals[0].i32 = (int32_t)inst->arg_ptr;
-    vals[1].i32 = (int32_t)total;
-    if (!sw_guest_call(ctx, f, &f->func, "trap", vals, 2))
-        return;
-    uint64_t packed = (uint64_t)vals[0].i64;
+/* msgpack ABI: bounds-checks a packed (ptr << 32 | len) result and makes it
+   the SQL result (or, with error_only, reports the error it must be). */
+static int sw_packed_result(sqlite3_context *ctx, const sw_function *f, uint64_t packed, int error_only)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_instance *inst = f->inst;
     uint32_t rptr = (uint32_t)(packed >> 32);
     uint32_t rlen = (uint32_t)packed;
     if (rlen > inst->max_result_bytes) {
         sw_errorf(ctx, api, "%s: result is %u bytes, over the %u-byte result limit", f->label, rlen,
                   inst->max_result_bytes);
-        return;
+        return 0;
     }
-    mem = wt.memory_data(inst->context, &inst->memory);
+    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
     if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
         inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
         if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
             sw_errorf(ctx, api, "%s: result (ptr %u, len %u) lies outside the %zu-byte memory", f->label, rptr,
                       rlen, inst->mem_size_seen);
-            return;
+            return 0;
         }
     }
-    sw_set_result(ctx, f, mem + rptr, rlen);
+    sw_set_result(ctx, f, mem + rptr, rlen, error_only);
+    return !error_only;
 }
 
-static void sw_call_msgpack(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+/* The names of the exports in messages. */
+static const char *const sw_trap_in[SW_FN_COUNT] = {"trap", "trap in init", "trap in final", "trap in value",
+                                                    "trap in inverse", "trap in drop"};
+
+/*
+ * Calls export fn with the SQL arguments, after the state handle for
+ * aggregate steps (with_handle). A scalar's result becomes the SQL result; a
+ * step's result is only a status. Returns 1 on success, 0 with an error set,
+ * SW_SKIP_ROW for a NULL argument under null = "strict".
+ */
+static int sw_call_args_into(sqlite3_context *ctx, const sw_function *f, int fn, int with_handle, int32_t handle,
+                             int argc, sqlite3_value **argv, sw_val_raw *vals, sw_cell *cells)
 {
-    if (argc <= SW_STACK_CELLS) {
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    const char *what = fn == SW_FN_MAIN && f->kind != SW_KIND_SCALAR ? "trap in step" : sw_trap_in[fn];
+    int scalar = f->kind == SW_KIND_SCALAR;
+    int ok;
+    vals[0].i32 = handle;
+    if (f->abi == SW_ABI_RAW) {
+        ok = sw_raw_args(ctx, f, argc, argv, vals + with_handle);
+        if (ok != 1)
+            return ok;
+        size_t n_vals = (size_t)(argc + with_handle);
+        if (!sw_guest_call(ctx, f, &f->funcs[fn], what, vals, n_vals ? n_vals : 1))
+            return 0;
+        if (scalar) {
+            if (f->returns == SW_T_INTEGER)
+                api->result_int64(ctx, vals[0].i64);
+            else
+                api->result_double(ctx, vals[0].f64);
+        }
+        return 1;
+    }
+    uint32_t row_len;
+    ok = sw_write_row(ctx, f, argc, argv, cells, &row_len);
+    if (ok != 1)
+        return ok;
+    vals[with_handle].i32 = (int32_t)f->inst->arg_ptr;
+    vals[with_handle + 1].i32 = (int32_t)row_len;
+    if (!sw_guest_call(ctx, f, &f->funcs[fn], what, vals, (size_t)(2 + with_handle)))
+        return 0;
+    uint64_t packed = (uint64_t)vals[0].i64;
+    if (scalar)
+        return sw_packed_result(ctx, f, packed, 0);
+    return packed == 0 ? 1 : sw_packed_result(ctx, f, packed, 1);
+}
+
+static int sw_call_args(sqlite3_context *ctx, const sw_function *f, int fn, int with_handle, int32_t handle,
+                        int argc, sqlite3_value **argv)
+{
+    /* Small arrays keep the common call's stack frame in cache. */
+    if (argc < SW_STACK_CELLS) {
+        sw_val_raw vals[SW_STACK_CELLS + 2];
         sw_cell cells[SW_STACK_CELLS];
-        sw_call_msgpack_cells(ctx, f, argc, argv, cells);
-        return;
+        return sw_call_args_into(ctx, f, fn, with_handle, handle, argc, argv, vals, cells);
     }
     const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_val_raw *vals = api->malloc64(sizeof *vals * (size_t)(argc + 2));
     sw_cell *cells = api->malloc64(sizeof *cells * (size_t)argc);
-    if (!cells) {
+    int ok = 0;
+    if (vals && cells)
+        ok = sw_call_args_into(ctx, f, fn, with_handle, handle, argc, argv, vals, cells);
+    else
+        api->result_error_nomem(ctx);
+    api->free(vals);
+    api->free(cells);
+    return ok;
+}
+
+static int sw_check_arity(sqlite3_context *ctx, const sw_function *f, int argc)
+{
+    if (f->vararg_type ? argc >= f->n_args : argc == f->n_args)
+        return 1;
+    sw_errorf(ctx, f->inst->conn->api, "%s: takes %s%d argument%s, got %d", f->label,
+              f->vararg_type ? "at least " : "", f->n_args, f->n_args == 1 ? "" : "s", argc);
+    return 0;
+}
+
+/* A scalar call from SQL. */
+static void sw_invoke(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    if (sw_check_arity(ctx, f, argc) && sw_call_args(ctx, f, SW_FN_MAIN, 0, 0, argc, argv) == SW_SKIP_ROW)
+        f->inst->conn->api->result_null(ctx);
+}
+
+/* ---------------------------------------------------------- aggregates */
+
+/* Lives in SQLite's aggregate context, one per group or window partition. */
+typedef struct {
+    int32_t handle;
+    uint8_t live;   /* init has returned handle */
+    uint8_t broken; /* a call failed: the state is never used again */
+} sw_agg;
+
+static int sw_agg_init(sqlite3_context *ctx, const sw_function *f, sw_agg *agg)
+{
+    sw_val_raw vals[1];
+    if (!sw_guest_call(ctx, f, &f->funcs[SW_FN_INIT], sw_trap_in[SW_FN_INIT], vals, 1))
+        return 0;
+    agg->handle = vals[0].i32;
+    agg->live = 1;
+    return 1;
+}
+
+static void sw_agg_row(sqlite3_context *ctx, const sw_function *f, int fn, int argc, sqlite3_value **argv)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_agg *agg = api->aggregate_context(ctx, sizeof *agg);
+    if (!agg) {
         api->result_error_nomem(ctx);
         return;
     }
-    sw_call_msgpack_cells(ctx, f, argc, argv, cells);
-    api->free(cells);
+    if (agg->broken || !sw_check_arity(ctx, f, argc))
+        return;
+    if (!agg->live && !sw_agg_init(ctx, f, agg))
+        return;
+    if (sw_call_args(ctx, f, fn, 1, agg->handle, argc, argv) == 0)
+        agg->broken = 1;
 }
 
-/* ------------------------------------------------------------- dispatch */
-
-static void sw_invoke(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+/* The result from final (releasing the state) or value (keeping it). */
+static void sw_agg_result(sqlite3_context *ctx, const sw_function *f, int fn)
 {
-    if (f->vararg_type ? argc < f->n_args : argc != f->n_args) {
-        sw_errorf(ctx, f->inst->conn->api, "%s: takes %s%d argument%s, got %d", f->label,
-                  f->vararg_type ? "at least " : "", f->n_args, f->n_args == 1 ? "" : "s", argc);
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_agg empty = {0, 0, 0};
+    sw_agg *agg = api->aggregate_context(ctx, fn == SW_FN_FINAL ? 0 : sizeof *agg);
+    if (!agg) {
+        if (fn != SW_FN_FINAL) {
+            api->result_error_nomem(ctx);
+            return;
+        }
+        agg = &empty; /* no rows in the group: init, then final */
+    }
+    if (agg->broken) {
+        /* The statement already failed; let the guest free the state. */
+        if (fn == SW_FN_FINAL && agg->live && (f->present & (1u << SW_FN_DROP))) {
+            sw_val_raw vals[1];
+            vals[0].i32 = agg->handle;
+            sw_guest_call(ctx, f, &f->funcs[SW_FN_DROP], sw_trap_in[SW_FN_DROP], vals, 1);
+            agg->live = 0;
+        }
         return;
     }
-    if (f->abi == SW_ABI_RAW)
-        sw_call_raw(ctx, f, argc, argv);
-    else
-        sw_call_msgpack(ctx, f, argc, argv);
+    if (!agg->live && !sw_agg_init(ctx, f, agg))
+        return;
+    sw_val_raw vals[1];
+    vals[0].i32 = agg->handle;
+    if (fn == SW_FN_FINAL)
+        agg->live = 0; /* final releases the state, whatever happens */
+    if (!sw_guest_call(ctx, f, &f->funcs[fn], sw_trap_in[fn], vals, 1)) {
+        agg->broken = 1;
+        return;
+    }
+    if (f->abi == SW_ABI_RAW) {
+        if (f->returns == SW_T_INTEGER)
+            api->result_int64(ctx, vals[0].i64);
+        else
+            api->result_double(ctx, vals[0].f64); /* NaN becomes NULL, SQLite's rule */
+    } else if (!sw_packed_result(ctx, f, (uint64_t)vals[0].i64, 0)) {
+        agg->broken = 1;
+    }
 }
 
 /* wasm_call(module, function, args...): dispatch by name at run time. */
@@ -1006,7 +1126,10 @@ static void sw_wasm_call(sqlite3_context *ctx, sw_conn *conn, int argc, sqlite3_
             continue;
         module_found = 1;
         if (api->stricmp(f->sql_name, name) == 0 || strcmp(f->export_name, name) == 0) {
-            sw_invoke(ctx, f, argc - 2, argv + 2);
+            if (f->kind != SW_KIND_SCALAR)
+                sw_errorf(ctx, api, "wasm_call: %s is an aggregate function: call it directly", f->label);
+            else
+                sw_invoke(ctx, f, argc - 2, argv + 2);
             return;
         }
     }
@@ -1033,6 +1156,22 @@ static const sqlite3_api_routines *sw_api_slots[SW_API_SLOTS];
     static void sw_wasm_call_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv) \
     {                                                                                    \
         sw_wasm_call(ctx, sw_api_slots[k]->user_data(ctx), argc, argv);                  \
+    }                                                                                    \
+    static void sw_step_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv)    \
+    {                                                                                    \
+        sw_agg_row(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_MAIN, argc, argv);        \
+    }                                                                                    \
+    static void sw_inverse_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv) \
+    {                                                                                    \
+        sw_agg_row(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_INVERSE, argc, argv);     \
+    }                                                                                    \
+    static void sw_final_cb_##k(sqlite3_context *ctx)                                    \
+    {                                                                                    \
+        sw_agg_result(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_FINAL);                \
+    }                                                                                    \
+    static void sw_value_cb_##k(sqlite3_context *ctx)                                    \
+    {                                                                                    \
+        sw_agg_result(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_VALUE);                \
     }
 
 SW_SLOT_CALLBACKS(0)
@@ -1044,6 +1183,12 @@ typedef void (*sw_sql_cb)(sqlite3_context *, int, sqlite3_value **);
 static const sw_sql_cb sw_scalar_cbs[SW_API_SLOTS] = {sw_scalar_cb_0, sw_scalar_cb_1, sw_scalar_cb_2, sw_scalar_cb_3};
 static const sw_sql_cb sw_wasm_call_cbs[SW_API_SLOTS] = {sw_wasm_call_cb_0, sw_wasm_call_cb_1, sw_wasm_call_cb_2,
                                                          sw_wasm_call_cb_3};
+static const sw_sql_cb sw_step_cbs[SW_API_SLOTS] = {sw_step_cb_0, sw_step_cb_1, sw_step_cb_2, sw_step_cb_3};
+static const sw_sql_cb sw_inverse_cbs[SW_API_SLOTS] = {sw_inverse_cb_0, sw_inverse_cb_1, sw_inverse_cb_2,
+                                                       sw_inverse_cb_3};
+typedef void (*sw_final_cb)(sqlite3_context *);
+static const sw_final_cb sw_final_cbs[SW_API_SLOTS] = {sw_final_cb_0, sw_final_cb_1, sw_final_cb_2, sw_final_cb_3};
+static const sw_final_cb sw_value_cbs[SW_API_SLOTS] = {sw_value_cb_0, sw_value_cb_1, sw_value_cb_2, sw_value_cb_3};
 
 /* The slot of a routines table, claiming a free one the first time. */
 static int sw_api_slot(const sqlite3_api_routines *api)
@@ -1156,9 +1301,23 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
     inst->host_error[0] = '\0';
 }
 
-void sw_conn_rebind_function(sw_conn *conn, int function, const void *func)
+/* Required exports of each kind (bits of SW_FN_*); drop is always optional. */
+static const unsigned sw_required_exports[3] = {
+    [SW_KIND_SCALAR] = 1u << SW_FN_MAIN,
+    [SW_KIND_AGGREGATE] = 1u << SW_FN_MAIN | 1u << SW_FN_INIT | 1u << SW_FN_FINAL,
+    [SW_KIND_WINDOW] = 1u << SW_FN_MAIN | 1u << SW_FN_INIT | 1u << SW_FN_FINAL | 1u << SW_FN_VALUE |
+                       1u << SW_FN_INVERSE,
+};
+
+static void sw_set_funcs(sw_function *f, const void *funcs, unsigned present)
 {
-    memcpy(&conn->functions[function]->func, func, sizeof conn->functions[function]->func);
+    memcpy(f->funcs, funcs, sizeof f->funcs);
+    f->present = present;
+}
+
+void sw_conn_rebind_function(sw_conn *conn, int function, const void *funcs, unsigned present)
+{
+    sw_set_funcs(conn->functions[function], funcs, present);
 }
 
 int sw_conn_instance_used(sw_conn *conn, int instance)
@@ -1173,11 +1332,13 @@ void sw_conn_host_error(sw_conn *conn, int instance, const char *message)
     snprintf(inst->host_error, sizeof inst->host_error, "%s", message);
 }
 
-int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, const char *export_name,
-                         const void *func, int abi, const uint8_t *arg_types, int n_args, int vararg_type,
-                         int returns, int null_call, int sqlite_flags, char *errbuf, size_t errbuf_len)
+int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, const char *export_name, int kind,
+                         const void *funcs, unsigned present, int abi, const uint8_t *arg_types, int n_args,
+                         int vararg_type, int returns, int null_call, int sqlite_flags, char *errbuf,
+                         size_t errbuf_len)
 {
-    if (instance < 0 || instance >= conn->n_instances || n_args < 0 || n_args > SW_MAX_ARGS ||
+    if (instance < 0 || instance >= conn->n_instances || n_args < 0 || n_args > SW_MAX_ARGS || kind < 0 ||
+        kind > SW_KIND_WINDOW || (present & sw_required_exports[kind]) != sw_required_exports[kind] ||
         (abi != SW_ABI_RAW && abi != SW_ABI_MSGPACK) ||
         (abi == SW_ABI_MSGPACK && !conn->instances[instance]->has_alloc) ||
         (abi == SW_ABI_RAW && (vararg_type || null_call))) {
@@ -1207,7 +1368,8 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
     }
     snprintf(f->label, label_len, "%s.%s", inst->name, sql_name);
     f->inst = inst;
-    memcpy(&f->func, func, sizeof f->func);
+    sw_set_funcs(f, funcs, present);
+    f->kind = kind;
     f->abi = abi;
     f->returns = returns;
     f->null_call = null_call;
@@ -1221,8 +1383,19 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
     const sqlite3_api_routines *api = conn->api;
     int slot = sw_api_slot(api);
     sw_conn_retain(conn);
-    int rc = api->create_function_v2(conn->db, sql_name, vararg_type ? -1 : n_args, SQLITE_UTF8 | sqlite_flags,
-                                     f, sw_scalar_cbs[slot], NULL, NULL, sw_function_destroy);
+    int n_arg = vararg_type ? -1 : n_args;
+    int flags = SQLITE_UTF8 | sqlite_flags;
+    int rc;
+    if (kind == SW_KIND_SCALAR)
+        rc = api->create_function_v2(conn->db, sql_name, n_arg, flags, f, sw_scalar_cbs[slot], NULL, NULL,
+                                     sw_function_destroy);
+    else if (kind == SW_KIND_AGGREGATE)
+        rc = api->create_function_v2(conn->db, sql_name, n_arg, flags, f, NULL, sw_step_cbs[slot],
+                                     sw_final_cbs[slot], sw_function_destroy);
+    else
+        rc = api->create_window_function(conn->db, sql_name, n_arg, flags, f, sw_step_cbs[slot],
+                                         sw_final_cbs[slot], sw_value_cbs[slot], sw_inverse_cbs[slot],
+                                         sw_function_destroy);
     if (rc != SQLITE_OK) {
         sw_errbuf(errbuf, errbuf_len, "registering %s: %s", sql_name, api->errmsg(conn->db));
         return -1;

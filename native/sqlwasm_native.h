@@ -34,16 +34,18 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, vo
 void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
                            const void *alloc_func);
 
-/* Registers one SQL function. Returns its index (>= 0), or -1 with a message
-   in errbuf. */
+/* Registers one SQL function: a scalar (kind 0), aggregate (1) or window
+   function (2). funcs holds 6 wasmtime_func_t (main/step, init, final,
+   value, inverse, drop); bit i of present says funcs[i] is set. Returns the
+   function's index (>= 0), or -1 with a message in errbuf. */
 int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name,
-                         const char *export_name, const void *func, int abi,
-                         const uint8_t *arg_types, int n_args, int vararg_type,
-                         int returns, int null_call, int sqlite_flags,
-                         char *errbuf, size_t errbuf_len);
+                         const char *export_name, int kind, const void *funcs,
+                         unsigned present, int abi, const uint8_t *arg_types,
+                         int n_args, int vararg_type, int returns, int null_call,
+                         int sqlite_flags, char *errbuf, size_t errbuf_len);
 
-/* Points a function at the same export of a fresh instance. */
-void sw_conn_rebind_function(sw_conn *conn, int function, const void *func);
+/* Points a function at the same exports of a fresh instance. */
+void sw_conn_rebind_function(sw_conn *conn, int function, const void *funcs, unsigned present);
 
 /* Whether the instance has been called since the last bind (then cleared). */
 int sw_conn_instance_used(sw_conn *conn, int instance);

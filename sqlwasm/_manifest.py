@@ -30,7 +30,10 @@ RAW_WASM_TYPES = {"integer": "i64", "real": "f64"}
 
 CAPABILITIES = ("log", "clock", "random")
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
-KINDS = ("scalar",)
+KINDS = ("scalar", "aggregate", "window")
+# The exports an aggregate or window function names, in the native order.
+EXPORT_ROLES = ("step", "init", "final", "value", "inverse", "drop")
+REQUIRED_ROLES = {"aggregate": ("init", "step", "final"), "window": ("init", "step", "final", "value", "inverse")}
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"
 RESERVED_NAMES = frozenset({"wasm_call"})
@@ -40,7 +43,7 @@ _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 _MODULE_KEYS = {"sqlwasm", "name", "version", "description", "capabilities", "limits", "instance", "functions"}
 INSTANCE_POLICIES = ("connection", "statement")
-_FUNCTION_KEYS = {"name", "export", "kind", "abi", "args", "varargs", "returns", "deterministic", "null"}
+_FUNCTION_KEYS = {"name", "export", "exports", "kind", "abi", "args", "varargs", "returns", "deterministic", "null"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class FunctionSpec:
     """One SQL function a module provides."""
 
     name: str
-    export: str
+    export: str  # a scalar's export; for aggregates and windows, the step export
     abi: str
     args: tuple[str, ...]
     returns: str
@@ -56,15 +59,20 @@ class FunctionSpec:
     varargs: str | None = None
     deterministic: bool = False
     null: str = "strict"
+    role_exports: tuple[tuple[str, str], ...] = ()  # aggregates and windows: (role, export)
+
+    @property
+    def exports(self) -> dict[str, str]:
+        """Role -> export name: {"main": export} for a scalar."""
+        return dict(self.role_exports) if self.kind != "scalar" else {"main": self.export}
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "export": self.export,
-            "kind": self.kind,
-            "abi": self.abi,
-            "args": list(self.args),
-        }
+        out: dict[str, Any] = {"name": self.name}
+        if self.kind == "scalar":
+            out["export"] = self.export
+        else:
+            out["exports"] = dict(self.role_exports)
+        out.update(kind=self.kind, abi=self.abi, args=list(self.args))
         if self.varargs is not None:
             out["varargs"] = self.varargs
         out.update(returns=self.returns, deterministic=self.deterministic, null=self.null)
@@ -139,10 +147,30 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
     _check_keys(obj, _FUNCTION_KEYS, where)
     if name.lower() in RESERVED_NAMES or name.lower() in sqlite_builtin_names():
         raise _fail(where, "name clashes with a SQLite built-in function")
-    export = _optional(obj, "export", str, name, where)
     kind = _optional(obj, "kind", str, "scalar", where)
     if kind not in KINDS:
         raise _fail(where, f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    role_exports: tuple[tuple[str, str], ...] = ()
+    if kind == "scalar":
+        if "exports" in obj:
+            raise _fail(where, "'exports' is for aggregate and window functions; a scalar names its 'export'")
+        export = _optional(obj, "export", str, name, where)
+    else:
+        if "export" in obj:
+            raise _fail(where, f"a {kind} function names its exports in 'exports', not 'export'")
+        exports = _require(obj, "exports", dict, where)
+        for role, value in exports.items():
+            if role not in EXPORT_ROLES:
+                raise _fail(where, f"unknown export role {role!r} (roles: {', '.join(EXPORT_ROLES)})")
+            if not isinstance(value, str) or not value:
+                raise _fail(where, f"export of role '{role}' must be a non-empty string")
+        missing = [r for r in REQUIRED_ROLES[kind] if r not in exports]
+        if missing:
+            raise _fail(where, f"a {kind} function needs exports {', '.join(repr(r) for r in missing)}")
+        if kind == "aggregate" and {"value", "inverse"} & set(exports):
+            raise _fail(where, "'value' and 'inverse' are for window functions (kind = 'window')")
+        role_exports = tuple((r, exports[r]) for r in EXPORT_ROLES if r in exports)
+        export = exports["step"]
     abi = _require(obj, "abi", str, where)
     if abi not in ABIS:
         raise _fail(where, f"abi must be 'raw' or 'msgpack', got {abi!r}")
@@ -170,7 +198,7 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
             raise _fail(where, "the raw ABI cannot pass NULL: null must be 'strict'")
     if len(args) > 127:
         raise _fail(where, "more than 127 arguments")
-    return FunctionSpec(name, export, abi, tuple(args), returns, kind, varargs, deterministic, null)
+    return FunctionSpec(name, export, abi, tuple(args), returns, kind, varargs, deterministic, null, role_exports)
 
 
 def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
@@ -240,6 +268,22 @@ def _wasm_types(types: list[wasmtime.ValType]) -> list[str]:
     return [str(t) for t in types]
 
 
+def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
+    """The wasm signature an export of this role needs (docs/abi.md)."""
+    raw = f.abi == "raw"
+    args = [RAW_WASM_TYPES[a] for a in f.args] if raw else ["i32", "i32"]
+    result = [RAW_WASM_TYPES[f.returns]] if raw else ["i64"]
+    if role == "main":
+        return args, result
+    if role == "init":
+        return [], ["i32"]
+    if role in ("step", "inverse"):
+        return ["i32", *args], [] if raw else ["i64"]
+    if role in ("final", "value"):
+        return ["i32"], result
+    return ["i32"], []  # drop
+
+
 def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
     """Every declared export exists with the signature its ABI needs."""
     where = f"module '{manifest.name}'"
@@ -248,21 +292,21 @@ def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
         raise ManifestError(f"{where}: does not export its linear memory as 'memory'")
     for f in manifest.functions:
         fwhere = f"{where}: function '{f.name}'"
-        ty = exports.get(f.export)
-        if ty is None:
-            raise ManifestError(f"{fwhere}: export '{f.export}' is missing")
-        if not isinstance(ty, wasmtime.FuncType):
-            raise ManifestError(f"{fwhere}: export '{f.export}' is not a function")
-        if f.abi == "raw":
-            want = ([RAW_WASM_TYPES[a] for a in f.args], [RAW_WASM_TYPES[f.returns]])
-        else:
-            want = (["i32", "i32"], ["i64"])
-        got = (_wasm_types(ty.params), _wasm_types(ty.results))
-        if got != want:
-            raise ManifestError(
-                f"{fwhere}: export '{f.export}' has type ({', '.join(got[0])}) -> ({', '.join(got[1])}), "
-                f"but the {f.abi} ABI with the declared types needs ({', '.join(want[0])}) -> ({', '.join(want[1])})"
-            )
+        for role, export in f.exports.items():
+            ty = exports.get(export)
+            if ty is None:
+                raise ManifestError(f"{fwhere}: export '{export}' is missing")
+            if not isinstance(ty, wasmtime.FuncType):
+                raise ManifestError(f"{fwhere}: export '{export}' is not a function")
+            want = _wanted_type(f, role)
+            got = (_wasm_types(ty.params), _wasm_types(ty.results))
+            if got != want:
+                what = f"{role} export" if role != "main" else "export"
+                raise ManifestError(
+                    f"{fwhere}: {what} '{export}' has type ({', '.join(got[0])}) -> ({', '.join(got[1])}), "
+                    f"but the {f.abi} ABI with the declared types needs "
+                    f"({', '.join(want[0])}) -> ({', '.join(want[1])})"
+                )
     if any(f.abi == "msgpack" for f in manifest.functions):
         alloc = exports.get(ALLOC_EXPORT)
         if not isinstance(alloc, wasmtime.FuncType) or (

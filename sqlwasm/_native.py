@@ -28,6 +28,8 @@ ffi: Any = _sqlwasm_native.ffi
 lib: Any = _sqlwasm_native.lib
 
 ENTRY_POINT = "sqlite3_sqlwasm_init"
+# Export slots of a function, in native order (SW_FN_* in sqlwasm_native.c).
+FUNC_SLOTS = 6
 _ERRBUF_LEN = 512
 
 
@@ -50,6 +52,7 @@ def _check_layout() -> None:
 
 
 _check_layout()
+_FUNC_SIZE = int(lib.sw_sizeof_func())
 
 
 def _handle_bytes(struct: ctypes.Structure) -> bytes:
@@ -58,6 +61,15 @@ def _handle_bytes(struct: ctypes.Structure) -> bytes:
 
 def _context_pointer(store: wasmtime.Store) -> Any:
     return ffi.cast("void *", ctypes.cast(store._context(), ctypes.c_void_p).value)
+
+
+def _funcs_argument(funcs: Sequence[wasmtime.Func | None]) -> tuple[Any, int]:
+    """The native (funcs, present) pair: FUNC_SLOTS handles and a bit mask."""
+    if len(funcs) != FUNC_SLOTS:
+        raise ValueError(f"expected {FUNC_SLOTS} function slots")
+    blob = b"".join(_handle_bytes(f._func) if f is not None else bytes(_FUNC_SIZE) for f in funcs)
+    present = sum(1 << i for i, f in enumerate(funcs) if f is not None)
+    return ffi.new("char[]", blob), present
 
 
 def _store_pointer(store: wasmtime.Store) -> Any:
@@ -132,7 +144,8 @@ class NativeConnection:
         *,
         sql_name: str,
         export_name: str,
-        func: wasmtime.Func,
+        kind: int,
+        funcs: Sequence[wasmtime.Func | None],
         abi: int,
         arg_types: Sequence[int],
         vararg_type: int,
@@ -146,7 +159,8 @@ class NativeConnection:
             instance,
             sql_name.encode(),
             export_name.encode(),
-            ffi.new("char[]", _handle_bytes(func._func)),
+            kind,
+            *_funcs_argument(funcs),
             abi,
             ffi.new("uint8_t[]", list(arg_types) or [0]),
             len(arg_types),
@@ -161,8 +175,8 @@ class NativeConnection:
             raise Error(f"sqlwasm could not register {sql_name}: {ffi.string(errbuf).decode()}")
         return index
 
-    def rebind_function(self, index: int, func: wasmtime.Func) -> None:
-        lib.sw_conn_rebind_function(self._ptr, index, ffi.new("char[]", _handle_bytes(func._func)))
+    def rebind_function(self, index: int, funcs: Sequence[wasmtime.Func | None]) -> None:
+        lib.sw_conn_rebind_function(self._ptr, index, *_funcs_argument(funcs))
 
     def release(self) -> None:
         if self._ptr != ffi.NULL:

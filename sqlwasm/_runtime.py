@@ -22,6 +22,8 @@ from ._manifest import (
     ABIS,
     ALLOC_EXPORT,
     CAPABILITIES,
+    EXPORT_ROLES,
+    KINDS,
     MANIFEST_SECTION,
     VALUE_TYPES,
     FunctionSpec,
@@ -108,6 +110,18 @@ def _attachment(conn: apsw.Connection) -> _Attachment:
         _attachments[conn] = found
         weakref.finalize(conn, found.release)
     return found
+
+
+def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | None]:
+    """The function's exports in native slot order (step/main first)."""
+    by_role = spec.exports
+    names = [by_role.get("main", by_role.get("step"))] + [by_role.get(role) for role in EXPORT_ROLES[1:]]
+    funcs: list[wasmtime.Func | None] = []
+    for name in names:
+        func = exports[name] if name is not None else None
+        assert func is None or isinstance(func, wasmtime.Func)
+        funcs.append(func)
+    return funcs
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,14 +268,13 @@ class Runtime:
         installed = _Installed(module, slot, [], store, instance)
         attachment.installed[name] = installed
         for spec in module.functions:
-            func = exports[spec.export]
-            assert isinstance(func, wasmtime.Func)
             installed.function_slots.append(
                 attachment.native.add_function(
                     slot,
                     sql_name=spec.name,
                     export_name=spec.export,
-                    func=func,
+                    kind=KINDS.index(spec.kind),
+                    funcs=_function_slots(spec, exports),
                     abi=ABIS[spec.abi],
                     arg_types=[VALUE_TYPES[t] for t in spec.args],
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
@@ -331,9 +344,7 @@ class Runtime:
             )
             raise
         for spec, fn_slot in zip(installed.module.functions, installed.function_slots):
-            func = exports[spec.export]
-            assert isinstance(func, wasmtime.Func)
-            attachment.native.rebind_function(fn_slot, func)
+            attachment.native.rebind_function(fn_slot, _function_slots(spec, exports))
         installed.store, installed.instance = store, instance
 
     def connect(self, path: str, modules: Iterable[ModuleSource | Module] = (), **apsw_options: Any) -> apsw.Connection:

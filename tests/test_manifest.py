@@ -264,7 +264,31 @@ def test_duplicate_function_names_case_insensitive() -> None:
 
 
 def test_bad_kind() -> None:
-    refused(with_function(kind="aggregate"), "function 'm_f'", "kind must be one of scalar", "'aggregate'")
+    refused(with_function(kind="table"), "function 'm_f'", "kind must be one of scalar, aggregate, window", "'table'")
+
+
+def test_aggregate_needs_exports_not_export() -> None:
+    refused(with_function(kind="aggregate", export="x"), "function 'm_f'", "names its exports in 'exports'")
+    refused(with_function(kind="aggregate"), "function 'm_f'", "missing key 'exports'")
+    agg = fn("m_f", kind="aggregate", exports={"init": "i", "step": "s"})
+    agg.pop("export", None)
+    refused(manifest(agg), "function 'm_f'", "needs exports 'final'")
+
+
+def test_window_needs_value_and_inverse() -> None:
+    win = fn("m_f", kind="window", exports={"init": "i", "step": "s", "final": "f"})
+    refused(manifest(win), "function 'm_f'", "needs exports 'value', 'inverse'")
+
+
+def test_aggregate_refuses_window_roles_and_unknown_roles() -> None:
+    agg = fn("m_f", kind="aggregate", exports={"init": "i", "step": "s", "final": "f", "value": "v"})
+    refused(manifest(agg), "'value' and 'inverse' are for window functions")
+    odd = fn("m_f", kind="aggregate", exports={"init": "i", "step": "s", "final": "f", "reset": "r"})
+    refused(manifest(odd), "unknown export role 'reset'")
+
+
+def test_scalar_refuses_exports() -> None:
+    refused(with_function(exports={"init": "i"}), "'exports' is for aggregate and window functions")
 
 
 def test_bad_abi() -> None:
