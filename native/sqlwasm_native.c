@@ -42,7 +42,13 @@ enum { SW_ABI_RAW = 0, SW_ABI_MSGPACK = 1 };
 enum { SW_KIND_SCALAR = 0, SW_KIND_AGGREGATE = 1, SW_KIND_WINDOW = 2 };
 /* A function's exports, numbered as in sqlwasm/_native.py. A scalar has only
    SW_FN_MAIN; for aggregates and windows SW_FN_MAIN is step. */
-enum { SW_FN_MAIN = 0, SW_FN_INIT, SW_FN_FINAL, SW_FN_VALUE, SW_FN_INVERSE, SW_FN_DROP, SW_FN_COUNT };
+enum { SW_FN_MAIN = 0, SW_FN_INIT, SW_FN_FINAL, SW_FN_VALUE, SW_FN_INVERSE, SW_FN_DROP, SW_FN_STEP_BATCH, SW_FN_COUNT };
+
+/* Rows a raw aggregate with a step_batch export buffers in C before one call
+   into the guest, for functions of at most SW_BATCH_MAX_ARGS arguments. */
+#define SW_BATCH_ROWS 256
+#define SW_BATCH_MAX_ARGS 4
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "batches are copied as wasm's little-endian values");
 
 /* Declared arguments (the manifest allows 127); a variadic call may pass up
    to SQLite's own limit, and cells beyond SW_STACK_CELLS go on the heap. */
@@ -99,6 +105,7 @@ struct sw_function {
     sw_wasmtime_func funcs[SW_FN_COUNT];
     unsigned present; /* bit i: funcs[i] is set */
     int kind;
+    int batch_rows; /* > 0: steps are buffered and sent with step_batch */
     char *sql_name;
     char *export_name;
     char *label; /* "module.function", the prefix of every error message */
@@ -321,10 +328,9 @@ static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wa
             return 0;
         }
     }
-    /* Every tick from now on runs sw_epoch_tick, which enforces the time
-       limit and notices sqlite3_interrupt(). */
+    /* The epoch deadline stays armed (sw_epoch_tick re-arms it at every
+       tick), so a call only restarts the count its time limit is checked on. */
     inst->ticks_in_call = 0;
-    wt.context_set_epoch_deadline(inst->context, 1);
     inst->used = 1;
     inst->depth = 1;
     sw_wasm_trap *trap = NULL;
@@ -863,8 +869,33 @@ static int sw_raw_args(sqlite3_context *ctx, const sw_function *f, int argc, sql
     return 1;
 }
 
-/* msgpack ABI: writes the argument row into the guest's argument buffer
-   (asking sqlwasm_alloc for a bigger one when it does not fit). */
+/* Makes sure the guest's argument buffer holds `bytes` (asking sqlwasm_alloc
+   for a bigger one when it does not fit; see docs/abi.md). */
+static int sw_ensure_arg_buffer(sqlite3_context *ctx, const sw_function *f, size_t bytes)
+{
+    sw_instance *inst = f->inst;
+    if (bytes <= inst->arg_cap)
+        return 1;
+    /* Round small requests up so that a growing row needs few allocations. */
+    uint32_t want = bytes < 256 ? 256 : (uint32_t)bytes;
+    sw_val_raw vals[1];
+    vals[0].i32 = (int32_t)want;
+    if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
+        return 0;
+    uint32_t ptr = (uint32_t)vals[0].i32;
+    inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
+    if (ptr == 0 || (uint64_t)ptr + want > inst->mem_size_seen) {
+        inst->arg_cap = 0;
+        sw_errorf(ctx, inst->conn->api, "%s: sqlwasm_alloc(%u) returned %u, outside the %zu-byte memory",
+                  f->label, want, ptr, inst->mem_size_seen);
+        return 0;
+    }
+    inst->arg_ptr = ptr;
+    inst->arg_cap = want;
+    return 1;
+}
+
+/* msgpack ABI: writes the argument row into the guest's argument buffer. */
 static int sw_write_row(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv, sw_cell *cells,
                         uint32_t *row_len)
 {
@@ -881,24 +912,8 @@ static int sw_write_row(sqlite3_context *ctx, const sw_function *f, int argc, sq
         sw_errorf(ctx, api, "%s: arguments are %zu bytes, over the 2 GiB limit", f->label, total);
         return 0;
     }
-    if (total > inst->arg_cap) {
-        /* Round small requests up so that a growing row needs few allocations. */
-        uint32_t want = total < 256 ? 256 : (uint32_t)total;
-        sw_val_raw vals[1];
-        vals[0].i32 = (int32_t)want;
-        if (!sw_guest_call(ctx, f, &inst->alloc, "trap in sqlwasm_alloc", vals, 1))
-            return 0;
-        uint32_t ptr = (uint32_t)vals[0].i32;
-        inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
-        if (ptr == 0 || (uint64_t)ptr + want > inst->mem_size_seen) {
-            inst->arg_cap = 0;
-            sw_errorf(ctx, api, "%s: sqlwasm_alloc(%u) returned %u, outside the %zu-byte memory", f->label, want,
-                      ptr, inst->mem_size_seen);
-            return 0;
-        }
-        inst->arg_ptr = ptr;
-        inst->arg_cap = want;
-    }
+    if (!sw_ensure_arg_buffer(ctx, f, total))
+        return 0;
     /* memory.grow in any earlier call may have moved the base: fetch it now */
     uint8_t *out = wt.memory_data(inst->context, &inst->memory) + inst->arg_ptr;
     if (argc < 16)
@@ -938,8 +953,9 @@ static int sw_packed_result(sqlite3_context *ctx, const sw_function *f, uint64_t
 }
 
 /* The names of the exports in messages. */
-static const char *const sw_trap_in[SW_FN_COUNT] = {"trap", "trap in init", "trap in final", "trap in value",
-                                                    "trap in inverse", "trap in drop"};
+static const char *const sw_trap_in[SW_FN_COUNT] = {"trap",          "trap in init", "trap in final",
+                                                    "trap in value", "trap in inverse", "trap in drop",
+                                                    "trap in step_batch"};
 
 /*
  * Calls export fn with the SQL arguments, after the state handle for
@@ -1027,9 +1043,51 @@ static void sw_invoke(sqlite3_context *ctx, const sw_function *f, int argc, sqli
 /* Lives in SQLite's aggregate context, one per group or window partition. */
 typedef struct {
     int32_t handle;
-    uint8_t live;   /* init has returned handle */
-    uint8_t broken; /* a call failed: the state is never used again */
+    uint8_t live;     /* init has returned handle */
+    uint8_t broken;   /* a call failed: the state is never used again */
+    uint16_t pending; /* rows buffered for step_batch */
+    uint64_t rows[];  /* batch_rows x n_args wasm values, when batching */
 } sw_agg;
+
+static size_t sw_agg_size(const sw_function *f)
+{
+    return sizeof(sw_agg) + (size_t)f->batch_rows * (size_t)f->n_args * sizeof(uint64_t);
+}
+
+/* Sends the buffered rows: step_batch(handle, ptr, count) with the values,
+   row after row, in the argument buffer. */
+static int sw_agg_flush(sqlite3_context *ctx, const sw_function *f, sw_agg *agg)
+{
+    if (!agg->pending)
+        return 1;
+    uint32_t rows = agg->pending;
+    size_t bytes = (size_t)rows * (size_t)f->n_args * sizeof(uint64_t);
+    agg->pending = 0;
+    sw_instance *inst = f->inst;
+    if (!sw_ensure_arg_buffer(ctx, f, bytes))
+        return 0;
+    memcpy(wt.memory_data(inst->context, &inst->memory) + inst->arg_ptr, agg->rows, bytes);
+    sw_val_raw vals[3];
+    vals[0].i32 = agg->handle;
+    vals[1].i32 = (int32_t)inst->arg_ptr;
+    vals[2].i32 = (int32_t)rows;
+    return sw_guest_call(ctx, f, &f->funcs[SW_FN_STEP_BATCH], sw_trap_in[SW_FN_STEP_BATCH], vals, 3);
+}
+
+/* Buffers one row for step_batch; flushes when the buffer is full. */
+static int sw_agg_buffer_row(sqlite3_context *ctx, const sw_function *f, sw_agg *agg, int argc, sqlite3_value **argv)
+{
+    sw_val_raw vals[SW_BATCH_MAX_ARGS];
+    int ok = sw_raw_args(ctx, f, argc, argv, vals);
+    if (ok != 1)
+        return ok;
+    uint64_t *row = agg->rows + (size_t)agg->pending * (size_t)argc;
+    for (int i = 0; i < argc; i++)
+        memcpy(&row[i], &vals[i], sizeof row[i]);
+    if (++agg->pending == f->batch_rows)
+        return sw_agg_flush(ctx, f, agg);
+    return 1;
+}
 
 static int sw_agg_init(sqlite3_context *ctx, const sw_function *f, sw_agg *agg)
 {
@@ -1044,7 +1102,7 @@ static int sw_agg_init(sqlite3_context *ctx, const sw_function *f, sw_agg *agg)
 static void sw_agg_row(sqlite3_context *ctx, const sw_function *f, int fn, int argc, sqlite3_value **argv)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
-    sw_agg *agg = api->aggregate_context(ctx, sizeof *agg);
+    sw_agg *agg = api->aggregate_context(ctx, (int)sw_agg_size(f));
     if (!agg) {
         api->result_error_nomem(ctx);
         return;
@@ -1053,7 +1111,12 @@ static void sw_agg_row(sqlite3_context *ctx, const sw_function *f, int fn, int a
         return;
     if (!agg->live && !sw_agg_init(ctx, f, agg))
         return;
-    if (sw_call_args(ctx, f, fn, 1, agg->handle, argc, argv) == 0)
+    int ok;
+    if (f->batch_rows && fn == SW_FN_MAIN)
+        ok = sw_agg_buffer_row(ctx, f, agg, argc, argv);
+    else
+        ok = sw_call_args(ctx, f, fn, 1, agg->handle, argc, argv);
+    if (ok == 0)
         agg->broken = 1;
 }
 
@@ -1061,8 +1124,8 @@ static void sw_agg_row(sqlite3_context *ctx, const sw_function *f, int fn, int a
 static void sw_agg_result(sqlite3_context *ctx, const sw_function *f, int fn)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
-    sw_agg empty = {0, 0, 0};
-    sw_agg *agg = api->aggregate_context(ctx, fn == SW_FN_FINAL ? 0 : sizeof *agg);
+    sw_agg empty = {0, 0, 0, 0};
+    sw_agg *agg = api->aggregate_context(ctx, fn == SW_FN_FINAL ? 0 : (int)sw_agg_size(f));
     if (!agg) {
         if (fn != SW_FN_FINAL) {
             api->result_error_nomem(ctx);
@@ -1082,6 +1145,11 @@ static void sw_agg_result(sqlite3_context *ctx, const sw_function *f, int fn)
     }
     if (!agg->live && !sw_agg_init(ctx, f, agg))
         return;
+    if (!sw_agg_flush(ctx, f, agg)) {
+        agg->broken = 1;
+        sw_agg_result(ctx, f, fn); /* drops the state on final */
+        return;
+    }
     sw_val_raw vals[1];
     vals[0].i32 = agg->handle;
     if (fn == SW_FN_FINAL)
@@ -1269,9 +1337,10 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, vo
     inst->max_result_bytes = max_result_bytes;
     inst->fuel_per_call = fuel_per_call;
     inst->timeout_ms = timeout_ms;
-    /* The first tick comes within SW_TICK_MS of the call's start: one more
-       tick guarantees the guest gets at least timeout_ms. */
-    inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 1 : 0;
+    /* The deadline stays armed between calls, so the first tick of a call may
+       come at once (one that passed while idle), and the next within
+       SW_TICK_MS: two more ticks guarantee the guest at least timeout_ms. */
+    inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 2 : 0;
     conn->instances[conn->n_instances] = inst;
     sw_conn_bind_instance(conn, conn->n_instances, store, context, NULL, NULL);
     return conn->n_instances++;
@@ -1284,6 +1353,7 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
     if (inst->store != store) {
         inst->store = store;
         wt.store_epoch_deadline_callback(store, sw_epoch_tick, inst, NULL);
+        wt.context_set_epoch_deadline(context, 1);
     }
     inst->context = context;
     /* Without a memory the instance is starting: refuse calls until bound. */
@@ -1371,6 +1441,9 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
     sw_set_funcs(f, funcs, present);
     f->kind = kind;
     f->abi = abi;
+    if (kind == SW_KIND_AGGREGATE && abi == SW_ABI_RAW && (present & (1u << SW_FN_STEP_BATCH)) &&
+        n_args <= SW_BATCH_MAX_ARGS && conn->instances[instance]->has_alloc)
+        f->batch_rows = SW_BATCH_ROWS;
     f->returns = returns;
     f->null_call = null_call;
     f->n_args = n_args;

@@ -35,8 +35,8 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
                            const void *alloc_func);
 
 /* Registers one SQL function: a scalar (kind 0), aggregate (1) or window
-   function (2). funcs holds 6 wasmtime_func_t (main/step, init, final,
-   value, inverse, drop); bit i of present says funcs[i] is set. Returns the
+   function (2). funcs holds 7 wasmtime_func_t (main/step, init, final,
+   value, inverse, drop, step_batch); bit i of present says funcs[i] is set. Returns the
    function's index (>= 0), or -1 with a message in errbuf. */
 int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name,
                          const char *export_name, int kind, const void *funcs,

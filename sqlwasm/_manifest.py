@@ -32,7 +32,7 @@ CAPABILITIES = ("log", "clock", "random")
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
 KINDS = ("scalar", "aggregate", "window")
 # The exports an aggregate or window function names, in the native order.
-EXPORT_ROLES = ("step", "init", "final", "value", "inverse", "drop")
+EXPORT_ROLES = ("step", "init", "final", "value", "inverse", "drop", "step_batch")
 REQUIRED_ROLES = {"aggregate": ("init", "step", "final"), "window": ("init", "step", "final", "value", "inverse")}
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"
@@ -188,6 +188,8 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
     null = _optional(obj, "null", str, "strict", where)
     if null not in NULL_POLICIES:
         raise _fail(where, f"null must be 'strict' or 'call', got {null!r}")
+    if "step_batch" in dict(role_exports) and (kind != "aggregate" or abi != "raw"):
+        raise _fail(where, "'step_batch' is for raw aggregates (kind = 'aggregate', abi = 'raw')")
     if abi == "raw":
         for t in [*args, returns]:
             if t not in RAW_WASM_TYPES:
@@ -281,6 +283,8 @@ def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
         return ["i32", *args], [] if raw else ["i64"]
     if role in ("final", "value"):
         return ["i32"], result
+    if role == "step_batch":
+        return ["i32", "i32", "i32"], []
     return ["i32"], []  # drop
 
 
@@ -307,12 +311,14 @@ def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
                     f"but the {f.abi} ABI with the declared types needs "
                     f"({', '.join(want[0])}) -> ({', '.join(want[1])})"
                 )
-    if any(f.abi == "msgpack" for f in manifest.functions):
+    if any(f.abi == "msgpack" or "step_batch" in f.exports for f in manifest.functions):
         alloc = exports.get(ALLOC_EXPORT)
         if not isinstance(alloc, wasmtime.FuncType) or (
             _wasm_types(alloc.params), _wasm_types(alloc.results)
         ) != (["i32"], ["i32"]):
-            raise ManifestError(f"{where}: msgpack functions need an export '{ALLOC_EXPORT}' of type (i32) -> (i32)")
+            raise ManifestError(
+                f"{where}: msgpack functions and step_batch need an export '{ALLOC_EXPORT}' of type (i32) -> (i32)"
+            )
 
 
 def embed_manifest(wasm: bytes, manifest: Manifest) -> bytes:

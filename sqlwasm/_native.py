@@ -29,7 +29,7 @@ lib: Any = _sqlwasm_native.lib
 
 ENTRY_POINT = "sqlite3_sqlwasm_init"
 # Export slots of a function, in native order (SW_FN_* in sqlwasm_native.c).
-FUNC_SLOTS = 6
+FUNC_SLOTS = 7
 _ERRBUF_LEN = 512
 
 

@@ -54,6 +54,16 @@ SUM_WAT = """
   (func (export "drop") (param $h i32)
     (global.set $live (i32.sub (global.get $live) (i32.const 1)))
     (global.set $dropped (i32.add (global.get $dropped) (i32.const 1))))
+  (func (export "step_batch") (param $h i32) (param $p i32) (param $n i32) (local $i i32) (local $x f64)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $x (f64.load (i32.add (local.get $p) (i32.mul (local.get $i) (i32.const 8)))))
+      (if (f64.eq (local.get $x) (f64.const -13)) (then unreachable))
+      (f64.store (call $addr (local.get $h)) (f64.add (f64.load (call $addr (local.get $h))) (local.get $x)))
+      (i64.store offset=8 (call $addr (local.get $h))
+        (i64.add (i64.load offset=8 (call $addr (local.get $h))) (i64.const 1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next))))
   (func (export "live") (param i64) (result i64) (i64.extend_i32_s (global.get $live)))
   (func (export "dropped") (param i64) (result i64) (i64.extend_i32_s (global.get $dropped)))
   ;; msgpack aggregate: counts rows; a text first argument is an error
@@ -82,6 +92,10 @@ ROLES = {"init": "init", "step": "step", "final": "final", "value": "value", "in
 def sum_manifest() -> dict[str, object]:
     return manifest(
         {**fn("w_sum", args=["real"], returns="real", kind="window", exports=ROLES), "deterministic": True},
+        {
+            **fn("b_sum", args=["real"], returns="real", kind="aggregate"),
+            "exports": {"init": "init", "step": "step", "step_batch": "step_batch", "final": "final", "drop": "drop"},
+        },
         fn("w_live", export="live"),
         fn("w_dropped", export="dropped"),
         {
@@ -198,3 +212,22 @@ def test_aggregate_in_a_transaction_that_fails_keeps_earlier_work(conn: apsw.Con
     assert conn.execute("SELECT count(*) FROM t WHERE g = 99").fetchall() == [(1,)]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert not math.isnan(conn.execute("SELECT w_sum(x) FROM t WHERE g = 99").fetchall()[0][0])
+
+
+@pytest.mark.parametrize("rows", [0, 1, 255, 256, 257, 1000])
+def test_step_batch_gives_the_same_sums(conn: apsw.Connection, rows: int) -> None:
+    """Rows are buffered in C and sent 256 at a time: every boundary counts."""
+    sql = "SELECT {f}(x) FROM (SELECT x FROM t ORDER BY i LIMIT ?)"
+    want = conn.execute(sql.format(f="sum"), (rows,)).fetchall()
+    assert conn.execute(sql.format(f="b_sum"), (rows,)).fetchall() == want
+    assert conn.execute("SELECT g, b_sum(x) FROM t GROUP BY g").fetchall() == conn.execute(
+        "SELECT g, sum(x) FROM t GROUP BY g"
+    ).fetchall()
+    assert live(conn) == 0
+
+
+def test_trap_in_step_batch_fails_cleanly(conn: apsw.Connection) -> None:
+    conn.execute("UPDATE t SET x = -13 WHERE i = 700")
+    message = one_error(conn, "SELECT b_sum(x) FROM t")
+    assert message.startswith("t.b_sum: trap in step_batch (unreachable)")
+    assert live(conn) == 0

@@ -287,6 +287,14 @@ def test_aggregate_refuses_window_roles_and_unknown_roles() -> None:
     refused(manifest(odd), "unknown export role 'reset'")
 
 
+def test_step_batch_is_only_for_raw_aggregates() -> None:
+    roles = {"init": "i", "step": "s", "final": "f", "step_batch": "b"}
+    win = fn("m_f", kind="window", exports={**roles, "value": "v", "inverse": "n"})
+    refused(manifest(win), "'step_batch' is for raw aggregates")
+    packed = fn("m_f", abi="msgpack", kind="aggregate", exports=roles)
+    refused(manifest(packed), "'step_batch' is for raw aggregates")
+
+
 def test_scalar_refuses_exports() -> None:
     refused(with_function(exports={"init": "i"}), "'exports' is for aggregate and window functions")
 
