@@ -42,7 +42,8 @@ def load_baseline_udf(conn: apsw.Connection, workdir: Path) -> None:
     so = workdir / "baseline_udf.so"
     if not so.exists():
         subprocess.run(
-            ["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", str(ROOT / "native" / "baseline_udf.c"), "-o", str(so)],
+            ["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", str(ROOT / "native" / "baseline_udf.c"),
+             "-o", str(so)],
             check=True,
         )
     conn.enable_load_extension(True)

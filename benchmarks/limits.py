@@ -15,8 +15,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import sqlwasm
 from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+import sqlwasm
 
 from ._common import HERE, best_of, signed_guest, workdir, write_results
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import apsw
 import wasmtime
+from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 import sqlwasm
-from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 from ._common import HERE, best_of, load_baseline_udf, signed_guest, workdir, write_results
 

@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sqlwasm._build import build, write_module
 from sqlwasm.extensions import ROOT, module_path
+
+from sqlwasm._build import build, write_module
 
 SHIPPED = ("geo",)
 EXAMPLES_KEY = ROOT / "keys" / "examples.key"

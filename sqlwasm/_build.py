@@ -24,9 +24,9 @@ ZIG_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl
 
 
 def sdk_dir() -> Path:
-    from sqlwasm.extensions import SDK_DIR
+    from sqlwasm.extensions import SDK_DIR  # the guest SDK ships as package data
 
-    return SDK_DIR
+    return Path(SDK_DIR)
 
 
 def validate_against(wasm: bytes, manifest: Manifest) -> None:
@@ -70,7 +70,7 @@ def build(
     cflags: tuple[str, ...] = (),
 ) -> bytes:
     """source.c + manifest.toml -> a packed (and, with key, signed) module."""
-    manifest = manifest_from_toml(manifest_path)  # fail fast, before compiling
+    manifest = manifest_from_toml(Path(manifest_path))  # fail fast, before compiling
     packed = pack(compile_c(source, cflags=cflags), manifest)
     return sign(packed, load_private_key(key)) if key is not None else packed
 

@@ -180,7 +180,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
     conn = _open(args)
     shell = apsw.shell.Shell(db=conn)
-    shell.cmdloop()
+    shell.cmdloop()  # type: ignore[no-untyped-call]
     return 0
 
 
@@ -195,7 +195,9 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", help="database file (':memory:' for a temporary one)")
     p.add_argument("--load", action="append", default=[], metavar="MODULE", help="module to load (repeatable)")
     p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="trusted public key (repeatable)")
-    p.add_argument("--allow-unsigned", action="store_true", help="load modules without a trusted signature (development only)")
+    p.add_argument(
+        "--allow-unsigned", action="store_true", help="load modules without a trusted signature (development only)"
+    )
 
 
 def parser() -> argparse.ArgumentParser:

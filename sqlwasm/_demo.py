@@ -22,7 +22,8 @@ CITIES = [
     ("Oslo", "NO", 59.9139, 10.7522), ("Lisbon", "PT", 38.7223, -9.1393), ("Barcelona", "ES", 41.3874, 2.1686),
     ("Milan", "IT", 45.4642, 9.19), ("Munich", "DE", 48.1351, 11.582), ("Hamburg", "DE", 53.5511, 9.9937),
     ("New York", "US", 40.7128, -74.006), ("Toronto", "CA", 43.6532, -79.3832), ("Tokyo", "JP", 35.6762, 139.6503),
-    ("Sydney", "AU", -33.8688, 151.2093), ("Cape Town", "ZA", -33.9249, 18.4241), ("Sao Paulo", "BR", -23.5505, -46.6333),
+    ("Sydney", "AU", -33.8688, 151.2093), ("Cape Town", "ZA", -33.9249, 18.4241),
+    ("Sao Paulo", "BR", -23.5505, -46.6333),
 ]
 LONDON = (51.5074, -0.1278)
 # A rough ring around central London (lon lat, as WKT wants).
@@ -90,7 +91,10 @@ def run_demo(rows: int = 200_000) -> None:
     runtime.install(conn, geo)
     installed = time.perf_counter()
     print(f"sqlwasm demo: module '{geo.name}' {geo.version}, signed by key {geo.signer}, sha256 {geo.sha256[:16]}...")
-    print(f"  verify + compile {1e3 * (loaded - started):.1f} ms; install into a connection {1e3 * (installed - loaded):.2f} ms")
+    print(
+        f"  verify + compile {1e3 * (loaded - started):.1f} ms; "
+        f"install into a connection {1e3 * (installed - loaded):.2f} ms"
+    )
     print(f"  functions: {', '.join(f.name for f in geo.functions)}")
 
     started = time.perf_counter()

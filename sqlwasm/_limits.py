@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Any, Mapping
 
 # Each is per SQL function call, except memory_pages (per instance).
 DEFAULT_TIMEOUT_MS = 5_000
@@ -36,7 +36,7 @@ class Limits:
 
     def tightened_by(self, declared: Mapping[str, int]) -> "Limits":
         """These limits with the module's declared ones applied: the stricter wins."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), declared.get(f.name)
             values[f.name] = theirs if mine is None else mine if theirs is None else min(mine, theirs)

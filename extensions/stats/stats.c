@@ -1,0 +1,1064 @@
+/*
+ * stats.c - the "stats" sqlwasm module: aggregate and window functions for
+ * descriptive statistics.
+ *
+ * Every aggregate keeps its state in guest memory behind a small integer
+ * handle (see "State handles"). Two families of states:
+ *
+ *   - running moments (variance, stddev, covariance, correlation, weighted
+ *     mean): a fixed-size state updated per row and, for windows, downdated
+ *     by the inverse of the same update. These use the raw ABI: numbers in,
+ *     a number out, no error can arise; a NaN result is SQL NULL.
+ *
+ *   - stored values (median, percentile, mode, histogram): every value is
+ *     kept, so a state can run out of memory; these use the msgpack ABI so
+ *     that this, and bad arguments, become error results instead of traps.
+ *
+ * Non-finite inputs (possible in SQLite as 1e999): the moment functions
+ * return NULL while such a value is in the group or window frame; median,
+ * percentile and mode order them like any other value; the histogram
+ * rejects them (JSON has no infinity). NaN never comes from SQL (SQLite
+ * stores it as NULL); where it could arrive anyway it is rejected or treated
+ * as non-finite.
+ *
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s
+ *        -I extensions/sdk extensions/stats/stats.c -o stats.wasm
+ */
+#include <float.h>
+#include <math.h>
+
+#include "sqlwasm.h"
+
+/* ------------------------------------------------------------------------
+ * State handles
+ *
+ * init() returns index + 1 into a table of state pointers; freed slots are
+ * reused. Every state begins with its kind, so a handle of the wrong family
+ * or one already released is caught: a msgpack export then returns an
+ * error, a raw export traps (it has no other way to fail). Handle 0 is what
+ * a msgpack init returns when it runs out of memory; the step and final
+ * that follow report "out of memory". A raw init traps instead.
+ * ------------------------------------------------------------------------ */
+
+typedef enum {
+    STATE_VALUES = 1, /* median, percentile, mode */
+    STATE_HISTOGRAM,
+    STATE_MOMENTS,   /* variance and stddev, sample and population */
+    STATE_COMOMENTS, /* covariance, correlation */
+    STATE_WEIGHTED   /* weighted mean */
+} state_kind;
+
+typedef struct {
+    state_kind kind; /* first member of every state */
+} state_header;
+
+typedef struct {
+    state_header *state; /* NULL when the slot is free */
+    uint32_t next_free;  /* when free: index + 1 of the next free slot, or 0 */
+} handle_slot;
+
+static struct {
+    handle_slot *slots;
+    uint32_t count; /* slots ever used (live or free) */
+    uint32_t cap;
+    uint32_t first_free; /* index + 1 of a free slot, or 0 */
+} handles;
+
+/* A new handle for state, or 0 when out of memory. */
+static int32_t handle_open(state_header *state) {
+    uint32_t index;
+    if (handles.first_free != 0) {
+        index = handles.first_free - 1;
+        handles.first_free = handles.slots[index].next_free;
+    } else {
+        if (handles.count == handles.cap) {
+            uint32_t cap = handles.cap ? handles.cap * 2 : 16;
+            if (cap > (uint32_t)INT32_MAX) return 0;
+            handle_slot *grown = (handle_slot *)realloc(handles.slots, cap * sizeof *grown);
+            if (grown == NULL) return 0;
+            handles.slots = grown;
+            handles.cap = cap;
+        }
+        index = handles.count++;
+    }
+    handles.slots[index].state = state;
+    handles.slots[index].next_free = 0;
+    return (int32_t)(index + 1);
+}
+
+/* The live state of `kind` behind handle, or NULL. */
+static void *handle_state(int32_t handle, state_kind kind) {
+    if (handle <= 0 || (uint32_t)handle > handles.count) return NULL;
+    state_header *state = handles.slots[handle - 1].state;
+    return state != NULL && state->kind == kind ? state : NULL;
+}
+
+/* Return the slot of a live handle to the free list. */
+static void handle_close(int32_t handle) {
+    handle_slot *slot = &handles.slots[handle - 1];
+    slot->state = NULL;
+    slot->next_free = handles.first_free;
+    handles.first_free = (uint32_t)handle;
+}
+
+/* The error result for a handle with no usable state (msgpack exports). */
+static int64_t bad_handle(int32_t handle) {
+    if (handle == 0) return sqlwasm_return_error("out of memory");
+    return sqlwasm_return_errorf("invalid aggregate state handle %d", (int)handle);
+}
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
+
+/* Shortest of %.15g, %.16g, %.17g that reads back as x. */
+static void format_real(char *buf, size_t size, double x) {
+    for (int precision = 15; precision <= 17; precision++) {
+        snprintf(buf, size, "%.*g", precision, x);
+        if (!isfinite(x) || strtod(buf, NULL) == x) return;
+    }
+}
+
+/* Interpolate between neighbours a <= b at fraction t in (0, 1), the way
+ * numpy does (from the nearer end), falling back to a weighted sum when
+ * b - a overflows. */
+static double interpolate(double a, double b, double t) {
+    double d = b - a;
+    if (isfinite(d)) return t < 0.5 ? a + d * t : b - d * (1.0 - t);
+    return a * (1.0 - t) + b * t;
+}
+
+/* Midpoint of a <= b, exact to rounding, without overflow. */
+static double midpoint(double a, double b) {
+    double m = (a + b) / 2.0;
+    return isfinite(m) || !isfinite(a) || !isfinite(b) ? m : a / 2.0 + b / 2.0;
+}
+
+/* Arguments of a msgpack step, by a signature of one letter per argument:
+ * 'r' real (an integer is accepted), 'i' integer (a real with an integral
+ * value is accepted). On failure stores an error result in *err, returns 0. */
+typedef union {
+    double real;
+    int64_t integer;
+} arg_value;
+
+static int read_args(const uint8_t *row, uint32_t len, const char *sig, arg_value *out,
+                     int64_t *err) {
+    sqlwasm_reader r;
+    sqlwasm_reader_init(&r, row, len); /* a new call: resets the arena */
+    uint32_t want = (uint32_t)strlen(sig);
+    uint32_t count = sqlwasm_read_array(&r);
+    if (r.error) {
+        *err = sqlwasm_return_error("malformed argument row");
+        return 0;
+    }
+    if (count != want) {
+        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want, want == 1 ? "" : "s",
+                                     count);
+        return 0;
+    }
+    for (uint32_t i = 0; i < want; i++) {
+        sqlwasm_type t = sqlwasm_peek(&r);
+        int ok = 0;
+        if (sig[i] == 'r' && (t == SQLWASM_FLOAT || t == SQLWASM_INT)) {
+            out[i].real = sqlwasm_read_double(&r);
+            ok = 1;
+        } else if (sig[i] == 'i' && t == SQLWASM_INT) {
+            out[i].integer = sqlwasm_read_int(&r);
+            ok = 1;
+        } else if (sig[i] == 'i' && t == SQLWASM_FLOAT) {
+            double d = sqlwasm_read_double(&r);
+            /* integral and inside the int64 range [-2^63, 2^63) */
+            if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+                out[i].integer = (int64_t)d;
+                ok = 1;
+            }
+        }
+        if (r.error || t == SQLWASM_END) {
+            *err = sqlwasm_return_error("malformed argument row");
+            return 0;
+        }
+        if (!ok) {
+            *err = sqlwasm_return_errorf("argument %u must be %s, got %s", i + 1,
+                                         sig[i] == 'r' ? "real" : "integer", sqlwasm_type_name(t));
+            return 0;
+        }
+    }
+    if (!sqlwasm_reader_done(&r)) {
+        *err = sqlwasm_return_error("malformed argument row");
+        return 0;
+    }
+    return 1;
+}
+
+/* Grow *buf (of *cap elements of `size` bytes) to hold at least `need`
+ * elements, doubling. Returns 0, leaving everything as it was, when out of
+ * memory or past the 32-bit address space. */
+static int grow_array(void **buf, uint32_t *cap, uint32_t need, size_t size) {
+    if (need <= *cap) return 1;
+    uint64_t want = *cap ? (uint64_t)*cap * 2 : 16;
+    if (want < need) want = need;
+    if (want * size > (uint64_t)INT32_MAX) want = (uint64_t)INT32_MAX / size;
+    if (want < need) return 0;
+    void *grown = realloc(*buf, (size_t)(want * size));
+    if (grown == NULL) return 0;
+    *buf = grown;
+    *cap = (uint32_t)want;
+    return 1;
+}
+
+static int compare_doubles(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* ------------------------------------------------------------------------
+ * Sorted multiset of doubles (median, percentile, mode)
+ *
+ * An ordered list of blocks, each a sorted run of values, every value of a
+ * block <= every value of the next. Steps append to an unsorted `pending`
+ * buffer; a query first sorts pending in. When the set is empty, the sorted
+ * pending buffer simply becomes the one block, so a plain aggregate costs a
+ * single sort and no copy. Blocks larger than BLOCK_CAP are split before
+ * anything is inserted into or removed from them; ordinary blocks hold at
+ * most BLOCK_CAP values, split in half when full, and merge with a
+ * neighbour when the two together fit in BLOCK_HALF (so adjacent blocks
+ * always hold more than BLOCK_HALF values together). Insert and remove cost
+ * O(log n + BLOCK_CAP), the k-th value O(n / BLOCK_HALF).
+ * ------------------------------------------------------------------------ */
+
+#define BLOCK_CAP 1024u
+#define BLOCK_HALF (BLOCK_CAP / 2u)
+
+typedef struct {
+    double *values; /* sorted */
+    uint32_t count;
+    uint32_t cap;
+} block;
+
+typedef struct {
+    block *blocks;
+    uint32_t nblocks;
+    uint32_t blocks_cap;
+    uint32_t size; /* values in blocks */
+    double *pending; /* added, not sorted in yet */
+    uint32_t npending;
+    uint32_t pending_cap;
+} multiset;
+
+static void multiset_free(multiset *ms) {
+    for (uint32_t i = 0; i < ms->nblocks; i++) free(ms->blocks[i].values);
+    free(ms->blocks);
+    free(ms->pending);
+    memset(ms, 0, sizeof *ms);
+}
+
+static uint32_t multiset_count(const multiset *ms) { return ms->size + ms->npending; }
+
+static int multiset_add(multiset *ms, double x) {
+    if (ms->npending == UINT32_MAX - ms->size) return 0;
+    if (!grow_array((void **)&ms->pending, &ms->pending_cap, ms->npending + 1, sizeof(double)))
+        return 0;
+    ms->pending[ms->npending++] = x;
+    return 1;
+}
+
+/* Make room for `extra` more blocks in the block list. */
+static int reserve_blocks(multiset *ms, uint32_t extra) {
+    if (extra > UINT32_MAX - ms->nblocks) return 0;
+    return grow_array((void **)&ms->blocks, &ms->blocks_cap, ms->nblocks + extra, sizeof(block));
+}
+
+/* Index of the block where x belongs: the first whose last value >= x, or
+ * the last block. Needs at least one block. */
+static uint32_t find_block(const multiset *ms, double x) {
+    uint32_t lo = 0, hi = ms->nblocks - 1;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const block *b = &ms->blocks[mid];
+        if (b->values[b->count - 1] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Replace block i with `parts` blocks of the given sizes (summing to its
+ * count), each with capacity BLOCK_CAP. Nothing changes on failure. */
+static int split_block(multiset *ms, uint32_t i, uint32_t parts, uint32_t part_size) {
+    if (!reserve_blocks(ms, parts - 1)) return 0;
+    block *old = &ms->blocks[i];
+    double *bufs[BLOCK_CAP]; /* parts <= count / BLOCK_HALF + 1, see callers */
+    double **pieces = parts <= BLOCK_CAP ? bufs : (double **)malloc(parts * sizeof(double *));
+    if (pieces == NULL) return 0;
+    for (uint32_t k = 0; k < parts; k++) {
+        pieces[k] = (double *)malloc(BLOCK_CAP * sizeof(double));
+        if (pieces[k] == NULL) {
+            while (k > 0) free(pieces[--k]);
+            if (pieces != bufs) free(pieces);
+            return 0;
+        }
+    }
+    double *values = old->values;
+    uint32_t count = old->count;
+    memmove(&ms->blocks[i + parts], &ms->blocks[i + 1],
+            (ms->nblocks - i - 1) * sizeof(block));
+    for (uint32_t k = 0, at = 0; k < parts; k++) {
+        uint32_t n = k + 1 < parts ? part_size : count - at;
+        memcpy(pieces[k], values + at, n * sizeof(double));
+        ms->blocks[i + k] = (block){pieces[k], n, BLOCK_CAP};
+        at += n;
+    }
+    ms->nblocks += parts - 1;
+    free(values);
+    if (pieces != bufs) free(pieces);
+    return 1;
+}
+
+/* Make block i an ordinary block: split it if it is larger than BLOCK_CAP
+ * (only the bulk-loaded block can be), or if it is full. */
+static int prepare_block(multiset *ms, uint32_t i) {
+    block *b = &ms->blocks[i];
+    if (b->cap > BLOCK_CAP) {
+        uint32_t parts = (b->count + BLOCK_HALF - 1) / BLOCK_HALF;
+        if (parts <= 1) { /* small enough: just shrink it */
+            double *small = (double *)realloc(b->values, BLOCK_CAP * sizeof(double));
+            if (small == NULL) return 0;
+            b->values = small;
+            b->cap = BLOCK_CAP;
+            return 1;
+        }
+        return split_block(ms, i, parts, BLOCK_HALF);
+    }
+    if (b->count == BLOCK_CAP) return split_block(ms, i, 2, BLOCK_HALF);
+    return 1;
+}
+
+static int insert_value(multiset *ms, double x) {
+    if (ms->nblocks == 0) {
+        if (!reserve_blocks(ms, 1)) return 0;
+        double *values = (double *)malloc(BLOCK_CAP * sizeof(double));
+        if (values == NULL) return 0;
+        ms->blocks[0] = (block){values, 0, BLOCK_CAP};
+        ms->nblocks = 1;
+    }
+    uint32_t i = find_block(ms, x);
+    if (!prepare_block(ms, i)) return 0;
+    i = find_block(ms, x); /* it may have been split */
+    block *b = &ms->blocks[i];
+    if (b->count == b->cap) { /* a small block taken over from pending */
+        uint32_t cap = b->cap;
+        if (!grow_array((void **)&b->values, &cap, b->count + 1, sizeof(double))) return 0;
+        b->cap = cap;
+    }
+    uint32_t lo = 0, hi = b->count; /* first value > x */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (b->values[mid] <= x) lo = mid + 1;
+        else hi = mid;
+    }
+    memmove(&b->values[lo + 1], &b->values[lo], (b->count - lo) * sizeof(double));
+    b->values[lo] = x;
+    b->count++;
+    ms->size++;
+    return 1;
+}
+
+/* Sort the pending values in. Returns 0 when out of memory; the values not
+ * yet inserted then stay pending, so the set is unchanged as a whole. */
+static int multiset_flush(multiset *ms) {
+    if (ms->npending == 0) return 1;
+    qsort(ms->pending, ms->npending, sizeof(double), compare_doubles);
+    if (ms->size == 0) { /* adopt the sorted buffer as the only block */
+        if (!reserve_blocks(ms, 1)) return 0;
+        for (uint32_t i = 0; i < ms->nblocks; i++) free(ms->blocks[i].values);
+        ms->blocks[0] = (block){ms->pending, ms->npending, ms->pending_cap};
+        ms->nblocks = 1;
+        ms->size = ms->npending;
+        ms->pending = NULL;
+        ms->npending = ms->pending_cap = 0;
+        return 1;
+    }
+    for (uint32_t k = 0; k < ms->npending; k++) {
+        if (!insert_value(ms, ms->pending[k])) {
+            memmove(ms->pending, ms->pending + k, (ms->npending - k) * sizeof(double));
+            ms->npending -= k;
+            return 0;
+        }
+    }
+    ms->npending = 0;
+    return 1;
+}
+
+/* Remove one value equal to x. Returns 1 on success, 0 when out of memory,
+ * -1 when x is not in the set. Needs a flushed set. */
+static int multiset_remove(multiset *ms, double x) {
+    if (ms->nblocks == 0) return -1;
+    uint32_t i = find_block(ms, x);
+    if (ms->blocks[i].cap > BLOCK_CAP) {
+        if (!prepare_block(ms, i)) return 0;
+        i = find_block(ms, x);
+    }
+    block *b = &ms->blocks[i];
+    uint32_t lo = 0, hi = b->count; /* first value >= x */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (b->values[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == b->count || b->values[lo] != x) return -1;
+    memmove(&b->values[lo], &b->values[lo + 1], (b->count - lo - 1) * sizeof(double));
+    b->count--;
+    ms->size--;
+
+    if (b->count == 0) { /* drop the empty block */
+        free(b->values);
+        memmove(b, b + 1, (ms->nblocks - i - 1) * sizeof(block));
+        ms->nblocks--;
+        return 1;
+    }
+    /* Merge with a neighbour when both fit in half a block. */
+    uint32_t left = i;
+    if (i > 0 && ms->blocks[i - 1].count + b->count <= BLOCK_HALF) left = i - 1;
+    else if (i + 1 < ms->nblocks && ms->blocks[i + 1].count + b->count <= BLOCK_HALF) left = i;
+    else return 1;
+    block *into = &ms->blocks[left], *from = &ms->blocks[left + 1];
+    if (into->cap < into->count + from->count) return 1; /* small blocks: not worth it */
+    memcpy(into->values + into->count, from->values, from->count * sizeof(double));
+    into->count += from->count;
+    free(from->values);
+    memmove(from, from + 1, (ms->nblocks - left - 2) * sizeof(block));
+    ms->nblocks--;
+    return 1;
+}
+
+/* The k-th smallest value (0-based, k < size) of a flushed set. */
+static double multiset_kth(const multiset *ms, uint32_t k) {
+    uint32_t i = 0;
+    while (k >= ms->blocks[i].count) k -= ms->blocks[i++].count;
+    return ms->blocks[i].values[k];
+}
+
+/* Continuous quantile at p in [0, 1] (linear interpolation between order
+ * statistics at position p * (n - 1)) of a flushed, non-empty set. */
+static double multiset_quantile(const multiset *ms, double p) {
+    double position = p * (double)(ms->size - 1);
+    double below = floor(position);
+    uint32_t k = (uint32_t)below;
+    double t = position - below;
+    double a = multiset_kth(ms, k);
+    if (t == 0.0 || k + 1 >= ms->size) return a;
+    return interpolate(a, multiset_kth(ms, k + 1), t);
+}
+
+/* Median of a flushed, non-empty set: the middle value, or the midpoint of
+ * the two middle values. */
+static double multiset_median(const multiset *ms) {
+    uint32_t n = ms->size;
+    double upper = multiset_kth(ms, n / 2);
+    return n % 2 ? upper : midpoint(multiset_kth(ms, n / 2 - 1), upper);
+}
+
+/* Most frequent value of a flushed, non-empty set; the smallest on ties. */
+static double multiset_mode(const multiset *ms) {
+    double best = 0.0, run_value = 0.0;
+    uint32_t best_count = 0, run_count = 0;
+    for (uint32_t i = 0; i < ms->nblocks; i++) {
+        const block *b = &ms->blocks[i];
+        for (uint32_t j = 0; j < b->count; j++) {
+            if (run_count > 0 && b->values[j] == run_value) {
+                run_count++;
+            } else {
+                run_value = b->values[j];
+                run_count = 1;
+            }
+            if (run_count > best_count) { /* strictly: earlier (smaller) wins ties */
+                best = run_value;
+                best_count = run_count;
+            }
+        }
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------------
+ * stats_median, stats_percentile, stats_mode (msgpack; windows)
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    state_header header;
+    multiset values;
+    double p;  /* stats_percentile: the p of the group */
+    int has_p; /* p was set by a first row */
+} values_state;
+
+static values_state *values_of(int32_t handle) { return handle_state(handle, STATE_VALUES); }
+
+SQLWASM_EXPORT(values_init)
+int32_t values_init(void) {
+    values_state *s = (values_state *)calloc(1, sizeof *s);
+    if (s == NULL) return 0;
+    s->header.kind = STATE_VALUES;
+    int32_t handle = handle_open(&s->header);
+    if (handle == 0) free(s);
+    return handle;
+}
+
+static void values_release(int32_t handle, values_state *s) {
+    multiset_free(&s->values);
+    free(s);
+    handle_close(handle);
+}
+
+SQLWASM_EXPORT(values_drop)
+void values_drop(int32_t handle) {
+    values_state *s = values_of(handle);
+    if (s != NULL) values_release(handle, s);
+}
+
+static int64_t add_value(values_state *s, double x) {
+    if (isnan(x)) return sqlwasm_return_error("value is NaN");
+    if (!multiset_add(&s->values, x))
+        return sqlwasm_return_errorf("out of memory (holding %u values)",
+                                     multiset_count(&s->values));
+    return 0;
+}
+
+static int64_t remove_value(values_state *s, double x) {
+    if (!multiset_flush(&s->values))
+        return sqlwasm_return_errorf("out of memory (holding %u values)",
+                                     multiset_count(&s->values));
+    int removed = multiset_remove(&s->values, x);
+    if (removed < 0) {
+        char text[32];
+        format_real(text, sizeof text, x);
+        return sqlwasm_return_errorf("inverse: value %s is not in the window", text);
+    }
+    if (removed == 0) return sqlwasm_return_error("out of memory");
+    return 0;
+}
+
+/* step / inverse of stats_median and stats_mode: one real argument. */
+SQLWASM_EXPORT(values_step)
+int64_t values_step(int32_t handle, const uint8_t *row, uint32_t len) {
+    arg_value a[1];
+    int64_t err;
+    if (!read_args(row, len, "r", a, &err)) return err;
+    values_state *s = values_of(handle);
+    return s ? add_value(s, a[0].real) : bad_handle(handle);
+}
+
+SQLWASM_EXPORT(values_inverse)
+int64_t values_inverse(int32_t handle, const uint8_t *row, uint32_t len) {
+    arg_value a[1];
+    int64_t err;
+    if (!read_args(row, len, "r", a, &err)) return err;
+    values_state *s = values_of(handle);
+    return s ? remove_value(s, a[0].real) : bad_handle(handle);
+}
+
+/* step / inverse of stats_percentile: (x, p), p in [0, 1] and the same for
+ * every row. */
+static int64_t percentile_row(int32_t handle, const uint8_t *row, uint32_t len, int inverse) {
+    arg_value a[2];
+    int64_t err;
+    if (!read_args(row, len, "rr", a, &err)) return err;
+    values_state *s = values_of(handle);
+    if (s == NULL) return bad_handle(handle);
+    double p = a[1].real;
+    char text[32], first[32];
+    if (!(p >= 0.0 && p <= 1.0)) {
+        format_real(text, sizeof text, p);
+        return sqlwasm_return_errorf("p must be between 0 and 1, got %s", text);
+    }
+    if (!s->has_p) {
+        s->p = p;
+        s->has_p = 1;
+    } else if (p != s->p) {
+        format_real(text, sizeof text, p);
+        format_real(first, sizeof first, s->p);
+        return sqlwasm_return_errorf("p must be the same for every row of the group, "
+                                     "got %s after %s", text, first);
+    }
+    return inverse ? remove_value(s, a[0].real) : add_value(s, a[0].real);
+}
+
+SQLWASM_EXPORT(percentile_step)
+int64_t percentile_step(int32_t handle, const uint8_t *row, uint32_t len) {
+    return percentile_row(handle, row, len, 0);
+}
+
+SQLWASM_EXPORT(percentile_inverse)
+int64_t percentile_inverse(int32_t handle, const uint8_t *row, uint32_t len) {
+    return percentile_row(handle, row, len, 1);
+}
+
+typedef enum { SUMMARY_MEDIAN, SUMMARY_PERCENTILE, SUMMARY_MODE } summary;
+
+/* The result of a value/final call; final also releases the state. */
+static int64_t values_result(int32_t handle, summary what, int release) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    values_state *s = values_of(handle);
+    if (s == NULL) return bad_handle(handle);
+    int64_t result;
+    if (!multiset_flush(&s->values)) {
+        result = sqlwasm_return_errorf("out of memory (holding %u values)",
+                                       multiset_count(&s->values));
+    } else if (s->values.size == 0) {
+        result = sqlwasm_return_nil();
+    } else if (what == SUMMARY_MEDIAN) {
+        result = sqlwasm_return_double(multiset_median(&s->values));
+    } else if (what == SUMMARY_PERCENTILE) {
+        result = sqlwasm_return_double(multiset_quantile(&s->values, s->p));
+    } else {
+        result = sqlwasm_return_double(multiset_mode(&s->values));
+    }
+    if (release) values_release(handle, s);
+    return result;
+}
+
+SQLWASM_EXPORT(median_value)
+int64_t median_value(int32_t handle) { return values_result(handle, SUMMARY_MEDIAN, 0); }
+
+SQLWASM_EXPORT(median_final)
+int64_t median_final(int32_t handle) { return values_result(handle, SUMMARY_MEDIAN, 1); }
+
+SQLWASM_EXPORT(percentile_value)
+int64_t percentile_value(int32_t handle) { return values_result(handle, SUMMARY_PERCENTILE, 0); }
+
+SQLWASM_EXPORT(percentile_final)
+int64_t percentile_final(int32_t handle) { return values_result(handle, SUMMARY_PERCENTILE, 1); }
+
+SQLWASM_EXPORT(mode_value)
+int64_t mode_value(int32_t handle) { return values_result(handle, SUMMARY_MODE, 0); }
+
+SQLWASM_EXPORT(mode_final)
+int64_t mode_final(int32_t handle) { return values_result(handle, SUMMARY_MODE, 1); }
+
+/* ------------------------------------------------------------------------
+ * stats_histogram(x, bins) (msgpack; aggregate only)
+ *
+ * JSON {"min":..,"max":..,"counts":[...]}: `bins` equal-width bins over
+ * [min, max]; value x goes to bin floor((x - min) / (max - min) * bins),
+ * the maximum into the last bin; when all values are equal, all go to the
+ * first. Values must be finite; bins is 1..1000, the same for every row.
+ * ------------------------------------------------------------------------ */
+
+#define MAX_BINS 1000
+
+typedef struct {
+    state_header header;
+    double *values;
+    uint32_t count;
+    uint32_t cap;
+    double min, max;
+    int64_t bins; /* 0 until the first row */
+} histogram_state;
+
+static histogram_state *histogram_of(int32_t handle) {
+    return handle_state(handle, STATE_HISTOGRAM);
+}
+
+SQLWASM_EXPORT(histogram_init)
+int32_t histogram_init(void) {
+    histogram_state *s = (histogram_state *)calloc(1, sizeof *s);
+    if (s == NULL) return 0;
+    s->header.kind = STATE_HISTOGRAM;
+    int32_t handle = handle_open(&s->header);
+    if (handle == 0) free(s);
+    return handle;
+}
+
+static void histogram_release(int32_t handle, histogram_state *s) {
+    free(s->values);
+    free(s);
+    handle_close(handle);
+}
+
+SQLWASM_EXPORT(histogram_drop)
+void histogram_drop(int32_t handle) {
+    histogram_state *s = histogram_of(handle);
+    if (s != NULL) histogram_release(handle, s);
+}
+
+SQLWASM_EXPORT(histogram_step)
+int64_t histogram_step(int32_t handle, const uint8_t *row, uint32_t len) {
+    arg_value a[2];
+    int64_t err;
+    if (!read_args(row, len, "ri", a, &err)) return err;
+    histogram_state *s = histogram_of(handle);
+    if (s == NULL) return bad_handle(handle);
+    double x = a[0].real;
+    int64_t bins = a[1].integer;
+    if (bins < 1 || bins > MAX_BINS)
+        return sqlwasm_return_errorf("bins must be between 1 and %d, got %lld", MAX_BINS,
+                                     (long long)bins);
+    if (s->bins == 0) s->bins = bins;
+    else if (bins != s->bins)
+        return sqlwasm_return_errorf("bins must be the same for every row of the group, "
+                                     "got %lld after %lld", (long long)bins, (long long)s->bins);
+    if (!isfinite(x)) return sqlwasm_return_error("values must be finite numbers");
+    if (!grow_array((void **)&s->values, &s->cap, s->count + 1, sizeof(double)))
+        return sqlwasm_return_errorf("out of memory (holding %u values)", s->count);
+    if (s->count == 0 || x < s->min) s->min = x;
+    if (s->count == 0 || x > s->max) s->max = x;
+    s->values[s->count++] = x;
+    return 0;
+}
+
+/* Bin of x in [min, max] split into `bins` equal parts. */
+static int64_t bin_of(double x, double min, double max, int64_t bins) {
+    double span = max - min;
+    double fraction = isfinite(span) ? (x - min) / span : (x / 2.0 - min / 2.0) / (max / 2.0 - min / 2.0);
+    double position = floor(fraction * (double)bins);
+    if (position < 0.0) return 0;
+    if (position >= (double)bins) return bins - 1;
+    return (int64_t)position;
+}
+
+SQLWASM_EXPORT(histogram_final)
+int64_t histogram_final(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    histogram_state *s = histogram_of(handle);
+    if (s == NULL) return bad_handle(handle);
+    int64_t result;
+    uint32_t *counts = NULL;
+    /* Each count is at most 10 digits and a comma; min and max at most 24
+     * characters each. */
+    size_t text_cap = 64 + (size_t)s->bins * 11;
+    char *text = NULL;
+    if (s->count > 0) {
+        counts = (uint32_t *)sqlwasm_arena_alloc((size_t)s->bins * sizeof(uint32_t));
+        text = (char *)sqlwasm_arena_alloc(text_cap);
+    }
+    if (s->count == 0) {
+        result = sqlwasm_return_nil();
+    } else if (counts == NULL || text == NULL) {
+        result = sqlwasm_return_error("out of memory");
+    } else {
+        memset(counts, 0, (size_t)s->bins * sizeof(uint32_t));
+        if (s->max == s->min) counts[0] = s->count;
+        else
+            for (uint32_t i = 0; i < s->count; i++)
+                counts[bin_of(s->values[i], s->min, s->max, s->bins)]++;
+        char min_text[32], max_text[32];
+        format_real(min_text, sizeof min_text, s->min);
+        format_real(max_text, sizeof max_text, s->max);
+        size_t n = (size_t)snprintf(text, text_cap, "{\"min\":%s,\"max\":%s,\"counts\":[",
+                                    min_text, max_text);
+        for (int64_t b = 0; b < s->bins; b++)
+            n += (size_t)snprintf(text + n, text_cap - n, b ? ",%u" : "%u", counts[b]);
+        n += (size_t)snprintf(text + n, text_cap - n, "]}");
+        result = sqlwasm_return_text(text, (uint32_t)n);
+    }
+    histogram_release(handle, s);
+    return result;
+}
+
+/* ------------------------------------------------------------------------
+ * Running moments (raw ABI)
+ *
+ * Welford's updates; a window's inverse applies the exact inverse update.
+ * Downdating leaves rounding residue where the true sum of squares is 0
+ * (say, a window of equal values after a large one left it), and a ratio
+ * of two such residues is meaningless. So each sum of squares or products
+ * also tracks its "churn", the sum of the magnitudes of all updates, which
+ * bounds its rounding error; a sum within NOISE * churn of zero counts as
+ * zero. Without downdates a sum is exactly zero for constant data and its
+ * churn equals itself, so plain aggregates are unaffected.
+ * ------------------------------------------------------------------------ */
+
+#define NOISE (64.0 * DBL_EPSILON)
+
+static double denoise(double sum, double churn) { return fabs(sum) <= NOISE * churn ? 0.0 : sum; }
+
+/* Trap: a raw export has no other way to fail. */
+static void *raw_state(int32_t handle, state_kind kind) {
+    void *state = handle_state(handle, kind);
+    if (state == NULL) __builtin_trap();
+    return state;
+}
+
+static int32_t raw_init(size_t size, state_kind kind) {
+    state_header *s = (state_header *)calloc(1, size);
+    if (s == NULL) __builtin_trap();
+    s->kind = kind;
+    int32_t handle = handle_open(s);
+    if (handle == 0) __builtin_trap();
+    return handle;
+}
+
+static void raw_drop(int32_t handle, state_kind kind) {
+    void *state = handle_state(handle, kind);
+    if (state == NULL) return;
+    free(state);
+    handle_close(handle);
+}
+
+/* --- stats_variance, stats_stddev, stats_variance_pop, stats_stddev_pop */
+
+typedef struct {
+    state_header header;
+    int64_t n;         /* finite values */
+    int64_t nonfinite; /* infinite (or NaN) values: the result is NULL */
+    double mean;
+    double m2; /* sum of squared deviations from the mean */
+    double churn;
+} moments_state;
+
+SQLWASM_EXPORT(moments_init)
+int32_t moments_init(void) { return raw_init(sizeof(moments_state), STATE_MOMENTS); }
+
+SQLWASM_EXPORT(moments_drop)
+void moments_drop(int32_t handle) { raw_drop(handle, STATE_MOMENTS); }
+
+SQLWASM_EXPORT(moments_step)
+void moments_step(int32_t handle, double x) {
+    moments_state *m = raw_state(handle, STATE_MOMENTS);
+    if (!isfinite(x)) {
+        m->nonfinite++;
+        return;
+    }
+    m->n++;
+    double delta = x - m->mean;
+    m->mean += delta / (double)m->n;
+    double term = delta * (x - m->mean);
+    m->m2 += term;
+    m->churn += fabs(term);
+}
+
+SQLWASM_EXPORT(moments_inverse)
+void moments_inverse(int32_t handle, double x) {
+    moments_state *m = raw_state(handle, STATE_MOMENTS);
+    if (!isfinite(x)) {
+        if (m->nonfinite > 0) m->nonfinite--;
+        return;
+    }
+    if (m->n <= 1) { /* nothing (finite) left: start clean */
+        m->n = 0;
+        m->mean = m->m2 = m->churn = 0.0;
+        return;
+    }
+    m->n--;
+    double old_mean = m->mean;
+    m->mean -= (x - old_mean) / (double)m->n;
+    double term = (x - m->mean) * (x - old_mean);
+    m->m2 -= term;
+    m->churn += fabs(term);
+    if (m->n == 1) m->m2 = m->churn = 0.0; /* one value: no spread, exactly */
+}
+
+/* m2 / (n - ddof), or NaN (NULL) when undefined. */
+static double moments_variance(int32_t handle, int64_t ddof) {
+    const moments_state *m = raw_state(handle, STATE_MOMENTS);
+    if (m->nonfinite > 0 || m->n <= ddof) return NAN;
+    double m2 = denoise(m->m2, m->churn);
+    return (m2 > 0.0 ? m2 : 0.0) / (double)(m->n - ddof);
+}
+
+static double moments_finish(int32_t handle, double result) {
+    moments_drop(handle);
+    return result;
+}
+
+SQLWASM_EXPORT(variance_value)
+double variance_value(int32_t handle) { return moments_variance(handle, 1); }
+
+SQLWASM_EXPORT(variance_final)
+double variance_final(int32_t handle) { return moments_finish(handle, variance_value(handle)); }
+
+SQLWASM_EXPORT(stddev_value)
+double stddev_value(int32_t handle) { return sqrt(moments_variance(handle, 1)); }
+
+SQLWASM_EXPORT(stddev_final)
+double stddev_final(int32_t handle) { return moments_finish(handle, stddev_value(handle)); }
+
+SQLWASM_EXPORT(variance_pop_value)
+double variance_pop_value(int32_t handle) { return moments_variance(handle, 0); }
+
+SQLWASM_EXPORT(variance_pop_final)
+double variance_pop_final(int32_t handle) {
+    return moments_finish(handle, variance_pop_value(handle));
+}
+
+SQLWASM_EXPORT(stddev_pop_value)
+double stddev_pop_value(int32_t handle) { return sqrt(moments_variance(handle, 0)); }
+
+SQLWASM_EXPORT(stddev_pop_final)
+double stddev_pop_final(int32_t handle) { return moments_finish(handle, stddev_pop_value(handle)); }
+
+/* --- stats_covariance, stats_correlation */
+
+typedef struct {
+    state_header header;
+    int64_t n;
+    int64_t nonfinite; /* rows with a non-finite x or y: the result is NULL */
+    double mean_x, mean_y;
+    double m2_x, m2_y; /* sums of squared deviations */
+    double c_xy;       /* sum of products of deviations */
+    double churn_x, churn_y, churn_xy;
+} comoments_state;
+
+SQLWASM_EXPORT(comoments_init)
+int32_t comoments_init(void) { return raw_init(sizeof(comoments_state), STATE_COMOMENTS); }
+
+SQLWASM_EXPORT(comoments_drop)
+void comoments_drop(int32_t handle) { raw_drop(handle, STATE_COMOMENTS); }
+
+/* Apply the three update terms with sign +1 (step) or -1 (inverse). */
+static void comoments_apply(comoments_state *c, double sign, double tx, double ty, double txy) {
+    c->m2_x += sign * tx;
+    c->m2_y += sign * ty;
+    c->c_xy += sign * txy;
+    c->churn_x += fabs(tx);
+    c->churn_y += fabs(ty);
+    c->churn_xy += fabs(txy);
+}
+
+SQLWASM_EXPORT(comoments_step)
+void comoments_step(int32_t handle, double x, double y) {
+    comoments_state *c = raw_state(handle, STATE_COMOMENTS);
+    if (!isfinite(x) || !isfinite(y)) {
+        c->nonfinite++;
+        return;
+    }
+    c->n++;
+    double dx = x - c->mean_x, dy = y - c->mean_y;
+    c->mean_x += dx / (double)c->n;
+    c->mean_y += dy / (double)c->n;
+    comoments_apply(c, 1.0, dx * (x - c->mean_x), dy * (y - c->mean_y), dx * (y - c->mean_y));
+}
+
+SQLWASM_EXPORT(comoments_inverse)
+void comoments_inverse(int32_t handle, double x, double y) {
+    comoments_state *c = raw_state(handle, STATE_COMOMENTS);
+    if (!isfinite(x) || !isfinite(y)) {
+        if (c->nonfinite > 0) c->nonfinite--;
+        return;
+    }
+    if (c->n <= 1) {
+        int64_t nonfinite = c->nonfinite;
+        memset((char *)c + sizeof c->header, 0, sizeof *c - sizeof c->header);
+        c->nonfinite = nonfinite;
+        return;
+    }
+    c->n--;
+    double old_x = c->mean_x, old_y = c->mean_y;
+    c->mean_x -= (x - old_x) / (double)c->n;
+    c->mean_y -= (y - old_y) / (double)c->n;
+    comoments_apply(c, -1.0, (x - c->mean_x) * (x - old_x), (y - c->mean_y) * (y - old_y),
+                    (x - c->mean_x) * (y - old_y));
+    if (c->n == 1) c->m2_x = c->m2_y = c->c_xy = c->churn_x = c->churn_y = c->churn_xy = 0.0;
+}
+
+SQLWASM_EXPORT(covariance_value)
+double covariance_value(int32_t handle) {
+    const comoments_state *c = raw_state(handle, STATE_COMOMENTS);
+    if (c->nonfinite > 0 || c->n < 2) return NAN;
+    return denoise(c->c_xy, c->churn_xy) / (double)(c->n - 1);
+}
+
+SQLWASM_EXPORT(covariance_final)
+double covariance_final(int32_t handle) {
+    double result = covariance_value(handle);
+    comoments_drop(handle);
+    return result;
+}
+
+SQLWASM_EXPORT(correlation_value)
+double correlation_value(int32_t handle) {
+    const comoments_state *c = raw_state(handle, STATE_COMOMENTS);
+    if (c->nonfinite > 0 || c->n < 2) return NAN;
+    double sx = denoise(c->m2_x, c->churn_x), sy = denoise(c->m2_y, c->churn_y);
+    if (!(sx > 0.0 && sy > 0.0)) return NAN; /* a constant input */
+    double r = c->c_xy / (sqrt(sx) * sqrt(sy));
+    return r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
+}
+
+SQLWASM_EXPORT(correlation_final)
+double correlation_final(int32_t handle) {
+    double result = correlation_value(handle);
+    comoments_drop(handle);
+    return result;
+}
+
+/* --- stats_weighted_mean(x, w) = sum(w * x) / sum(w)
+ *
+ * Both sums are compensated (Neumaier), so adding and later removing the
+ * same rows leaves (almost always exactly) what was there before, and a sum
+ * of weights that is truly zero is seen as zero (NULL). Non-finite
+ * products are counted apart, so they leave the sums intact when a window
+ * drops them. */
+
+typedef struct {
+    double sum;
+    double compensation; /* rounding error of sum so far */
+} compensated;
+
+static void compensated_add(compensated *c, double x) {
+    double t = c->sum + x;
+    if (fabs(c->sum) >= fabs(x)) c->compensation += (c->sum - t) + x;
+    else c->compensation += (x - t) + c->sum;
+    c->sum = t;
+}
+
+static double compensated_value(const compensated *c) { return c->sum + c->compensation; }
+
+typedef struct {
+    state_header header;
+    int64_t n;
+    compensated sum_w, sum_wx;
+    int64_t pos_inf, neg_inf; /* products w * x that are +inf / -inf */
+    int64_t invalid;          /* rows with a non-finite weight or a NaN product */
+} weighted_state;
+
+SQLWASM_EXPORT(weighted_init)
+int32_t weighted_init(void) { return raw_init(sizeof(weighted_state), STATE_WEIGHTED); }
+
+SQLWASM_EXPORT(weighted_drop)
+void weighted_drop(int32_t handle) { raw_drop(handle, STATE_WEIGHTED); }
+
+/* Add (sign 1) or remove (sign -1) one row. */
+static void weighted_update(int32_t handle, double x, double w, int sign) {
+    weighted_state *s = raw_state(handle, STATE_WEIGHTED);
+    double product = w * x;
+    int64_t *counter = NULL;
+    if (!isfinite(w) || isnan(product)) counter = &s->invalid;
+    else if (product == INFINITY) counter = &s->pos_inf;
+    else if (product == -INFINITY) counter = &s->neg_inf;
+    if (counter != NULL) {
+        if (sign > 0 || *counter > 0) *counter += sign;
+        return;
+    }
+    if (sign < 0 && s->n <= 1) { /* the last row leaves: start clean */
+        memset(&s->sum_w, 0, sizeof s->sum_w);
+        memset(&s->sum_wx, 0, sizeof s->sum_wx);
+        s->n = 0;
+        return;
+    }
+    s->n += sign;
+    compensated_add(&s->sum_w, sign * w);
+    compensated_add(&s->sum_wx, sign * product);
+}
+
+SQLWASM_EXPORT(weighted_step)
+void weighted_step(int32_t handle, double x, double w) { weighted_update(handle, x, w, 1); }
+
+SQLWASM_EXPORT(weighted_inverse)
+void weighted_inverse(int32_t handle, double x, double w) { weighted_update(handle, x, w, -1); }
+
+SQLWASM_EXPORT(weighted_mean_value)
+double weighted_mean_value(int32_t handle) {
+    const weighted_state *s = raw_state(handle, STATE_WEIGHTED);
+    double sum_w = compensated_value(&s->sum_w);
+    if (s->invalid > 0 || sum_w == 0.0 || (s->pos_inf > 0 && s->neg_inf > 0)) return NAN;
+    if (s->pos_inf > 0) return INFINITY / sum_w;
+    if (s->neg_inf > 0) return -INFINITY / sum_w;
+    return compensated_value(&s->sum_wx) / sum_w;
+}
+
+SQLWASM_EXPORT(weighted_mean_final)
+double weighted_mean_final(int32_t handle) {
+    double result = weighted_mean_value(handle);
+    weighted_drop(handle);
+    return result;
+}
