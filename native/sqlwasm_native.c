@@ -166,6 +166,7 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND(store_epoch_deadline_callback, "wasmtime_store_epoch_deadline_callback");
     SW_BIND(error_new, "wasmtime_error_new");
     SW_BIND(engine_increment_epoch, "wasmtime_engine_increment_epoch");
+    SW_BIND(engine_clone, "wasmtime_engine_clone");
 #undef SW_BIND
     wt_bound = 1;
     return NULL;
@@ -368,15 +369,20 @@ static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data
 
 #define SW_MAX_ENGINES 8
 static pthread_mutex_t sw_watchdog_lock = PTHREAD_MUTEX_INITIALIZER;
+static sw_wasm_engine *sw_watched_as_given[SW_MAX_ENGINES];
+/* Our own references (wasmtime_engine_clone): an engine the watchdog ticks
+   cannot be freed under it, even while Python tears its objects down. */
 static sw_wasm_engine *sw_watched[SW_MAX_ENGINES];
 static int sw_n_watched;
+static pthread_t sw_watchdog_thread;
 static pid_t sw_watchdog_pid; /* the process the thread runs in (threads do not survive fork) */
+static int sw_watchdog_stopping;
 
 static void *sw_watchdog_main(void *unused)
 {
     (void)unused;
     struct timespec tick = {0, SW_TICK_MS * 1000000L};
-    for (;;) {
+    while (!__atomic_load_n(&sw_watchdog_stopping, __ATOMIC_ACQUIRE)) {
         nanosleep(&tick, NULL);
         int n = __atomic_load_n(&sw_n_watched, __ATOMIC_ACQUIRE);
         for (int i = 0; i < n; i++)
@@ -391,22 +397,22 @@ int sw_watchdog_watch(void *engine)
     pthread_mutex_lock(&sw_watchdog_lock);
     int known = 0;
     for (int i = 0; i < sw_n_watched; i++)
-        known |= sw_watched[i] == engine;
+        known |= sw_watched_as_given[i] == engine;
     if (!known) {
         if (sw_n_watched == SW_MAX_ENGINES) {
             rc = -1;
             goto out;
         }
-        sw_watched[sw_n_watched] = engine;
+        sw_watched_as_given[sw_n_watched] = engine;
+        sw_watched[sw_n_watched] = wt.engine_clone(engine);
         __atomic_store_n(&sw_n_watched, sw_n_watched + 1, __ATOMIC_RELEASE);
     }
     if (sw_watchdog_pid != getpid()) {
-        pthread_t thread;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, 64 * 1024);
-        rc = pthread_create(&thread, &attr, sw_watchdog_main, NULL) == 0 ? 0 : -1;
+        __atomic_store_n(&sw_watchdog_stopping, 0, __ATOMIC_RELEASE);
+        rc = pthread_create(&sw_watchdog_thread, &attr, sw_watchdog_main, NULL) == 0 ? 0 : -1;
         pthread_attr_destroy(&attr);
         if (rc == 0)
             sw_watchdog_pid = getpid();
@@ -414,6 +420,18 @@ int sw_watchdog_watch(void *engine)
 out:
     pthread_mutex_unlock(&sw_watchdog_lock);
     return rc;
+}
+
+void sw_watchdog_stop(void)
+{
+    pthread_mutex_lock(&sw_watchdog_lock);
+    int running = sw_watchdog_pid == getpid();
+    if (running) {
+        __atomic_store_n(&sw_watchdog_stopping, 1, __ATOMIC_RELEASE);
+        pthread_join(sw_watchdog_thread, NULL);
+        sw_watchdog_pid = 0;
+    }
+    pthread_mutex_unlock(&sw_watchdog_lock);
 }
 
 uint32_t sw_tick_ms(void) { return SW_TICK_MS; }
@@ -777,7 +795,10 @@ static void sw_set_result(sqlite3_context *ctx, const sw_function *f, const uint
             while (shown > 0 && (msg[shown] & 0xc0) == 0x80)
                 shown--;
         }
-        sw_errorf(ctx, api, "%s: %.*s", f->label, (int)shown, (const char *)msg);
+        char text[501];
+        for (uint32_t k = 0; k < shown; k++) /* a NUL would end the message early */
+            text[k] = msg[k] ? (char)msg[k] : '?';
+        sw_errorf(ctx, api, "%s: %.*s", f->label, (int)shown, text);
         return;
     } else {
         sw_errorf(ctx, api, "%s: result has unsupported msgpack type 0x%02x", f->label, t);

@@ -54,9 +54,12 @@ int sw_conn_instance_used(sw_conn *conn, int instance);
    error will say this instead of wasmtime's generic trap message. */
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message);
 
-/* Starts (once) the watchdog thread that advances this engine's epoch every
-   sw_tick_ms() milliseconds; the engine must outlive the process. */
+/* Starts (once per process) the watchdog thread that advances this engine's
+   epoch every sw_tick_ms() milliseconds; it keeps its own engine reference. */
 int sw_watchdog_watch(void *engine);
+
+/* Stops and joins the watchdog (at exit); the next watch starts it again. */
+void sw_watchdog_stop(void);
 uint32_t sw_tick_ms(void);
 
 /* Sizes of the wasmtime handles as compiled, checked against wasmtime-py. */

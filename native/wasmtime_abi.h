@@ -80,6 +80,7 @@ typedef struct {
                                           void (*finalizer)(void *));
     sw_wasmtime_error *(*error_new)(const char *message);
     void (*engine_increment_epoch)(sw_wasm_engine *);
+    sw_wasm_engine *(*engine_clone)(sw_wasm_engine *);
 } sw_wasmtime_api;
 
 #endif

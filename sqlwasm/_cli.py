@@ -76,7 +76,10 @@ def describe(data: bytes) -> dict[str, Any]:
     except MalformedModule as exc:
         raise Error(f"not a wasm module: {exc}") from exc
     info["manifest"] = manifest_from_json(manifests[0].payload(data)).to_json() if len(manifests) == 1 else None
-    compiled = wasmtime.Module(wasmtime.Engine(), data)
+    try:
+        compiled = wasmtime.Module(wasmtime.Engine(), data)
+    except wasmtime.WasmtimeError as exc:
+        raise Error(f"not a valid wasm module: {str(exc).strip().splitlines()[-1].strip()}") from exc
     info["exports"] = [{"name": e.name, "type": _type_text(e.type)} for e in compiled.exports]
     info["imports"] = [{"module": i.module, "name": i.name, "type": _type_text(i.type)} for i in compiled.imports]
     return info

@@ -4,12 +4,13 @@ Two engines: one plain, one that meters fuel (fuel instrumentation costs every
 guest something, so only modules with a fuel limit pay for it). Both interrupt
 guests through epochs: a native watchdog thread advances the epoch every
 ``tick_ms()`` and the per-store epoch callback enforces time limits and
-sqlite3_interrupt(). Engines live as long as the process, so the watchdog may
-hold their raw pointers.
+sqlite3_interrupt(). The watchdog holds its own engine references and is
+stopped at exit, before Python frees its objects.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import threading
@@ -25,6 +26,9 @@ from ._errors import Error
 MAX_WASM_STACK = 256 * 1024
 
 _lock = threading.Lock()
+
+# Stop the watchdog before the interpreter tears anything down.
+atexit.register(_native.lib.sw_watchdog_stop)
 
 
 @functools.cache

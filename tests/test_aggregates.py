@@ -11,7 +11,6 @@ import math
 
 import apsw
 import pytest
-
 from conftest import Build, Connect, fn, manifest, one_error
 
 # States live at 1024 + 16 * handle: f64 sum, i64 count. `live` counts

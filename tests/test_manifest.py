@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import wasmtime
+from conftest import MEMORY, fn, manifest, wasm_module
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +28,6 @@ from sqlwasm._manifest import (
 )
 from sqlwasm._signing import SIGNATURE_SECTION, sign
 from sqlwasm._wasmfile import custom_section, find_custom, sections
-
-from conftest import MEMORY, fn, manifest, wasm_module
 
 
 def good() -> dict[str, Any]:

@@ -14,13 +14,12 @@ from typing import Any, Iterator
 import apsw
 import msgpack
 import pytest
+from conftest import MEMORY, Build, Connect, fn, manifest, one_error, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlwasm
-
-from conftest import MEMORY, Build, Connect, fn, manifest, one_error, wasm_module
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PAGE = 65536

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import apsw
 import pytest
+from conftest import MEMORY, Build, fn, manifest, one_error, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import sqlwasm
 from sqlwasm import CapabilityError, ManifestError, TrapError
 from sqlwasm._manifest import FunctionSpec
-
-from conftest import MEMORY, Build, fn, manifest, one_error, wasm_module
 
 # A raw function returning a per-instance counter: 1, 2, 3... on each call.
 COUNTER_WAT = MEMORY + """

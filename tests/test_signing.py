@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import MEMORY, KeyPair, fn, manifest, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,8 +30,6 @@ from sqlwasm._signing import (
     sign,
 )
 from sqlwasm._wasmfile import custom_section, sections
-
-from conftest import MEMORY, KeyPair, fn, manifest, wasm_module
 
 CODE_SECTION_ID = 10
 
