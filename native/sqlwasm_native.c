@@ -58,6 +58,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "batches are copied as
 
 static sw_wasmtime_api wt;
 static int wt_bound;
+static uint64_t sw_ticks; /* watchdog ticks since it first started: the clock of time limits */
+
 
 typedef struct sw_instance sw_instance;
 typedef struct sw_function sw_function;
@@ -85,8 +87,8 @@ struct sw_instance {
     uint32_t max_result_bytes;
     uint64_t fuel_per_call; /* 0: fuel metering off */
     uint32_t timeout_ms;    /* 0: no time limit */
-    uint32_t timeout_ticks;
-    uint32_t ticks_in_call; /* epoch callbacks since the current call began */
+    uint64_t timeout_ticks;
+    uint64_t call_started;  /* sw_ticks when the current call began */
     int stop_reason;        /* why the epoch callback stopped the guest */
     int depth;              /* calls into the guest in progress (reentrancy guard) */
     int used;               /* called since the last bind */
@@ -331,7 +333,7 @@ static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wa
     }
     /* The epoch deadline stays armed (sw_epoch_tick re-arms it at every
        tick), so a call only restarts the count its time limit is checked on. */
-    inst->ticks_in_call = 0;
+    inst->call_started = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED);
     inst->used = 1;
     inst->depth = 1;
     sw_wasm_trap *trap = NULL;
@@ -352,8 +354,10 @@ static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data
     sw_instance *inst = data;
     *deadline_delta = 1;
     *update_kind = SW_DEADLINE_CONTINUE;
-    inst->ticks_in_call++;
-    if (inst->timeout_ticks && inst->ticks_in_call >= inst->timeout_ticks) {
+    /* Ticks are counted by the watchdog, not by these callbacks, so time the
+       guest spends in host functions (no callbacks then) counts too. */
+    uint64_t elapsed = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED) - inst->call_started;
+    if (inst->timeout_ticks && elapsed >= inst->timeout_ticks) {
         inst->stop_reason = SW_STOP_TIMEOUT;
         return wt.error_new("sqlwasm: time limit exceeded");
     }
@@ -384,6 +388,7 @@ static void *sw_watchdog_main(void *unused)
     struct timespec tick = {0, SW_TICK_MS * 1000000L};
     while (!__atomic_load_n(&sw_watchdog_stopping, __ATOMIC_ACQUIRE)) {
         nanosleep(&tick, NULL);
+        __atomic_add_fetch(&sw_ticks, 1, __ATOMIC_RELAXED);
         int n = __atomic_load_n(&sw_n_watched, __ATOMIC_ACQUIRE);
         for (int i = 0; i < n; i++)
             wt.engine_increment_epoch(sw_watched[i]);
@@ -1358,10 +1363,9 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, vo
     inst->max_result_bytes = max_result_bytes;
     inst->fuel_per_call = fuel_per_call;
     inst->timeout_ms = timeout_ms;
-    /* The deadline stays armed between calls, so the first tick of a call may
-       come at once (one that passed while idle), and the next within
-       SW_TICK_MS: two more ticks guarantee the guest at least timeout_ms. */
-    inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 2 : 0;
+    /* The first tick comes within SW_TICK_MS of the call's start: one more
+       tick guarantees the guest at least timeout_ms. */
+    inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 1 : 0;
     conn->instances[conn->n_instances] = inst;
     sw_conn_bind_instance(conn, conn->n_instances, store, context, NULL, NULL);
     return conn->n_instances++;
@@ -1387,7 +1391,7 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
     inst->arg_ptr = inst->arg_cap = 0;
     inst->mem_size_seen = 0;
     inst->used = 0;
-    inst->ticks_in_call = 0;
+    inst->call_started = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED);
     inst->stop_reason = SW_STOP_NONE;
     inst->host_error[0] = '\0';
 }

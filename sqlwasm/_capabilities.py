@@ -58,9 +58,6 @@ def check_imports(manifest: Manifest, compiled: wasmtime.Module, granted: Iterab
     declared capability is granted."""
     where = f"module '{manifest.name}'"
     granted = set(granted)
-    for cap in manifest.capabilities:
-        if cap not in granted:
-            raise CapabilityError(f"{where} needs capability '{cap}', which was not granted (grant=[...])")
     for imp in compiled.imports:
         name = f"{imp.module}.{imp.name}"
         provider = HOST_IMPORTS.get((imp.module, imp.name or ""))
@@ -74,15 +71,23 @@ def check_imports(manifest: Manifest, compiled: wasmtime.Module, granted: Iterab
                 f"{where} imports {name}, which needs capability '{provider.capability}' "
                 "that its manifest does not declare"
             )
+        if provider.capability not in granted:
+            raise CapabilityError(
+                f"{where} imports {name}, which needs capability '{provider.capability}', "
+                "which was not granted (grant=[...])"
+            )
         ty = imp.type
         if not isinstance(ty, wasmtime.FuncType) or (
             tuple(map(str, ty.params)),
             tuple(map(str, ty.results)),
         ) != (provider.params, provider.results):
             raise CapabilityError(
-                f"{where} imports {name} with the wrong type: expected "
+                f"{where} imports {name} (capability '{provider.capability}') with the wrong type: expected "
                 f"({', '.join(provider.params)}) -> ({', '.join(provider.results)})"
             )
+    for cap in manifest.capabilities:
+        if cap not in granted:
+            raise CapabilityError(f"{where} needs capability '{cap}', which was not granted (grant=[...])")
 
 
 class _RateLimiter:
@@ -114,6 +119,21 @@ def _memory(caller: wasmtime.Caller) -> wasmtime.Memory:
 
 def _in_bounds(caller: wasmtime.Caller, memory: wasmtime.Memory, ptr: int, length: int) -> bool:
     return length >= 0 and ptr + length <= memory.data_len(caller)
+
+
+def forget_host_exceptions() -> None:
+    """Drops an exception a host function raised during a call from SQL.
+
+    wasmtime-py keeps the last exception a host function raised and re-raises
+    it at the next trap or error of a call made from Python, however
+    unrelated. Calls from sqlwasm's native path never collect it, so it must
+    be dropped before sqlwasm next enters wasm from Python (instantiation),
+    or a stale KeyboardInterrupt would surface there. (wasmtime-py is pinned;
+    this is its module-level LAST_EXCEPTION.)
+    """
+    import wasmtime._func
+
+    wasmtime._func.LAST_EXCEPTION = None
 
 
 def define_host_functions(

@@ -22,8 +22,9 @@ from ._errors import Error
 
 # Native stack for wasm frames. wasmtime's default (512 KiB) kills the process
 # with SIGSEGV when a guest recurses on a thread whose whole stack is 512 KiB;
-# 256 KiB leaves the host frames room and traps cleanly instead.
-MAX_WASM_STACK = 256 * 1024
+# 256 KiB still did on a 256 KiB thread. 128 KiB leaves the host frames room
+# and traps cleanly on both.
+MAX_WASM_STACK = 128 * 1024
 
 _lock = threading.Lock()
 

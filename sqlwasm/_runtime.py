@@ -15,9 +15,16 @@ import apsw
 import wasmtime
 
 from . import _engine, _native
-from ._capabilities import check_imports, define_host_functions
+from ._capabilities import check_imports, define_host_functions, forget_host_exceptions
 from ._errors import CapabilityError, Error, ManifestError, SignatureError, TrapError
-from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, WASM_PAGE, Limits
+from ._limits import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MEMORY_PAGES,
+    DEFAULT_TIMEOUT_MS,
+    MAX_TABLE_ELEMENTS,
+    WASM_PAGE,
+    Limits,
+)
 from ._manifest import (
     ABIS,
     ALLOC_EXPORT,
@@ -32,7 +39,7 @@ from ._manifest import (
     manifest_from_json,
 )
 from ._signing import TrustedKey, check_signature, trusted_key_ids
-from ._wasmfile import MalformedModule, find_custom
+from ._wasmfile import MalformedModule, declared_memories, find_custom
 
 log = logging.getLogger("sqlwasm")
 
@@ -198,7 +205,7 @@ class Runtime:
         compiled = self._compile(data, digest, manifest.name, fuel=limits.fuel is not None)
         check_exports(manifest, compiled)
         check_imports(manifest, compiled, self.grant)
-        self._check_memory(manifest, compiled, limits)
+        self._check_memory(manifest, data, limits)
         return Module(manifest.name, manifest.version, digest, signer, manifest, limits, compiled, self)
 
     def _check_trust(self, data: bytes, label: str) -> str | None:
@@ -226,16 +233,21 @@ class Runtime:
             return compiled
 
     @staticmethod
-    def _check_memory(manifest: Manifest, compiled: wasmtime.Module, limits: Limits) -> None:
-        if limits.memory_pages is None:
-            return
-        for export in compiled.exports:
-            ty = export.type
-            if isinstance(ty, wasmtime.MemoryType) and ty.limits.min > limits.memory_pages:
-                raise CapabilityError(
-                    f"module '{manifest.name}' starts with {ty.limits.min} pages of memory, more than the "
-                    f"{limits.memory_pages} it may have (memory_pages)"
-                )
+    def _check_memory(manifest: Manifest, data: bytes, limits: Limits) -> None:
+        """One 32-bit, unshared memory that fits memory_pages (exported or not:
+        a second, hidden memory would escape the host's accounting)."""
+        where = f"module '{manifest.name}'"
+        memories = declared_memories(data)
+        if len(memories) != 1:
+            raise CapabilityError(f"{where} defines {len(memories)} memories; a module has exactly one")
+        memory = memories[0]
+        if memory.memory64 or memory.shared:
+            raise CapabilityError(f"{where}: 64-bit and shared memories are not supported")
+        if limits.memory_pages is not None and memory.min_pages > limits.memory_pages:
+            raise CapabilityError(
+                f"{where} starts with {memory.min_pages} pages of memory, more than the "
+                f"{limits.memory_pages} it may have (memory_pages)"
+            )
 
     # ------------------------------------------------------------- install
 
@@ -294,7 +306,12 @@ class Runtime:
         _engine.watch(engine)
         store = wasmtime.Store(engine)
         pages = module.limits.memory_pages
-        store.set_limits(memory_size=pages * WASM_PAGE if pages is not None else -1, instances=1, memories=1)
+        store.set_limits(
+            memory_size=pages * WASM_PAGE if pages is not None else -1,
+            table_elements=MAX_TABLE_ELEMENTS,
+            instances=1,
+            memories=1,
+        )
         return store
 
     def _instantiate(
@@ -306,6 +323,7 @@ class Runtime:
         if module.limits.fuel is not None:
             store.set_fuel(module.limits.fuel)
         store.set_epoch_deadline(1)
+        forget_host_exceptions()
         try:
             if module.capabilities:
                 linker = wasmtime.Linker(store.engine)

@@ -85,6 +85,38 @@ def sections(data: bytes) -> list[Section]:
     return found
 
 
+MEMORY_SECTION_ID = 5
+
+
+@dataclass(frozen=True)
+class DeclaredMemory:
+    min_pages: int
+    memory64: bool
+    shared: bool
+
+
+def declared_memories(data: bytes) -> list[DeclaredMemory]:
+    """The memories a module defines itself (its memory section), exported or
+    not; wasmtime-py only shows exported ones."""
+    found = []
+    for section in sections(data):
+        if section.id != MEMORY_SECTION_ID:
+            continue
+        count, pos = _read_u32(data, section.payload_start, section.end)
+        for _ in range(count):
+            if pos >= section.end:
+                raise MalformedModule("memory section is truncated")
+            flags = data[pos]
+            if flags & 0x04:  # 64-bit limits follow: sqlwasm refuses such modules anyway
+                found.append(DeclaredMemory(0, True, bool(flags & 0x02)))
+                break
+            minimum, pos = _read_u32(data, pos + 1, section.end)
+            if flags & 0x01:
+                _, pos = _read_u32(data, pos, section.end)
+            found.append(DeclaredMemory(minimum, False, bool(flags & 0x02)))
+    return found
+
+
 def custom_section(name: str, payload: bytes) -> bytes:
     encoded_name = name.encode("utf-8")
     body = encode_u32(len(encoded_name)) + encoded_name + payload
