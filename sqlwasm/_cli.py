@@ -18,6 +18,7 @@ from ._errors import Error, SignatureError
 from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
 from ._runtime import Runtime
 from ._signing import check_signature, generate_keypair, load_private_key, sign, trusted_key_ids
+from ._table import cell_text, format_table
 from ._wasmfile import MalformedModule, find_custom
 
 
@@ -141,10 +142,6 @@ def _open(args: argparse.Namespace) -> apsw.Connection:
     return runtime.connect(args.db, args.load)
 
 
-def _cell_text(value: Any) -> Any:
-    return value.hex() if isinstance(value, bytes) else value
-
-
 def cmd_query(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
@@ -157,25 +154,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        print(json.dumps([{n: _cell_text(v) for n, v in zip(names, row)} for row in rows], indent=1))
+        print(json.dumps([{n: cell_text(v) for n, v in zip(names, row)} for row in rows], indent=1))
     elif args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(names)
-        writer.writerows([[_cell_text(v) for v in row] for row in rows])
+        writer.writerows([[cell_text(v) for v in row] for row in rows])
     else:
-        _print_table(names, rows)
+        table = format_table(names, rows)
+        if table:
+            print(table)
     return 0
-
-
-def _print_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    if not names:
-        return
-    text = [[("NULL" if v is None else str(_cell_text(v))) for v in row] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
-    print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in text:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Sequence
+from typing import Any
 
 from ._runtime import Runtime
+from ._table import format_table
 
 # (name, country, lat, lon): public coordinates of some large cities.
 CITIES = [
@@ -72,14 +73,6 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
 ]
 
 
-def _print_rows(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    text = [["NULL" if v is None else str(v) for v in row] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
-    print("  " + "  ".join(n.ljust(w) for n, w in zip(names, widths)))
-    for r in text:
-        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
-
-
 def run_demo(rows: int = 200_000) -> None:
     from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
@@ -108,6 +101,6 @@ def run_demo(rows: int = 200_000) -> None:
         result = cursor.fetchall()
         elapsed = time.perf_counter() - started
         print(f"{title}  [{1e3 * elapsed:.1f} ms]")
-        _print_rows(names, result)
+        print(format_table(names, result, indent="  ", rule=False))
         print()
     conn.close()

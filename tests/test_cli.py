@@ -522,8 +522,8 @@ def test_query_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.splitlines() == [
         "name    km       absent",
         "------  -------  ------",
-        "a       111.195  NULL  ",
-        "longer  2        3     ",
+        "a       111.195  NULL",
+        "longer  2        3",
     ]
 
 

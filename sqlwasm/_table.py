@@ -1,0 +1,23 @@
+"""Plain-text tables of query results, for the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def cell_text(value: Any) -> Any:
+    """A value as the CLI shows it: blobs as hex, everything else as is."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def format_table(names: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "", rule: bool = True) -> str:
+    """Left-aligned columns under a header; NULL for None."""
+    if not names:
+        return ""
+    text = [["NULL" if v is None else str(cell_text(v)) for v in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths))]
+    if rule:
+        lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in text]
+    return "\n".join(indent + line.rstrip() for line in lines)
