@@ -1,7 +1,8 @@
-"""Rebuilds and re-signs the shipped example modules.
+"""Rebuilds and re-signs the shipped example modules (a tool for this
+repository: it needs extensions/keys/examples.key, which is not installed).
 
-    python -m sqlwasm.extensions.rebuild          # rewrite every .wasm
-    python -m sqlwasm.extensions.rebuild --check  # exit 1 if any differs
+    python extensions/rebuild.py            # rewrite every .wasm
+    python extensions/rebuild.py --check    # exit 1 if any differs
 
 zig cc output is reproducible and ed25519 signatures are deterministic, so a
 rebuild gives byte-identical files; tests/test_extensions.py checks that.
@@ -13,28 +14,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from sqlwasm.extensions import ROOT, module_path
-
 from sqlwasm._build import build, write_module
 
 SHIPPED = ("geo",)
-EXAMPLES_KEY = ROOT / "keys" / "examples.key"
+HERE = Path(__file__).resolve().parent
 
 
-def rebuild(name: str) -> bytes:
-    directory = ROOT / name
-    return build(directory / f"{name}.c", directory / f"{name}.toml", key=EXAMPLES_KEY)
+def rebuild(name: str, root: Path = HERE) -> bytes:
+    """extensions/NAME/NAME.c + NAME.toml, built and signed with the examples key."""
+    directory = root / name
+    return build(directory / f"{name}.c", directory / f"{name}.toml", key=root / "keys" / "examples.key")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--root", type=Path, default=HERE, help="the extensions/ directory")
     parser.add_argument("names", nargs="*", default=list(SHIPPED))
     args = parser.parse_args(argv)
     stale = []
     for name in args.names:
-        data = rebuild(name)
-        path: Path = module_path(name)
+        data = rebuild(name, args.root)
+        path = args.root / name / f"{name}.wasm"
         if args.check:
             if not path.exists() or path.read_bytes() != data:
                 stale.append(name)

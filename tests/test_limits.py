@@ -553,7 +553,8 @@ def test_deep_recursion_traps_cleanly(build: Build, keypair: KeyPair, tmp_path: 
     module = tmp_path / "l.wasm"
     module.write_bytes(wasm_module(LOOPS_WAT, loops_manifest(), key=keypair.private))
     script = RECURSION_SCRIPT.format(pub=str(keypair.pub_path), module=str(module), stack=stack)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    # cwd: outside the checkout, whose sqlwasm/ has no compiled native part
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
     lines = done.stdout.splitlines()
     assert len(lines) == 3, done.stdout

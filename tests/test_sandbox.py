@@ -597,7 +597,8 @@ def test_process_exits_cleanly(keypair: KeyPair, tmp_path: Path) -> None:
     outcomes = []
     for close in ("conn.close()", "", "del conn"):
         script = EXIT_SCRIPT.format(pub=str(keypair.pub_path), module=str(module), close=close)
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        # cwd: outside the checkout, whose sqlwasm/ has no compiled native part
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.stdout == "done\n", done.stderr[-2000:]
         outcomes.append((close or "left open", done.returncode))
     assert outcomes == [("conn.close()", 0), ("left open", 0), ("del conn", 0)]
