@@ -31,6 +31,39 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     return best, result
 
 
+def measure_interleaved(
+    conn: apsw.Connection, queries: dict[str, tuple[str, int, Any]], repeats: int, *, once: set[str] = frozenset()
+) -> dict[str, float]:
+    """ns/row of each query (label -> (sql, rows, expected first cell)), best
+    of `repeats`, the queries interleaved so that machine noise hits them
+    alike; those in `once` run a single time. A wrong answer stops the run."""
+    ns_per_row = {label: float("inf") for label in queries}
+    for repeat in range(repeats):
+        for label, (sql, rows, expected) in queries.items():
+            if repeat and label in once:
+                continue
+            seconds, result = best_of(1, lambda: conn.execute(sql).fetchall())
+            if result[0][0] != expected:
+                raise SystemExit(f"{label}: wrong answer {result[0][0]} != {expected}")
+            ns_per_row[label] = min(ns_per_row[label], seconds / rows * 1e9)
+    return ns_per_row
+
+
+def print_against(ns_per_row: dict[str, float], baseline: str) -> dict[str, float]:
+    """Prints ns/row and the ratio to the baseline; returns the ratios."""
+    base = ns_per_row[baseline]
+    width = max(map(len, ns_per_row)) + 2
+    print(f"  {'variant':{width}} {'ns/row':>10} {'x ' + baseline:>{len(baseline) + 4}}")
+    for label, ns in ns_per_row.items():
+        print(f"  {label:{width}} {ns:10.1f} {ns / base:{len(baseline) + 4}.2f}")
+    return {f"{label} / {baseline}": ns / base for label, ns in ns_per_row.items()}
+
+
+def print_checks(checks: dict[str, bool]) -> None:
+    for name, ok in checks.items():
+        print(f"  [{'met' if ok else 'MISSED'}] {name}")
+
+
 def signed_guest(source: Path, manifest: Path, workdir: Path) -> tuple[bytes, Path]:
     """Builds a guest and signs it with a fresh key: the real loading path."""
     key, pub = generate_keypair("bench", workdir)

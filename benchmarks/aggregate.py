@@ -16,7 +16,16 @@ from typing import Any
 
 import sqlwasm
 
-from ._common import HERE, best_of, load_baseline_udf, signed_guest, workdir, write_results
+from ._common import (
+    HERE,
+    load_baseline_udf,
+    measure_interleaved,
+    print_against,
+    print_checks,
+    signed_guest,
+    workdir,
+    write_results,
+)
 
 
 class PythonSum:
@@ -60,30 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             "wasm raw, no step_batch": "bench_sum_raw_unbatched(x)",
             "wasm msgpack aggregate": "bench_sum_msgpack(x)",
         }
-        ns_per_row = {label: float("inf") for label in variants}
-        # Interleave the variants so that machine noise hits them alike.
-        for _ in range(args.repeats):
-            for label, expr in variants.items():
-                seconds, result = best_of(1, lambda: conn.execute(f"SELECT {expr} FROM t").fetchall())
-                if result[0][0] != expected:
-                    raise SystemExit(f"{label}: wrong answer {result[0][0]} != {expected}")
-                ns_per_row[label] = min(ns_per_row[label], seconds / args.rows * 1e9)
+        queries = {label: (f"SELECT {expr} FROM t", args.rows, expected) for label, expr in variants.items()}
+        ns_per_row = measure_interleaved(conn, queries, args.repeats)
         conn.close()
 
-    c_agg = ns_per_row["C aggregate"]
-    ratios = {f"{label} / C aggregate": ns / c_agg for label, ns in ns_per_row.items()}
-    ratios["Python aggregate / wasm raw aggregate"] = ns_per_row["Python aggregate"] / ns_per_row["wasm raw aggregate"]
     print(f"SELECT agg(x) over {args.rows:,} rows, best of {args.repeats}")
-    print(f"  {'variant':26} {'ns/row':>10} {'x C aggregate':>14}")
-    for label, ns in ns_per_row.items():
-        print(f"  {label:26} {ns:10.1f} {ns / c_agg:14.2f}")
+    ratios = print_against(ns_per_row, "C aggregate")
+    ratios["Python aggregate / wasm raw aggregate"] = ns_per_row["Python aggregate"] / ns_per_row["wasm raw aggregate"]
     checks = {
         "wasm raw aggregate <= 1.6x C aggregate": ratios["wasm raw aggregate / C aggregate"] <= 1.6,
         "wasm raw aggregate >= 3x faster than Python": ratios["Python aggregate / wasm raw aggregate"] >= 3.0,
     }
     print(f"  Python aggregate / wasm raw aggregate: {ratios['Python aggregate / wasm raw aggregate']:.2f}x")
-    for name, ok in checks.items():
-        print(f"  [{'met' if ok else 'MISSED'}] {name}")
+    print_checks(checks)
     path = write_results(
         "aggregate",
         {"rows": args.rows, "repeats": args.repeats, "ns_per_row": ns_per_row, "ratios": ratios, "targets_met": checks},

@@ -19,7 +19,17 @@ from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 import sqlwasm
 
-from ._common import HERE, best_of, load_baseline_udf, signed_guest, workdir, write_results
+from ._common import (
+    HERE,
+    best_of,
+    load_baseline_udf,
+    measure_interleaved,
+    print_against,
+    print_checks,
+    signed_guest,
+    workdir,
+    write_results,
+)
 
 TARGETS = {"wasm raw / C UDF": 1.6, "wasm msgpack / C UDF": 3.0}
 
@@ -67,18 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             "wasm_call raw": ("wasm_call('bench', 'add_raw', a, b)", "t"),
             "wasmtime-py Func from Python": ("naive_add(a, b)", "small"),
         }
-        ns_per_row = {label: float("inf") for label in variants}
-        # Interleave the variants so that machine noise hits them alike.
-        for repeat in range(args.repeats):
-            for label, (expr, table) in variants.items():
-                if table != "t" and repeat:
-                    continue  # the naive path is slow: once is enough
-                rows = args.rows if table == "t" else args.naive_rows
-                seconds, result = best_of(1, lambda: conn.execute(f"SELECT sum({expr}) FROM {table}").fetchall())
-                want = expected if table == "t" else expected_small
-                if result[0][0] != want:
-                    raise SystemExit(f"{label}: wrong answer {result[0][0]} != {want}")
-                ns_per_row[label] = min(ns_per_row[label], seconds / rows * 1e9)
+        queries = {
+            label: (f"SELECT sum({expr}) FROM {table}", args.rows, expected)
+            if table == "t"
+            else (f"SELECT sum({expr}) FROM {table}", args.naive_rows, expected_small)
+            for label, (expr, table) in variants.items()
+        }
+        # The naive path is slow: once is enough.
+        ns_per_row = measure_interleaved(conn, queries, args.repeats, once={"wasmtime-py Func from Python"})
         conn.close()
 
         # Lifecycle: verify + compile the shipped geo module; install into a new connection.
@@ -98,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         for c in connections:
             c.close()
 
-    c_udf = ns_per_row["C UDF"]
-    ratios = {f"{label} / C UDF": ns / c_udf for label, ns in ns_per_row.items()}
-    ratios["Python UDF / wasm raw"] = ns_per_row["Python UDF"] / ns_per_row["wasm raw"]
     print(f"SELECT sum(f(a, b)) over {args.rows:,} rows, best of {args.repeats}")
-    print(f"  {'variant':32} {'ns/row':>10} {'x C UDF':>9}")
-    for label, ns in ns_per_row.items():
-        print(f"  {label:32} {ns:10.1f} {ns / c_udf:9.2f}")
+    ratios = print_against(ns_per_row, "C UDF")
+    ratios["Python UDF / wasm raw"] = ns_per_row["Python UDF"] / ns_per_row["wasm raw"]
     print(f"  Python UDF / wasm raw: {ratios['Python UDF / wasm raw']:.2f}x (target >= 2)")
     print(f"load geo (verify + compile): {load_s * 1e3:.1f} ms (target <= 50)")
     print(f"install geo into a new connection: {install_s * 1e3:.3f} ms (target <= 1)")
@@ -115,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "load geo <= 50 ms": load_s <= 0.050,
         "install <= 1 ms": install_s <= 0.001,
     }
-    for name, ok in checks.items():
-        print(f"  [{'met' if ok else 'MISSED'}] {name}")
+    print_checks(checks)
     path = write_results(
         "scalar",
         {
