@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlwasm._build import build, write_module
 
-SHIPPED = ("geo",)
+SHIPPED = ("geo", "stats", "text")
 HERE = Path(__file__).resolve().parent
 
 

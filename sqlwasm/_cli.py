@@ -115,7 +115,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("functions")
         for f in manifest["functions"]:
             args_text = ", ".join(f["args"]) + (f", {f['varargs']}..." if "varargs" in f else "")
-            print(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['abi']}, export {f['export']}]")
+            if "exports" in f:  # aggregate or window: its exports by role
+                where = ", ".join(f"{role} {name}" for role, name in f["exports"].items())
+            else:
+                where = f"export {f['export']}"
+            print(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['kind']}, {f['abi']}, {where}]")
     print("exports")
     for e in info["exports"]:
         print(f"  {e['name']}: {e['type']}")

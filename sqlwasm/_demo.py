@@ -1,5 +1,5 @@
 """`sqlwasm demo`: a sample database and near-data queries with the signed
-example modules, using only what `pip install .` ships."""
+example modules geo and stats, using only what `pip install .` ships."""
 
 from __future__ import annotations
 
@@ -65,6 +65,19 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
         (CENTRAL_LONDON_WKT,),
     ),
     (
+        "Air quality by country: median, 90th percentile and stddev of PM2.5 (stats aggregates)",
+        "SELECT p.country, count(*) AS n, round(stats_median(r.pm25), 2) AS median, "
+        "round(stats_percentile(r.pm25, 0.9), 2) AS p90, round(stats_stddev(r.pm25), 2) AS stddev "
+        "FROM readings AS r JOIN places AS p ON p.name = r.city GROUP BY p.country ORDER BY n DESC LIMIT 6",
+        (),
+    ),
+    (
+        "A rolling median over the last five readings in Paris (a window function)",
+        "SELECT id, pm25, round(stats_median(pm25) OVER (ORDER BY id ROWS BETWEEN 4 PRECEDING AND CURRENT ROW), 2) "
+        "AS rolling_median FROM readings WHERE city = 'Paris' ORDER BY id LIMIT 8",
+        (),
+    ),
+    (
         "The same function through wasm_call(module, function, args...)",
         "SELECT name, round(wasm_call('geo', 'bearing', ?, ?, lat, lon), 1) AS bearing_from_london "
         "FROM places WHERE country = 'FR' ORDER BY name",
@@ -77,18 +90,18 @@ def run_demo(rows: int = 200_000) -> None:
     from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
     runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
-    started = time.perf_counter()
-    geo = runtime.load(module_path("geo"))
-    loaded = time.perf_counter()
     conn = runtime.connect(":memory:")
-    runtime.install(conn, geo)
-    installed = time.perf_counter()
-    print(f"sqlwasm demo: module '{geo.name}' {geo.version}, signed by key {geo.signer}, sha256 {geo.sha256[:16]}...")
-    print(
-        f"  verify + compile {1e3 * (loaded - started):.1f} ms; "
-        f"install into a connection {1e3 * (installed - loaded):.2f} ms"
-    )
-    print(f"  functions: {', '.join(f.name for f in geo.functions)}")
+    for name in ("geo", "stats"):
+        started = time.perf_counter()
+        module = runtime.load(module_path(name))
+        loaded = time.perf_counter()
+        runtime.install(conn, module)
+        installed = time.perf_counter()
+        print(
+            f"module '{module.name}' {module.version}, signed by key {module.signer}, sha256 {module.sha256[:16]}...: "
+            f"verify + compile {1e3 * (loaded - started):.1f} ms, install {1e3 * (installed - loaded):.2f} ms"
+        )
+        print(f"  functions: {', '.join(f.name for f in module.functions)}")
 
     started = time.perf_counter()
     build_sample(conn, rows)

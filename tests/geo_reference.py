@@ -86,7 +86,7 @@ def geo_bearing(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 def geo_destination_point(lat: float, lon: float, bearing: float, distance_km: float):
     """(lat, lon) reached from a start point along a great circle; lon in [-180, 180)."""
     if not all(math.isfinite(v) for v in (lat, lon, bearing, distance_km)):
-        raise GeoError("geo_destination: arguments must be finite numbers")
+        raise GeoError("arguments must be finite numbers")
     phi1 = math.radians(lat)
     theta = math.radians(bearing)
     delta = distance_km / EARTH_RADIUS_KM
@@ -112,17 +112,17 @@ def geo_geohash_encode(lat: float, lon: float, precision) -> str:
     """Geohash of a point with ``precision`` characters (1..12)."""
     if isinstance(precision, float):
         if not precision.is_integer():
-            raise GeoError("geo_geohash_encode: argument 3 must be integer, got real")
+            raise GeoError("argument 3 must be integer, got real")
         precision = int(precision)
     if not 1 <= precision <= GEOHASH_MAX_LEN:
         raise GeoError(
-            "geo_geohash_encode: precision must be between 1 and %d, got %d"
+            "precision must be between 1 and %d, got %d"
             % (GEOHASH_MAX_LEN, precision)
         )
     if not -90.0 <= lat <= 90.0:
-        raise GeoError("geo_geohash_encode: latitude %.17g is outside [-90, 90]" % lat)
+        raise GeoError("latitude %.17g is outside [-90, 90]" % lat)
     if not -180.0 <= lon <= 180.0:
-        raise GeoError("geo_geohash_encode: longitude %.17g is outside [-180, 180]" % lon)
+        raise GeoError("longitude %.17g is outside [-180, 180]" % lon)
 
     total_bits = 5 * precision
     lon_bits = (total_bits + 1) // 2  # longitude takes the first, third, ... bit
@@ -151,10 +151,10 @@ def geo_geohash_decode_point(geohash: str):
     """Centre (lat, lon) of a geohash cell; case-insensitive."""
     raw = geohash.encode("utf-8")
     if not raw:
-        raise GeoError("geo_geohash_decode: empty geohash")
+        raise GeoError("empty geohash")
     if len(raw) > GEOHASH_MAX_LEN:
         raise GeoError(
-            "geo_geohash_decode: geohash too long: %d characters (at most %d)"
+            "geohash too long: %d characters (at most %d)"
             % (len(raw), GEOHASH_MAX_LEN)
         )
     code = 0
@@ -163,9 +163,9 @@ def geo_geohash_decode_point(geohash: str):
         if digit < 0:
             if 0x21 <= byte <= 0x7E:
                 raise GeoError(
-                    "geo_geohash_decode: invalid character '%c' at offset %d" % (byte, offset)
+                    "invalid character '%c' at offset %d" % (byte, offset)
                 )
-            raise GeoError("geo_geohash_decode: invalid byte 0x%02x at offset %d" % (byte, offset))
+            raise GeoError("invalid byte 0x%02x at offset %d" % (byte, offset))
         code = (code << 5) | digit
 
     total_bits = 5 * len(raw)
@@ -461,7 +461,7 @@ def parse_polygon(text: str):
         where = " at offset %d" % err.offset
         if err.offset >= len(data):
             where += " (end of input)"
-        raise GeoError("geo_contains: polygon: " + err.what + where) from None
+        raise GeoError("polygon: " + err.what + where) from None
     return rings
 
 

@@ -205,7 +205,11 @@ def stats_correlation(rows: Iterable[Pair]) -> Optional[float]:
     xs, ys = zip(*pairs)
     if len(set(xs)) == 1 or len(set(ys)) == 1:
         return None  # a constant input: undefined
-    return max(-1.0, min(1.0, statistics.correlation(xs, ys)))
+    try:
+        r = statistics.correlation(xs, ys)
+    except statistics.StatisticsError:  # a spread lost to underflow
+        return None
+    return max(-1.0, min(1.0, r))
 
 
 def stats_weighted_mean(rows: Iterable[Pair]) -> Optional[float]:

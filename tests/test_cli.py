@@ -344,10 +344,21 @@ def test_inspect_text(signed: Path, keypair: KeyPair, capsys: pytest.CaptureFixt
     assert f"signature valid, key {keypair.public.key_id}" in lines
     assert f"sha256    {hashlib.sha256(signed.read_bytes()).hexdigest()}  ({signed.stat().st_size} bytes)" in lines
     assert "capabilities none" in lines
-    assert "  t_add(integer, integer) -> integer  [raw, export add]" in lines
-    assert "  t_neg(real) -> real  [raw, export neg]" in lines
+    assert "  t_add(integer, integer) -> integer  [scalar, raw, export add]" in lines
+    assert "  t_neg(real) -> real  [scalar, raw, export neg]" in lines
     assert "  add: func (i64, i64) -> (i64)" in lines
     assert "imports   none" in lines
+
+
+def test_inspect_shows_aggregate_exports_by_role(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm.extensions import module_path
+
+    status, out, _ = run(capsys, "inspect", str(module_path("stats")))
+    assert status == 0
+    assert (
+        "  stats_histogram(real, integer) -> text  [aggregate, msgpack, step histogram_step, "
+        "init histogram_init, final histogram_final, drop histogram_drop]" in out.splitlines()
+    )
 
 
 def test_inspect_unsigned_and_tampered(unsigned: Path, signed: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -138,7 +138,7 @@ def test_destination_rejects_infinite_arguments(geo: apsw.Connection, bad: str) 
         args = ["0"] * 4
         args[position] = bad
         message = one_error(geo, f"SELECT geo_destination({', '.join(args)})")
-        assert message == "geo.geo_destination: geo_destination: arguments must be finite numbers"
+        assert message == "geo.geo_destination: arguments must be finite numbers"
 
 
 # ---------------------------------------------------------------- geohash
@@ -376,7 +376,7 @@ def test_contains_malformed_polygon(geo: apsw.Connection, text: str) -> None:
     with pytest.raises(ref.GeoError) as want:
         ref.geo_contains(text, 0.5, 0.5)
     assert message == f"geo.geo_contains: {want.value}"
-    assert message.startswith("geo.geo_contains: geo_contains: polygon: ")
+    assert message.startswith("geo.geo_contains: polygon: ")
 
 
 VALID_POLYGONS = [wkt(SQUARE_WITH_HOLE), geojson(SQUARE_WITH_HOLE)]

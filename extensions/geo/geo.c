@@ -49,22 +49,22 @@ typedef union {
     } text;
 } arg_value;
 
-/* Read the argument row of function `fn` according to `sig`, one letter per
+/* Read the argument row according to `sig`, one letter per
  * argument: 'r' real (an integer is accepted), 'i' integer (a real with an
  * integral value is accepted), 't' text. On failure stores an error result
  * in *err and returns 0. */
-static int read_args(const char *fn, const uint8_t *row, uint32_t len, const char *sig,
+static int read_args(const uint8_t *row, uint32_t len, const char *sig,
                      arg_value *out, int64_t *err) {
     sqlwasm_reader r;
     sqlwasm_reader_init(&r, row, len);
     uint32_t want = (uint32_t)strlen(sig);
     uint32_t count = sqlwasm_read_array(&r);
     if (r.error) {
-        *err = sqlwasm_return_errorf("%s: malformed argument row", fn);
+        *err = sqlwasm_return_error("malformed argument row");
         return 0;
     }
     if (count != want) {
-        *err = sqlwasm_return_errorf("%s: expected %u argument%s, got %u", fn, want,
+        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want,
                                      want == 1 ? "" : "s", count);
         return 0;
     }
@@ -96,17 +96,17 @@ static int read_args(const char *fn, const uint8_t *row, uint32_t len, const cha
             break;
         }
         if (expected != NULL && t != SQLWASM_END) {
-            *err = sqlwasm_return_errorf("%s: argument %u must be %s, got %s", fn, i + 1,
+            *err = sqlwasm_return_errorf("argument %u must be %s, got %s", i + 1,
                                          expected, sqlwasm_type_name(t));
             return 0;
         }
         if (r.error || t == SQLWASM_END) {
-            *err = sqlwasm_return_errorf("%s: malformed argument row", fn);
+            *err = sqlwasm_return_error("malformed argument row");
             return 0;
         }
     }
     if (!sqlwasm_reader_done(&r)) {
-        *err = sqlwasm_return_errorf("%s: malformed argument row", fn);
+        *err = sqlwasm_return_error("malformed argument row");
         return 0;
     }
     return 1;
@@ -151,10 +151,10 @@ SQLWASM_EXPORT(destination)
 int64_t destination(const uint8_t *row, uint32_t len) {
     arg_value a[4];
     int64_t err;
-    if (!read_args("geo_destination", row, len, "rrrr", a, &err)) return err;
+    if (!read_args(row, len, "rrrr", a, &err)) return err;
     double lat = a[0].real, lon = a[1].real, brg = a[2].real, dist = a[3].real;
     if (!isfinite(lat) || !isfinite(lon) || !isfinite(brg) || !isfinite(dist))
-        return sqlwasm_return_error("geo_destination: arguments must be finite numbers");
+        return sqlwasm_return_error("arguments must be finite numbers");
 
     double phi1 = radians(lat), theta = radians(brg);
     double delta = dist / EARTH_RADIUS_KM; /* angular distance */
@@ -175,16 +175,16 @@ SQLWASM_EXPORT(geohash_encode)
 int64_t geohash_encode(const uint8_t *row, uint32_t len) {
     arg_value a[3];
     int64_t err;
-    if (!read_args("geo_geohash_encode", row, len, "rri", a, &err)) return err;
+    if (!read_args(row, len, "rri", a, &err)) return err;
     double lat = a[0].real, lon = a[1].real;
     int64_t precision = a[2].integer;
     if (precision < 1 || precision > GEOHASH_MAX_LEN)
-        return sqlwasm_return_errorf("geo_geohash_encode: precision must be between 1 and %d, "
+        return sqlwasm_return_errorf("precision must be between 1 and %d, "
                                      "got %lld", GEOHASH_MAX_LEN, (long long)precision);
     if (!(lat >= -90.0 && lat <= 90.0))
-        return sqlwasm_return_errorf("geo_geohash_encode: latitude %.17g is outside [-90, 90]", lat);
+        return sqlwasm_return_errorf("latitude %.17g is outside [-90, 90]", lat);
     if (!(lon >= -180.0 && lon <= 180.0))
-        return sqlwasm_return_errorf("geo_geohash_encode: longitude %.17g is outside [-180, 180]",
+        return sqlwasm_return_errorf("longitude %.17g is outside [-180, 180]",
                                      lon);
 
     /* Bisect the two ranges alternately, longitude first; each bit says
@@ -224,12 +224,12 @@ SQLWASM_EXPORT(geohash_decode)
 int64_t geohash_decode(const uint8_t *row, uint32_t len) {
     arg_value a[1];
     int64_t err;
-    if (!read_args("geo_geohash_decode", row, len, "t", a, &err)) return err;
+    if (!read_args(row, len, "t", a, &err)) return err;
     const unsigned char *s = (const unsigned char *)a[0].text.p;
     uint32_t n = a[0].text.n;
-    if (n == 0) return sqlwasm_return_error("geo_geohash_decode: empty geohash");
+    if (n == 0) return sqlwasm_return_error("empty geohash");
     if (n > GEOHASH_MAX_LEN)
-        return sqlwasm_return_errorf("geo_geohash_decode: geohash too long: %u characters "
+        return sqlwasm_return_errorf("geohash too long: %u characters "
                                      "(at most %d)", n, GEOHASH_MAX_LEN);
 
     double lat_lo = -90.0, lat_hi = 90.0, lon_lo = -180.0, lon_hi = 180.0;
@@ -238,9 +238,9 @@ int64_t geohash_decode(const uint8_t *row, uint32_t len) {
         int digit = geohash_digit(s[i]);
         if (digit < 0) {
             if (s[i] >= 0x21 && s[i] <= 0x7e)
-                return sqlwasm_return_errorf("geo_geohash_decode: invalid character '%c' "
+                return sqlwasm_return_errorf("invalid character '%c' "
                                              "at offset %u", s[i], i);
-            return sqlwasm_return_errorf("geo_geohash_decode: invalid byte 0x%02x at offset %u",
+            return sqlwasm_return_errorf("invalid byte 0x%02x at offset %u",
                                          s[i], i);
         }
         for (int bit = 4; bit >= 0; bit--, lon_turn = !lon_turn) {
@@ -613,7 +613,7 @@ SQLWASM_EXPORT(contains)
 int64_t contains(const uint8_t *row, uint32_t len) {
     arg_value a[3];
     int64_t err;
-    if (!read_args("geo_contains", row, len, "trr", a, &err)) return err;
+    if (!read_args(row, len, "trr", a, &err)) return err;
 
     polygon_parser p;
     memset(&p, 0, sizeof p);
@@ -629,6 +629,6 @@ int64_t contains(const uint8_t *row, uint32_t len) {
         skip_space(&p);
         if (p.pos < p.n) fail(&p, p.pos, "unexpected text after the polygon");
     }
-    if (p.failed) return sqlwasm_return_errorf("geo_contains: polygon: %s", p.message);
+    if (p.failed) return sqlwasm_return_errorf("polygon: %s", p.message);
     return sqlwasm_return_int(p.inside);
 }

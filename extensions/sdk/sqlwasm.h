@@ -45,7 +45,10 @@
  *
  * API summary:
  *   arena    sqlwasm_arena_alloc(n): 8-aligned memory valid until the next
- *            call (NULL when out of memory).
+ *            call (NULL when out of memory). The arena resets by itself when
+ *            an export reads the host's argument row; an export that reads
+ *            no row (an aggregate's final or value) calls
+ *            sqlwasm_arena_reset() first, or the arena keeps growing.
  *   reader   sqlwasm_reader_init, sqlwasm_peek (-> SQLWASM_NIL, _BOOL, _INT,
  *            _FLOAT, _STR, _BIN, _ARRAY, _MAP, _OTHER, or _END at the end),
  *            sqlwasm_read_array / _map (-> count), _int, _double (floats and

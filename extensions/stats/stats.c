@@ -222,9 +222,10 @@ static int compare_doubles(const void *pa, const void *pb) {
  * single sort and no copy. Blocks larger than BLOCK_CAP are split before
  * anything is inserted into or removed from them; ordinary blocks hold at
  * most BLOCK_CAP values, split in half when full, and merge with a
- * neighbour when the two together fit in BLOCK_HALF (so adjacent blocks
- * always hold more than BLOCK_HALF values together). Insert and remove cost
- * O(log n + BLOCK_CAP), the k-th value O(n / BLOCK_HALF).
+ * neighbour when the two together fit in BLOCK_HALF, so that removals do
+ * not leave many tiny blocks. Insert and remove cost O(log n + BLOCK_CAP),
+ * the k-th value O(number of blocks), about n / BLOCK_HALF. Empty blocks
+ * are dropped, so the set is empty exactly when it has no blocks.
  * ------------------------------------------------------------------------ */
 
 #define BLOCK_CAP 1024u
@@ -282,54 +283,48 @@ static uint32_t find_block(const multiset *ms, double x) {
     return lo;
 }
 
-/* Replace block i with `parts` blocks of the given sizes (summing to its
- * count), each with capacity BLOCK_CAP. Nothing changes on failure. */
-static int split_block(multiset *ms, uint32_t i, uint32_t parts, uint32_t part_size) {
-    if (!reserve_blocks(ms, parts - 1)) return 0;
-    block *old = &ms->blocks[i];
-    double *bufs[BLOCK_CAP]; /* parts <= count / BLOCK_HALF + 1, see callers */
-    double **pieces = parts <= BLOCK_CAP ? bufs : (double **)malloc(parts * sizeof(double *));
-    if (pieces == NULL) return 0;
-    for (uint32_t k = 0; k < parts; k++) {
-        pieces[k] = (double *)malloc(BLOCK_CAP * sizeof(double));
-        if (pieces[k] == NULL) {
-            while (k > 0) free(pieces[--k]);
-            if (pieces != bufs) free(pieces);
-            return 0;
+/* Split block i into pieces of at most BLOCK_HALF values: its tail moves
+ * into new blocks of capacity BLOCK_CAP, taken from the end so that no
+ * value moves twice, and block i keeps the first piece, shrunk to capacity
+ * BLOCK_CAP. Out of memory part way leaves a valid, less split set, and
+ * returns 0. */
+static int split_block(multiset *ms, uint32_t i) {
+    uint32_t parts = (ms->blocks[i].count + BLOCK_HALF - 1) / BLOCK_HALF;
+    if (parts > 1) {
+        if (!reserve_blocks(ms, parts - 1)) return 0;
+        block *blocks = ms->blocks;
+        uint32_t after = ms->nblocks - i - 1; /* blocks after block i */
+        memmove(&blocks[i + parts], &blocks[i + 1], after * sizeof(block));
+        /* blocks[i + 1 .. i + parts - 1] are holes, filled from the end */
+        uint32_t made = 0;
+        while (made < parts - 1) {
+            double *values = (double *)malloc(BLOCK_CAP * sizeof(double));
+            if (values == NULL) break;
+            blocks[i].count -= BLOCK_HALF;
+            memcpy(values, blocks[i].values + blocks[i].count, BLOCK_HALF * sizeof(double));
+            blocks[i + parts - 1 - made] = (block){values, BLOCK_HALF, BLOCK_CAP};
+            made++;
         }
+        if (made < parts - 1) /* close the remaining holes */
+            memmove(&blocks[i + 1], &blocks[i + parts - made], (made + after) * sizeof(block));
+        ms->nblocks += made;
+        if (made < parts - 1) return 0;
     }
-    double *values = old->values;
-    uint32_t count = old->count;
-    memmove(&ms->blocks[i + parts], &ms->blocks[i + 1],
-            (ms->nblocks - i - 1) * sizeof(block));
-    for (uint32_t k = 0, at = 0; k < parts; k++) {
-        uint32_t n = k + 1 < parts ? part_size : count - at;
-        memcpy(pieces[k], values + at, n * sizeof(double));
-        ms->blocks[i + k] = (block){pieces[k], n, BLOCK_CAP};
-        at += n;
+    block *b = &ms->blocks[i];
+    if (b->cap > BLOCK_CAP) {
+        double *smaller = (double *)realloc(b->values, BLOCK_CAP * sizeof(double));
+        if (smaller == NULL) return 0;
+        b->values = smaller;
+        b->cap = BLOCK_CAP;
     }
-    ms->nblocks += parts - 1;
-    free(values);
-    if (pieces != bufs) free(pieces);
     return 1;
 }
 
-/* Make block i an ordinary block: split it if it is larger than BLOCK_CAP
- * (only the bulk-loaded block can be), or if it is full. */
+/* Make block i an ordinary block with room for one more value: split it if
+ * it is larger than BLOCK_CAP (only a bulk-loaded block can be) or full. */
 static int prepare_block(multiset *ms, uint32_t i) {
-    block *b = &ms->blocks[i];
-    if (b->cap > BLOCK_CAP) {
-        uint32_t parts = (b->count + BLOCK_HALF - 1) / BLOCK_HALF;
-        if (parts <= 1) { /* small enough: just shrink it */
-            double *small = (double *)realloc(b->values, BLOCK_CAP * sizeof(double));
-            if (small == NULL) return 0;
-            b->values = small;
-            b->cap = BLOCK_CAP;
-            return 1;
-        }
-        return split_block(ms, i, parts, BLOCK_HALF);
-    }
-    if (b->count == BLOCK_CAP) return split_block(ms, i, 2, BLOCK_HALF);
+    const block *b = &ms->blocks[i];
+    if (b->cap > BLOCK_CAP || b->count == BLOCK_CAP) return split_block(ms, i);
     return 1;
 }
 
@@ -368,9 +363,8 @@ static int insert_value(multiset *ms, double x) {
 static int multiset_flush(multiset *ms) {
     if (ms->npending == 0) return 1;
     qsort(ms->pending, ms->npending, sizeof(double), compare_doubles);
-    if (ms->size == 0) { /* adopt the sorted buffer as the only block */
+    if (ms->size == 0) { /* no blocks: adopt the sorted buffer as the only one */
         if (!reserve_blocks(ms, 1)) return 0;
-        for (uint32_t i = 0; i < ms->nblocks; i++) free(ms->blocks[i].values);
         ms->blocks[0] = (block){ms->pending, ms->npending, ms->pending_cap};
         ms->nblocks = 1;
         ms->size = ms->npending;
@@ -395,7 +389,7 @@ static int multiset_remove(multiset *ms, double x) {
     if (ms->nblocks == 0) return -1;
     uint32_t i = find_block(ms, x);
     if (ms->blocks[i].cap > BLOCK_CAP) {
-        if (!prepare_block(ms, i)) return 0;
+        if (!split_block(ms, i)) return 0;
         i = find_block(ms, x);
     }
     block *b = &ms->blocks[i];
@@ -422,7 +416,7 @@ static int multiset_remove(multiset *ms, double x) {
     else if (i + 1 < ms->nblocks && ms->blocks[i + 1].count + b->count <= BLOCK_HALF) left = i;
     else return 1;
     block *into = &ms->blocks[left], *from = &ms->blocks[left + 1];
-    if (into->cap < into->count + from->count) return 1; /* small blocks: not worth it */
+    if (into->cap < into->count + from->count) return 1; /* a small adopted block: no room */
     memcpy(into->values + into->count, from->values, from->count * sizeof(double));
     into->count += from->count;
     free(from->values);
@@ -594,6 +588,11 @@ int64_t percentile_inverse(int32_t handle, const uint8_t *row, uint32_t len) {
 
 typedef enum { SUMMARY_MEDIAN, SUMMARY_PERCENTILE, SUMMARY_MODE } summary;
 
+/* A real result; NaN (from -inf and +inf together) is NULL. */
+static int64_t return_real(double x) {
+    return isnan(x) ? sqlwasm_return_nil() : sqlwasm_return_double(x);
+}
+
 /* The result of a value/final call; final also releases the state. */
 static int64_t values_result(int32_t handle, summary what, int release) {
     sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
@@ -606,11 +605,11 @@ static int64_t values_result(int32_t handle, summary what, int release) {
     } else if (s->values.size == 0) {
         result = sqlwasm_return_nil();
     } else if (what == SUMMARY_MEDIAN) {
-        result = sqlwasm_return_double(multiset_median(&s->values));
+        result = return_real(multiset_median(&s->values));
     } else if (what == SUMMARY_PERCENTILE) {
-        result = sqlwasm_return_double(multiset_quantile(&s->values, s->p));
+        result = return_real(multiset_quantile(&s->values, s->p));
     } else {
-        result = sqlwasm_return_double(multiset_mode(&s->values));
+        result = return_real(multiset_mode(&s->values));
     }
     if (release) values_release(handle, s);
     return result;
@@ -708,7 +707,8 @@ int64_t histogram_step(int32_t handle, const uint8_t *row, uint32_t len) {
 /* Bin of x in [min, max] split into `bins` equal parts. */
 static int64_t bin_of(double x, double min, double max, int64_t bins) {
     double span = max - min;
-    double fraction = isfinite(span) ? (x - min) / span : (x / 2.0 - min / 2.0) / (max / 2.0 - min / 2.0);
+    double fraction = isfinite(span) ? (x - min) / span /* halves when the span overflows: */
+                                     : (x / 2.0 - min / 2.0) / (max / 2.0 - min / 2.0);
     double position = floor(fraction * (double)bins);
     if (position < 0.0) return 0;
     if (position >= (double)bins) return bins - 1;
@@ -722,9 +722,9 @@ int64_t histogram_final(int32_t handle) {
     if (s == NULL) return bad_handle(handle);
     int64_t result;
     uint32_t *counts = NULL;
-    /* Each count is at most 10 digits and a comma; min and max at most 24
-     * characters each. */
-    size_t text_cap = 64 + (size_t)s->bins * 11;
+    /* 32 characters of keys and brackets, min and max at most 24 each, each
+     * count at most 10 digits and a comma. */
+    size_t text_cap = 128 + (size_t)s->bins * 11;
     char *text = NULL;
     if (s->count > 0) {
         counts = (uint32_t *)sqlwasm_arena_alloc((size_t)s->bins * sizeof(uint32_t));
@@ -759,17 +759,29 @@ int64_t histogram_final(int32_t handle) {
  *
  * Welford's updates; a window's inverse applies the exact inverse update.
  * Downdating leaves rounding residue where the true sum of squares is 0
- * (say, a window of equal values after a large one left it), and a ratio
- * of two such residues is meaningless. So each sum of squares or products
- * also tracks its "churn", the sum of the magnitudes of all updates, which
- * bounds its rounding error; a sum within NOISE * churn of zero counts as
- * zero. Without downdates a sum is exactly zero for constant data and its
- * churn equals itself, so plain aggregates are unaffected.
+ * (a window of equal values after a large value left it, say), and a ratio
+ * of such residues (a correlation) is meaningless. So each sum also tracks
+ * `noise`, the root-sum-square of the rounding-error scale of all its
+ * updates, |x - old mean| * (|x| + |new mean|). Once a row has been
+ * removed, a sum within NOISE_FACTOR * DBL_EPSILON * noise of zero counts
+ * as zero (the observed error stays below 12 times that scale). A plain
+ * aggregate never removes: its sums of squares add non-negative terms, are
+ * exactly zero for constant data, and are used as they are.
  * ------------------------------------------------------------------------ */
 
-#define NOISE (64.0 * DBL_EPSILON)
+#define NOISE_FACTOR 64.0
 
-static double denoise(double sum, double churn) { return fabs(sum) <= NOISE * churn ? 0.0 : sum; }
+/* Rounding-error scale of one update by value x, whose deviation from the
+ * old mean is d, leaving the mean at `mean`. */
+static double error_scale(double d, double x, double mean) {
+    return fabs(d) * (fabs(x) + fabs(mean));
+}
+
+/* sum, or 0 when it is within rounding noise of 0 after removals. */
+static double denoise(double sum, double noise, int64_t removals) {
+    if (removals > 0 && fabs(sum) <= NOISE_FACTOR * DBL_EPSILON * noise) return 0.0;
+    return sum;
+}
 
 /* Trap: a raw export has no other way to fail. */
 static void *raw_state(int32_t handle, state_kind kind) {
@@ -800,9 +812,10 @@ typedef struct {
     state_header header;
     int64_t n;         /* finite values */
     int64_t nonfinite; /* infinite (or NaN) values: the result is NULL */
+    int64_t removals;  /* finite values removed since the state was last empty */
     double mean;
     double m2; /* sum of squared deviations from the mean */
-    double churn;
+    double noise;
 } moments_state;
 
 SQLWASM_EXPORT(moments_init)
@@ -821,9 +834,8 @@ void moments_step(int32_t handle, double x) {
     m->n++;
     double delta = x - m->mean;
     m->mean += delta / (double)m->n;
-    double term = delta * (x - m->mean);
-    m->m2 += term;
-    m->churn += fabs(term);
+    m->m2 += delta * (x - m->mean);
+    m->noise = hypot(m->noise, error_scale(delta, x, m->mean));
 }
 
 SQLWASM_EXPORT(moments_inverse)
@@ -833,25 +845,25 @@ void moments_inverse(int32_t handle, double x) {
         if (m->nonfinite > 0) m->nonfinite--;
         return;
     }
-    if (m->n <= 1) { /* nothing (finite) left: start clean */
-        m->n = 0;
-        m->mean = m->m2 = m->churn = 0.0;
+    if (m->n <= 1) { /* no finite value left: start clean */
+        m->n = m->removals = 0;
+        m->mean = m->m2 = m->noise = 0.0;
         return;
     }
     m->n--;
-    double old_mean = m->mean;
-    m->mean -= (x - old_mean) / (double)m->n;
-    double term = (x - m->mean) * (x - old_mean);
-    m->m2 -= term;
-    m->churn += fabs(term);
-    if (m->n == 1) m->m2 = m->churn = 0.0; /* one value: no spread, exactly */
+    m->removals++;
+    double delta = x - m->mean;
+    m->mean -= delta / (double)m->n;
+    m->m2 -= delta * (x - m->mean);
+    m->noise = hypot(m->noise, error_scale(delta, x, m->mean));
+    if (m->n == 1) m->m2 = 0.0; /* one value has no spread, exactly */
 }
 
 /* m2 / (n - ddof), or NaN (NULL) when undefined. */
 static double moments_variance(int32_t handle, int64_t ddof) {
     const moments_state *m = raw_state(handle, STATE_MOMENTS);
     if (m->nonfinite > 0 || m->n <= ddof) return NAN;
-    double m2 = denoise(m->m2, m->churn);
+    double m2 = denoise(m->m2, m->noise, m->removals);
     return (m2 > 0.0 ? m2 : 0.0) / (double)(m->n - ddof);
 }
 
@@ -892,10 +904,11 @@ typedef struct {
     state_header header;
     int64_t n;
     int64_t nonfinite; /* rows with a non-finite x or y: the result is NULL */
+    int64_t removals;
     double mean_x, mean_y;
     double m2_x, m2_y; /* sums of squared deviations */
     double c_xy;       /* sum of products of deviations */
-    double churn_x, churn_y, churn_xy;
+    double noise_x, noise_y, noise_xy;
 } comoments_state;
 
 SQLWASM_EXPORT(comoments_init)
@@ -904,14 +917,20 @@ int32_t comoments_init(void) { return raw_init(sizeof(comoments_state), STATE_CO
 SQLWASM_EXPORT(comoments_drop)
 void comoments_drop(int32_t handle) { raw_drop(handle, STATE_COMOMENTS); }
 
-/* Apply the three update terms with sign +1 (step) or -1 (inverse). */
-static void comoments_apply(comoments_state *c, double sign, double tx, double ty, double txy) {
-    c->m2_x += sign * tx;
-    c->m2_y += sign * ty;
-    c->c_xy += sign * txy;
-    c->churn_x += fabs(tx);
-    c->churn_y += fabs(ty);
-    c->churn_xy += fabs(txy);
+/* Add (sign 1) or remove (sign -1) the finite row (x, y), n already
+ * counted: with dx = x - old mean_x (likewise dy), the sums change by
+ * dx * (x - new mean_x), dy * (y - new mean_y) and dx * (y - new mean_y). */
+static void comoments_update(comoments_state *c, double x, double y, double sign) {
+    double dx = x - c->mean_x, dy = y - c->mean_y;
+    c->mean_x += sign * dx / (double)c->n;
+    c->mean_y += sign * dy / (double)c->n;
+    c->m2_x += sign * dx * (x - c->mean_x);
+    c->m2_y += sign * dy * (y - c->mean_y);
+    c->c_xy += sign * dx * (y - c->mean_y);
+    double scale_x = error_scale(dx, x, c->mean_x), scale_y = error_scale(dy, y, c->mean_y);
+    c->noise_x = hypot(c->noise_x, scale_x);
+    c->noise_y = hypot(c->noise_y, scale_y);
+    c->noise_xy = hypot(c->noise_xy, sqrt(scale_x) * sqrt(scale_y));
 }
 
 SQLWASM_EXPORT(comoments_step)
@@ -922,10 +941,7 @@ void comoments_step(int32_t handle, double x, double y) {
         return;
     }
     c->n++;
-    double dx = x - c->mean_x, dy = y - c->mean_y;
-    c->mean_x += dx / (double)c->n;
-    c->mean_y += dy / (double)c->n;
-    comoments_apply(c, 1.0, dx * (x - c->mean_x), dy * (y - c->mean_y), dx * (y - c->mean_y));
+    comoments_update(c, x, y, 1.0);
 }
 
 SQLWASM_EXPORT(comoments_inverse)
@@ -935,26 +951,21 @@ void comoments_inverse(int32_t handle, double x, double y) {
         if (c->nonfinite > 0) c->nonfinite--;
         return;
     }
-    if (c->n <= 1) {
-        int64_t nonfinite = c->nonfinite;
-        memset((char *)c + sizeof c->header, 0, sizeof *c - sizeof c->header);
-        c->nonfinite = nonfinite;
+    if (c->n <= 1) { /* no finite row left: start clean */
+        *c = (comoments_state){.header = c->header, .nonfinite = c->nonfinite};
         return;
     }
     c->n--;
-    double old_x = c->mean_x, old_y = c->mean_y;
-    c->mean_x -= (x - old_x) / (double)c->n;
-    c->mean_y -= (y - old_y) / (double)c->n;
-    comoments_apply(c, -1.0, (x - c->mean_x) * (x - old_x), (y - c->mean_y) * (y - old_y),
-                    (x - c->mean_x) * (y - old_y));
-    if (c->n == 1) c->m2_x = c->m2_y = c->c_xy = c->churn_x = c->churn_y = c->churn_xy = 0.0;
+    c->removals++;
+    comoments_update(c, x, y, -1.0);
+    if (c->n == 1) c->m2_x = c->m2_y = c->c_xy = 0.0;
 }
 
 SQLWASM_EXPORT(covariance_value)
 double covariance_value(int32_t handle) {
     const comoments_state *c = raw_state(handle, STATE_COMOMENTS);
     if (c->nonfinite > 0 || c->n < 2) return NAN;
-    return denoise(c->c_xy, c->churn_xy) / (double)(c->n - 1);
+    return denoise(c->c_xy, c->noise_xy, c->removals) / (double)(c->n - 1);
 }
 
 SQLWASM_EXPORT(covariance_final)
@@ -968,7 +979,8 @@ SQLWASM_EXPORT(correlation_value)
 double correlation_value(int32_t handle) {
     const comoments_state *c = raw_state(handle, STATE_COMOMENTS);
     if (c->nonfinite > 0 || c->n < 2) return NAN;
-    double sx = denoise(c->m2_x, c->churn_x), sy = denoise(c->m2_y, c->churn_y);
+    double sx = denoise(c->m2_x, c->noise_x, c->removals);
+    double sy = denoise(c->m2_y, c->noise_y, c->removals);
     if (!(sx > 0.0 && sy > 0.0)) return NAN; /* a constant input */
     double r = c->c_xy / (sqrt(sx) * sqrt(sy));
     return r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
@@ -985,9 +997,10 @@ double correlation_final(int32_t handle) {
  *
  * Both sums are compensated (Neumaier), so adding and later removing the
  * same rows leaves (almost always exactly) what was there before, and a sum
- * of weights that is truly zero is seen as zero (NULL). Non-finite
- * products are counted apart, so they leave the sums intact when a window
- * drops them. */
+ * of weights that is truly zero is seen as zero (NULL). Infinite products
+ * are counted apart, so the sums are intact again when a window drops
+ * them: one sign of infinity gives +-inf, both or a NaN (0 * inf, an
+ * infinite weight) give NULL. */
 
 typedef struct {
     double sum;
@@ -1005,8 +1018,9 @@ static double compensated_value(const compensated *c) { return c->sum + c->compe
 
 typedef struct {
     state_header header;
-    int64_t n;
-    compensated sum_w, sum_wx;
+    int64_t rows;             /* rows with a finite weight (all in sum_w) */
+    compensated sum_w;
+    compensated sum_wx;       /* the finite products */
     int64_t pos_inf, neg_inf; /* products w * x that are +inf / -inf */
     int64_t invalid;          /* rows with a non-finite weight or a NaN product */
 } weighted_state;
@@ -1017,27 +1031,30 @@ int32_t weighted_init(void) { return raw_init(sizeof(weighted_state), STATE_WEIG
 SQLWASM_EXPORT(weighted_drop)
 void weighted_drop(int32_t handle) { raw_drop(handle, STATE_WEIGHTED); }
 
+/* Count a row in (sign 1) or out (sign -1) of a counter of odd rows. */
+static void count_row(int64_t *counter, int sign) {
+    if (sign > 0 || *counter > 0) *counter += sign;
+}
+
 /* Add (sign 1) or remove (sign -1) one row. */
 static void weighted_update(int32_t handle, double x, double w, int sign) {
     weighted_state *s = raw_state(handle, STATE_WEIGHTED);
+    if (!isfinite(w)) {
+        count_row(&s->invalid, sign);
+        return;
+    }
     double product = w * x;
-    int64_t *counter = NULL;
-    if (!isfinite(w) || isnan(product)) counter = &s->invalid;
-    else if (product == INFINITY) counter = &s->pos_inf;
-    else if (product == -INFINITY) counter = &s->neg_inf;
-    if (counter != NULL) {
-        if (sign > 0 || *counter > 0) *counter += sign;
+    if (isnan(product)) count_row(&s->invalid, sign); /* 0 * inf */
+    else if (product == INFINITY) count_row(&s->pos_inf, sign);
+    else if (product == -INFINITY) count_row(&s->neg_inf, sign);
+    if (sign < 0 && s->rows <= 1) { /* the last row leaves: start clean */
+        s->rows = 0;
+        s->sum_w = s->sum_wx = (compensated){0.0, 0.0};
         return;
     }
-    if (sign < 0 && s->n <= 1) { /* the last row leaves: start clean */
-        memset(&s->sum_w, 0, sizeof s->sum_w);
-        memset(&s->sum_wx, 0, sizeof s->sum_wx);
-        s->n = 0;
-        return;
-    }
-    s->n += sign;
+    s->rows += sign;
     compensated_add(&s->sum_w, sign * w);
-    compensated_add(&s->sum_wx, sign * product);
+    if (isfinite(product)) compensated_add(&s->sum_wx, sign * product);
 }
 
 SQLWASM_EXPORT(weighted_step)

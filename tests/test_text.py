@@ -1,0 +1,206 @@
+"""extensions/text: the string functions, from SQL, against
+tests/text_reference.py."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import apsw
+import pytest
+import text_reference as ref
+from conftest import one_error
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlwasm.extensions import ROOT
+
+import sqlwasm
+from sqlwasm._build import build
+from sqlwasm._signing import generate_keypair
+
+SOURCE = ROOT / "text" / "text.c"
+MANIFEST = ROOT / "text" / "text.toml"
+
+PAIR_FUNCTIONS = {
+    "text_levenshtein": ref.text_levenshtein,
+    "text_damerau_levenshtein": ref.text_damerau_levenshtein,
+    "text_jaro_winkler": ref.text_jaro_winkler,
+    "text_trigram_similarity": ref.text_trigram_similarity,
+}
+
+
+@pytest.fixture(scope="session")
+def text_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return generate_keypair("text-tests", tmp_path_factory.mktemp("text-keys"))
+
+
+@pytest.fixture(scope="session")
+def text_wasm(text_keys: tuple[Path, Path]) -> bytes:
+    return build(SOURCE, MANIFEST, key=text_keys[0])
+
+
+@pytest.fixture(scope="module")
+def conn(text_wasm: bytes, text_keys: tuple[Path, Path]) -> Iterator[apsw.Connection]:
+    connection = sqlwasm.connect(":memory:", [text_wasm], trusted_keys=[text_keys[1]])
+    yield connection
+    connection.close()
+
+
+def sql_value(conn: apsw.Connection, sql: str, *bindings: Any) -> Any:
+    return conn.execute(sql, bindings).fetchone()[0]
+
+
+def same(got: Any, want: Any) -> bool:
+    if isinstance(want, float):
+        return isinstance(got, float) and math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-15)
+    return got == want and type(got) is type(want)
+
+
+# Any code point SQLite can store as UTF-8 (no surrogates; no NUL, which
+# the text binding of some drivers cuts at), weighted towards small
+# alphabets so that strings share characters.
+any_char = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+small_alphabet = st.sampled_from(list("abcAB -'1ñé日本\U0001F600"))
+texts = st.one_of(st.text(small_alphabet, max_size=25), st.text(any_char, max_size=25))
+fast = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@fast
+@given(a=texts, b=texts, name=st.sampled_from(sorted(PAIR_FUNCTIONS)))
+def test_pair_functions_match_reference(conn: apsw.Connection, a: str, b: str, name: str) -> None:
+    got = sql_value(conn, f"SELECT {name}(?, ?)", a, b)
+    want = PAIR_FUNCTIONS[name](a, b)
+    assert same(got, want), (name, a, b, got, want)
+
+
+@fast
+@given(a=st.text(st.sampled_from("abcd"), max_size=12), edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20), st.sampled_from("abcde")), max_size=4))
+def test_distances_of_near_copies(conn: apsw.Connection, a: str, edits: list[tuple[int, int, str]]) -> None:
+    """b is a few edits (including swaps) away from a."""
+    b = list(a)
+    for op, pos, ch in edits:
+        pos = pos % (len(b) + 1)
+        if op == 0:
+            b.insert(pos, ch)
+        elif op == 1 and pos < len(b):
+            del b[pos]
+        elif op == 2 and pos < len(b):
+            b[pos] = ch
+        elif op == 3 and pos + 1 < len(b):
+            b[pos], b[pos + 1] = b[pos + 1], b[pos]
+    b_text = "".join(b)
+    got = conn.execute("SELECT text_levenshtein(?1, ?2), text_damerau_levenshtein(?1, ?2), "
+                       "text_damerau_levenshtein(?2, ?1)", (a, b_text)).fetchone()
+    dl = ref.text_damerau_levenshtein(a, b_text)
+    assert got == (ref.text_levenshtein(a, b_text), dl, dl)
+    assert dl <= got[0] and dl <= len(edits)
+
+
+@fast
+@given(s=texts)
+def test_soundex_matches_reference(conn: apsw.Connection, s: str) -> None:
+    assert sql_value(conn, "SELECT text_soundex(?)", s) == ref.text_soundex(s)
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("SELECT text_levenshtein('kitten', 'sitting')", 3),
+        ("SELECT text_levenshtein('日本', '日本語')", 1),  # code points, not bytes
+        ("SELECT text_levenshtein('', '')", 0),
+        ("SELECT text_damerau_levenshtein('CA', 'ABC')", 2),  # unrestricted: OSA would say 3
+        ("SELECT text_damerau_levenshtein('ab', 'ba')", 1),
+        ("SELECT text_jaro_winkler('', '')", 1.0),
+        ("SELECT text_jaro_winkler('abc', '')", 0.0),
+        ("SELECT text_soundex('Robert')", "R163"),
+        ("SELECT text_soundex('Rupert')", "R163"),
+        ("SELECT text_soundex('Tymczak')", "T522"),
+        ("SELECT text_soundex('Pfister')", "P236"),  # the first letter's code counts
+        ("SELECT text_soundex('Ashcraft')", "A261"),  # H does not separate S and C
+        ("SELECT text_soundex('Honeyman')", "H555"),  # vowels do separate
+        ("SELECT text_soundex('Lee')", "L000"),
+        ("SELECT text_soundex('42 ü')", ""),
+        ("SELECT text_soundex(1234)", ""),
+        ("SELECT text_trigram_similarity('', '')", 0.0),
+        ("SELECT text_trigram_similarity('Word', 'wORD')", 1.0),
+        ("SELECT text_trigram_similarity('word', 'two words')", 4 / 11),  # as PostgreSQL's pg_trgm
+        ("SELECT text_levenshtein(NULL, 'a')", None),
+    ],
+)
+def test_known_values(conn: apsw.Connection, sql: str, expected: Any) -> None:
+    assert sql_value(conn, sql) == expected
+
+
+def test_jaro_winkler_known_values(conn: apsw.Connection) -> None:
+    for a, b, want in [("MARTHA", "MARHTA", 0.9611111111111111), ("DIXON", "DICKSONX", 0.8133333333333333),
+                       ("DWAYNE", "DUANE", 0.84)]:
+        assert sql_value(conn, "SELECT text_jaro_winkler(?, ?)", a, b) == pytest.approx(want, abs=1e-12)
+
+
+def test_damerau_is_the_true_edit_distance_with_swaps(conn: apsw.Connection) -> None:
+    """Against a breadth-first search over single edits (insert, delete,
+    substitute, swap neighbours) for all short strings over 'ab'."""
+    words = ["".join(p) for n in range(4) for p in itertools.product("ab", repeat=n)]
+    for a, b in itertools.product(words, repeat=2):
+        assert sql_value(conn, "SELECT text_damerau_levenshtein(?, ?)", a, b) == _edit_distance(a, b, "ab"), (a, b)
+
+
+def _edit_distance(a: str, b: str, alphabet: str) -> int:
+    frontier, seen, distance = {a}, {a}, 0
+    while b not in frontier:
+        following = set()
+        for s in frontier:
+            for i in range(len(s) + 1):
+                following.update(s[:i] + c + s[i:] for c in alphabet)
+                if i < len(s):
+                    following.add(s[:i] + s[i + 1:])
+                    following.update(s[:i] + c + s[i + 1:] for c in alphabet)
+                if i + 1 < len(s):
+                    following.add(s[:i] + s[i + 1] + s[i] + s[i + 2:])
+        frontier = {s for s in following if s not in seen and len(s) <= max(len(a), len(b)) + 1}
+        seen |= frontier
+        distance += 1
+    return distance
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff", b"ab\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"abc\xe2\x82",
+     b"\xf0\x9f\x98\x80\xf0"],
+)
+def test_invalid_utf8_is_an_error(conn: apsw.Connection, data: bytes) -> None:
+    for name in [*PAIR_FUNCTIONS, "text_soundex"]:
+        if name == "text_soundex":
+            message = one_error(conn, "SELECT text_soundex(CAST(? AS TEXT))", data)
+            assert message == f"text.text_soundex: {ref.utf8_error(1, data)}"
+        else:
+            message = one_error(conn, f"SELECT {name}('ok', CAST(? AS TEXT))", data)
+            assert message == f"text.{name}: {ref.utf8_error(2, data)}"
+
+
+def test_damerau_refuses_inputs_over_the_limit(conn: apsw.Connection) -> None:
+    message = one_error(conn, "SELECT text_damerau_levenshtein(printf('%.*c', 10001, 'a'), printf('%.*c', 10000, 'b'))")
+    assert message == ("text.text_damerau_levenshtein: inputs too long: 10001 x 10000 code points is more than "
+                       "the limit of 100000000 for the product of the lengths")
+    assert sql_value(conn, "SELECT text_damerau_levenshtein(printf('%.*c', 10000, 'a'), printf('%.*c', 10000, 'b'))") == 10000
+
+
+def test_long_inputs(conn: apsw.Connection) -> None:
+    """100k code points: Levenshtein is bit-parallel and Jaro-Winkler's
+    matching near-linear, so both stay well inside the default time limit."""
+    a = "".join("abcdefgh ñ日"[(i * 7 + i // 13) % 11] for i in range(100_000))
+    b = a[:50_000] + "xyz" + a[50_010:]
+    started = time.monotonic()
+    got = conn.execute("SELECT text_levenshtein(?1, ?2), text_jaro_winkler(?1, ?2), "
+                       "text_trigram_similarity(?1, ?2), text_soundex(?1)", (a, b)).fetchone()
+    assert time.monotonic() - started < 4.0
+    assert got[0] == 10  # 7 deleted, 3 substituted
+    assert 0.9 < got[1] < 1.0
+    assert got[2] == pytest.approx(ref.text_trigram_similarity(a, b), abs=1e-12)
+    assert got[3] == ref.text_soundex(a)
+    # the reference's Jaro-Winkler is quadratic: compare on a slice
+    a, b = a[:4000], a[:2000] + "xyz" + a[2010:4000]
+    assert sql_value(conn, "SELECT text_jaro_winkler(?, ?)", a, b) == pytest.approx(ref.text_jaro_winkler(a, b), abs=1e-12)
