@@ -97,7 +97,10 @@ struct sw_instance {
        rows fit (see docs/abi.md). */
     uint32_t arg_ptr;
     uint32_t arg_cap;
-    /* Linear memory only grows, so a size seen once is a safe lower bound. */
+    /* The engines are configured with memory_may_move = false, so the base
+       stays put for the memory's lifetime, and memory only grows, so a size
+       seen once is a safe lower bound for bounds checks. */
+    uint8_t *mem_base;
     size_t mem_size_seen;
     char *name;
 };
@@ -269,7 +272,8 @@ static void sw_message_cause(const sw_byte_vec *v, const char **start, int *len)
 }
 
 /* Reports a failed call into the guest and frees what wasmtime returned. */
-static void sw_report_failure(sqlite3_context *ctx, const sw_function *f, const char *what,
+static __attribute__((noinline, cold)) void sw_report_failure(sqlite3_context *ctx, const sw_function *f,
+                                                               const char *what,
                               sw_wasmtime_error *err, sw_wasm_trap *trap)
 {
     sw_instance *inst = f->inst;
@@ -313,7 +317,8 @@ static void sw_report_failure(sqlite3_context *ctx, const sw_function *f, const 
 }
 
 /* One call into the guest, with the per-call limits applied first. */
-static int sw_guest_call(sqlite3_context *ctx, const sw_function *f, const sw_wasmtime_func *func,
+static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *ctx, const sw_function *f,
+                                                               const sw_wasmtime_func *func,
                          const char *what, sw_val_raw *vals, size_t n_vals)
 {
     sw_instance *inst = f->inst;
@@ -865,7 +870,8 @@ wrong_type:
 enum { SW_SKIP_ROW = -1 }; /* a NULL argument under null = "strict" */
 
 /* Raw ABI: the arguments as wasm values, into vals[0..argc). */
-static int sw_raw_args(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv, sw_val_raw *vals)
+static inline __attribute__((always_inline)) int sw_raw_args(sqlite3_context *ctx, const sw_function *f, int argc,
+                                                             sqlite3_value **argv, sw_val_raw *vals)
 {
     const sqlite3_api_routines *api = f->inst->conn->api;
     for (int i = 0; i < argc; i++) {
@@ -940,8 +946,7 @@ static int sw_write_row(sqlite3_context *ctx, const sw_function *f, int argc, sq
     }
     if (!sw_ensure_arg_buffer(ctx, f, total))
         return 0;
-    /* memory.grow in any earlier call may have moved the base: fetch it now */
-    uint8_t *out = wt.memory_data(inst->context, &inst->memory) + inst->arg_ptr;
+    uint8_t *out = inst->mem_base + inst->arg_ptr;
     if (argc < 16)
         *out++ = (uint8_t)(0x90 | argc);
     else
@@ -965,7 +970,7 @@ static int sw_packed_result(sqlite3_context *ctx, const sw_function *f, uint64_t
                   inst->max_result_bytes);
         return 0;
     }
-    uint8_t *mem = wt.memory_data(inst->context, &inst->memory);
+    uint8_t *mem = inst->mem_base;
     if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
         inst->mem_size_seen = wt.memory_data_size(inst->context, &inst->memory);
         if ((uint64_t)rptr + rlen > inst->mem_size_seen) {
@@ -1057,9 +1062,34 @@ static int sw_check_arity(sqlite3_context *ctx, const sw_function *f, int argc)
     return 0;
 }
 
-/* A scalar call from SQL. */
+/* The hottest path, kept small: a raw scalar of a few arguments (SQLite has
+   checked the count: raw functions are never variadic). */
+#define SW_FAST_ARGS 8
+static void sw_invoke_raw(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
+{
+    const sqlite3_api_routines *api = f->inst->conn->api;
+    sw_val_raw vals[SW_FAST_ARGS];
+    int ok = sw_raw_args(ctx, f, argc, argv, vals);
+    if (ok != 1) {
+        if (ok == SW_SKIP_ROW)
+            api->result_null(ctx);
+        return;
+    }
+    if (!sw_guest_call(ctx, f, &f->funcs[SW_FN_MAIN], "trap", vals, argc > 0 ? (size_t)argc : 1))
+        return;
+    if (f->returns == SW_T_INTEGER)
+        api->result_int64(ctx, vals[0].i64);
+    else
+        api->result_double(ctx, vals[0].f64);
+}
+
+/* A scalar call from SQL (directly or through wasm_call). */
 static void sw_invoke(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv)
 {
+    if (f->abi == SW_ABI_RAW && argc == f->n_args && argc <= SW_FAST_ARGS) {
+        sw_invoke_raw(ctx, f, argc, argv);
+        return;
+    }
     if (sw_check_arity(ctx, f, argc) && sw_call_args(ctx, f, SW_FN_MAIN, 0, 0, argc, argv) == SW_SKIP_ROW)
         f->inst->conn->api->result_null(ctx);
 }
@@ -1092,7 +1122,7 @@ static int sw_agg_flush(sqlite3_context *ctx, const sw_function *f, sw_agg *agg)
     sw_instance *inst = f->inst;
     if (!sw_ensure_arg_buffer(ctx, f, bytes))
         return 0;
-    memcpy(wt.memory_data(inst->context, &inst->memory) + inst->arg_ptr, agg->rows, bytes);
+    memcpy(inst->mem_base + inst->arg_ptr, agg->rows, bytes);
     sw_val_raw vals[3];
     vals[0].i32 = agg->handle;
     vals[1].i32 = (int32_t)inst->arg_ptr;
@@ -1389,7 +1419,8 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
     if (alloc_func)
         memcpy(&inst->alloc, alloc_func, sizeof inst->alloc);
     inst->arg_ptr = inst->arg_cap = 0;
-    inst->mem_size_seen = 0;
+    inst->mem_base = memory ? wt.memory_data(context, &inst->memory) : NULL;
+    inst->mem_size_seen = memory ? wt.memory_data_size(context, &inst->memory) : 0;
     inst->used = 0;
     inst->call_started = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED);
     inst->stop_reason = SW_STOP_NONE;

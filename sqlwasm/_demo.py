@@ -89,6 +89,7 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
 def run_demo(rows: int = 200_000) -> None:
     from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
+    print("sqlwasm demo: signed wasm modules as SQL functions, on sample data")
     runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
     conn = runtime.connect(":memory:")
     for name in ("geo", "stats"):
@@ -98,10 +99,10 @@ def run_demo(rows: int = 200_000) -> None:
         runtime.install(conn, module)
         installed = time.perf_counter()
         print(
-            f"module '{module.name}' {module.version}, signed by key {module.signer}, sha256 {module.sha256[:16]}...: "
+            f"  module '{module.name}' {module.version}, signed by key {module.signer}, sha256 {module.sha256[:16]}...: "
             f"verify + compile {1e3 * (loaded - started):.1f} ms, install {1e3 * (installed - loaded):.2f} ms"
         )
-        print(f"  functions: {', '.join(f.name for f in module.functions)}")
+        print(f"    functions: {', '.join(f.name for f in module.functions)}")
 
     started = time.perf_counter()
     build_sample(conn, rows)

@@ -16,6 +16,7 @@ import functools
 import threading
 
 import wasmtime
+import wasmtime._bindings as wasmtime_c
 
 from . import _native
 from ._errors import Error
@@ -25,6 +26,8 @@ from ._errors import Error
 # 256 KiB still did on a 256 KiB thread. 128 KiB leaves the host frames room
 # and traps cleanly on both.
 MAX_WASM_STACK = 128 * 1024
+
+MEMORY_RESERVATION = 1 << 32
 
 _lock = threading.Lock()
 
@@ -40,6 +43,10 @@ def engine(*, fuel: bool) -> wasmtime.Engine:
         config.epoch_interruption = True
         config.consume_fuel = fuel
         config.max_wasm_stack = MAX_WASM_STACK
+        # The native path keeps each memory's base address: it must never move.
+        # memory.grow within the 4 GiB reservation (all of wasm32) never needs to.
+        wasmtime_c.wasmtime_config_memory_reservation_set(config.ptr(), MEMORY_RESERVATION)
+        wasmtime_c.wasmtime_config_memory_may_move_set(config.ptr(), False)
         return wasmtime.Engine(config)
 
 

@@ -644,7 +644,9 @@ def test_shell_refuses_untrusted_module() -> None:
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "demo", "--rows", 2000)
     assert status == 0
-    assert out.startswith("sqlwasm demo: module 'geo' 1.0.0, signed by key ")
+    assert out.startswith("sqlwasm demo: ")
+    for name in ("geo", "stats"):
+        assert f"  module '{name}' 1.0.0, signed by key " in out
     assert "2,000 readings" in out
     for title, _, _ in QUERIES:
         assert title in out
