@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import wasmtime
 
-from ._errors import CapabilityError
+from ._errors import CapabilityError, MarshallingError
 from ._manifest import Manifest
 
 log = logging.getLogger("sqlwasm")
@@ -166,7 +166,7 @@ def define_host_functions(
         memory = _memory(caller)
         length = min(length, LOG_MESSAGE_MAX) if length >= 0 else -1
         if not _in_bounds(caller, memory, ptr, length):
-            raise CapabilityError(f"log message (ptr {ptr}, len {length}) is outside guest memory")
+            raise MarshallingError(f"log message (ptr {ptr}, len {length}) is outside guest memory")
         with limiter_lock:
             if not limiter.allow():
                 return
