@@ -36,82 +36,6 @@ static double normalize_lon(double lon) {
     return x - 180.0;
 }
 
-/* ------------------------------------------------------------------------
- * Argument rows of msgpack functions
- * ------------------------------------------------------------------------ */
-
-typedef union {
-    double real;
-    int64_t integer;
-    struct {
-        const char *p;
-        uint32_t n;
-    } text;
-} arg_value;
-
-/* Read the argument row according to `sig`, one letter per
- * argument: 'r' real (an integer is accepted), 'i' integer (a real with an
- * integral value is accepted), 't' text. On failure stores an error result
- * in *err and returns 0. */
-static int read_args(const uint8_t *row, uint32_t len, const char *sig,
-                     arg_value *out, int64_t *err) {
-    sqlwasm_reader r;
-    sqlwasm_reader_init(&r, row, len);
-    uint32_t want = (uint32_t)strlen(sig);
-    uint32_t count = sqlwasm_read_array(&r);
-    if (r.error) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    if (count != want) {
-        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want,
-                                     want == 1 ? "" : "s", count);
-        return 0;
-    }
-    for (uint32_t i = 0; i < want; i++) {
-        sqlwasm_type t = sqlwasm_peek(&r);
-        const char *expected = NULL;
-        switch (sig[i]) {
-        case 'r':
-            if (t == SQLWASM_FLOAT || t == SQLWASM_INT) out[i].real = sqlwasm_read_double(&r);
-            else expected = "real";
-            break;
-        case 'i':
-            if (t == SQLWASM_INT) {
-                out[i].integer = sqlwasm_read_int(&r);
-            } else if (t == SQLWASM_FLOAT) {
-                double d = sqlwasm_read_double(&r);
-                /* integral and inside the int64 range ([-2^63, 2^63)) */
-                if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
-                    out[i].integer = (int64_t)d;
-                else if (!r.error)
-                    expected = "integer";
-            } else {
-                expected = "integer";
-            }
-            break;
-        default: /* 't' */
-            if (t == SQLWASM_STR) out[i].text.p = sqlwasm_read_str(&r, &out[i].text.n);
-            else expected = "text";
-            break;
-        }
-        if (expected != NULL && t != SQLWASM_END) {
-            *err = sqlwasm_return_errorf("argument %u must be %s, got %s", i + 1,
-                                         expected, sqlwasm_type_name(t));
-            return 0;
-        }
-        if (r.error || t == SQLWASM_END) {
-            *err = sqlwasm_return_error("malformed argument row");
-            return 0;
-        }
-    }
-    if (!sqlwasm_reader_done(&r)) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    return 1;
-}
-
 /* Text result "[lat,lon]". */
 static int64_t return_lat_lon(double lat, double lon) {
     return sqlwasm_return_textf("[%.17g,%.17g]", lat, lon);
@@ -149,9 +73,9 @@ double bearing(double lat1, double lon1, double lat2, double lon2) {
  * given initial bearing for the given distance. */
 SQLWASM_EXPORT(destination)
 int64_t destination(const uint8_t *row, uint32_t len) {
-    arg_value a[4];
+    sqlwasm_arg a[4];
     int64_t err;
-    if (!read_args(row, len, "rrrr", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "rrrr", a, &err)) return err;
     double lat = a[0].real, lon = a[1].real, brg = a[2].real, dist = a[3].real;
     if (!isfinite(lat) || !isfinite(lon) || !isfinite(brg) || !isfinite(dist))
         return sqlwasm_return_error("arguments must be finite numbers");
@@ -173,9 +97,9 @@ int64_t destination(const uint8_t *row, uint32_t len) {
 /* geo_geohash_encode(lat, lon, precision) -> geohash text (msgpack). */
 SQLWASM_EXPORT(geohash_encode)
 int64_t geohash_encode(const uint8_t *row, uint32_t len) {
-    arg_value a[3];
+    sqlwasm_arg a[3];
     int64_t err;
-    if (!read_args(row, len, "rri", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "rri", a, &err)) return err;
     double lat = a[0].real, lon = a[1].real;
     int64_t precision = a[2].integer;
     if (precision < 1 || precision > GEOHASH_MAX_LEN)
@@ -222,11 +146,11 @@ static int geohash_digit(unsigned char c) {
 /* geo_geohash_decode(hash) -> "[lat,lon]" of the cell centre (msgpack). */
 SQLWASM_EXPORT(geohash_decode)
 int64_t geohash_decode(const uint8_t *row, uint32_t len) {
-    arg_value a[1];
+    sqlwasm_arg a[1];
     int64_t err;
-    if (!read_args(row, len, "t", a, &err)) return err;
-    const unsigned char *s = (const unsigned char *)a[0].text.p;
-    uint32_t n = a[0].text.n;
+    if (!sqlwasm_read_args(row, len, "t", a, &err)) return err;
+    const unsigned char *s = (const unsigned char *)a[0].text;
+    uint32_t n = a[0].len;
     if (n == 0) return sqlwasm_return_error("empty geohash");
     if (n > GEOHASH_MAX_LEN)
         return sqlwasm_return_errorf("geohash too long: %u characters "
@@ -611,14 +535,14 @@ static void parse_geojson(polygon_parser *p) {
 /* geo_contains(polygon, lat, lon) -> 1 if the point is inside (msgpack). */
 SQLWASM_EXPORT(contains)
 int64_t contains(const uint8_t *row, uint32_t len) {
-    arg_value a[3];
+    sqlwasm_arg a[3];
     int64_t err;
-    if (!read_args(row, len, "trr", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "trr", a, &err)) return err;
 
     polygon_parser p;
     memset(&p, 0, sizeof p);
-    p.s = a[0].text.p;
-    p.n = a[0].text.n;
+    p.s = a[0].text;
+    p.n = a[0].len;
     p.py = a[1].real;
     p.px = a[2].real;
 

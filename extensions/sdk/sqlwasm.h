@@ -31,19 +31,24 @@
  *   SQLWASM_EXPORT(add) int64_t add(int64_t a, int64_t b) { return a + b; }
  *
  *   SQLWASM_EXPORT(greet) int64_t greet(const uint8_t *row, uint32_t len) {
- *       sqlwasm_reader r;
- *       sqlwasm_reader_init(&r, row, len);
- *       uint32_t n = 0;
- *       if (sqlwasm_read_array(&r) != 1 || sqlwasm_peek(&r) != SQLWASM_STR)
- *           return sqlwasm_return_error("greet: expected one text argument");
- *       const char *name = sqlwasm_read_str(&r, &n);
- *       return sqlwasm_return_textf("hello, %.*s", (int)n, name);
+ *       sqlwasm_arg a[1];
+ *       int64_t err;
+ *       if (!sqlwasm_read_args(row, len, "t", a, &err)) return err;
+ *       return sqlwasm_return_textf("hello, %.*s", (int)a[0].len, a[0].text);
  *   }
  *
  * A msgpack export's parameters are declared as (const uint8_t *, uint32_t):
  * on wasm32 a pointer is an i32, so this matches the host's (i32, i32).
  *
  * API summary:
+ *   args     sqlwasm_read_args(row, len, sig, out, &err): the whole argument
+ *            row checked against a signature, one letter per argument:
+ *            'r' real (an integer is accepted), 'i' integer (a real with an
+ *            integral value is accepted), 't' text, 'b' blob; each value
+ *            lands in a sqlwasm_arg (.real, .integer, .text / .blob + .len,
+ *            pointing into the row). On a malformed row, a wrong count or a
+ *            wrong type it returns 0 and *err holds the {"error": ...}
+ *            result to return. It starts the reader, so the arena resets.
  *   arena    sqlwasm_arena_alloc(n): 8-aligned memory valid until the next
  *            call (NULL when out of memory). The arena resets by itself when
  *            an export reads the host's argument row; an export that reads
@@ -766,6 +771,112 @@ static inline int64_t sqlwasm_return_errorf(const char *fmt, ...) {
     int64_t res = sqlwasm__vresult(1, fmt, ap);
     va_end(ap);
     return res;
+}
+
+/* ------------------------------------------------------------------------
+ * Argument rows by signature
+ * ------------------------------------------------------------------------ */
+
+/* One argument read by sqlwasm_read_args(). Only the member named by the
+ * argument's signature letter is set; the others are zero. */
+typedef struct {
+    double real;         /* 'r' */
+    int64_t integer;     /* 'i' */
+    const char *text;    /* 't': points into the row, NOT NUL-terminated */
+    const uint8_t *blob; /* 'b': points into the row */
+    uint32_t len;        /* 't' and 'b': length in bytes */
+} sqlwasm_arg;
+
+/* Read the host's argument row (row, len) into out[], one signature letter
+ * per argument:
+ *   'r'  real      msgpack float or int (an integer is accepted) -> .real
+ *   'i'  integer   msgpack int, or a float with an integral value inside
+ *                  the int64 range -> .integer
+ *   't'  text      msgpack str -> .text, .len
+ *   'b'  blob      msgpack bin -> .blob, .len
+ * out must have room for strlen(sig) entries. Reading starts with
+ * sqlwasm_reader_init, so the arena resets (a new call has begun).
+ * Returns 1 on success. On failure returns 0 and stores in *err the result
+ * the export should return, {"error": text}, the text being one of
+ *   "malformed argument row"                (bad msgpack, trailing bytes)
+ *   "expected N argument(s), got M"
+ *   "argument N must be <real|integer|text|blob>, got <sqlwasm_type_name>"
+ * (an unknown signature letter is reported as an error too). Even then the
+ * arguments read before the problem are in out[] and the rest are zero, so
+ * an export may check those first (a text's .text is non-NULL once read). */
+static __attribute__((unused)) int sqlwasm_read_args(const uint8_t *row, uint32_t len,
+                                                     const char *sig, sqlwasm_arg *out,
+                                                     int64_t *err) {
+    sqlwasm_reader r;
+    sqlwasm_reader_init(&r, row, len); /* a new call: resets the arena */
+    uint32_t want = (uint32_t)strlen(sig);
+    memset(out, 0, (size_t)want * sizeof *out);
+    uint32_t count = sqlwasm_read_array(&r);
+    if (r.error) goto malformed;
+    if (count != want) {
+        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want, want == 1 ? "" : "s",
+                                     count);
+        return 0;
+    }
+    for (uint32_t i = 0; i < want; i++) {
+        sqlwasm_type t = sqlwasm_peek(&r);
+        sqlwasm_arg *a = &out[i];
+        const char *expected;
+        int ok = 0;
+        switch (sig[i]) {
+        case 'r':
+            expected = "real";
+            if (t == SQLWASM_FLOAT || t == SQLWASM_INT) {
+                a->real = sqlwasm_read_double(&r);
+                ok = 1;
+            }
+            break;
+        case 'i':
+            expected = "integer";
+            if (t == SQLWASM_INT) {
+                a->integer = sqlwasm_read_int(&r);
+                ok = 1;
+            } else if (t == SQLWASM_FLOAT) {
+                double d = sqlwasm_read_double(&r);
+                /* inside the int64 range [-2^63, 2^63) (false for NaN), then
+                 * integral: there the conversion is exact both ways */
+                if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 &&
+                    (double)(int64_t)d == d) {
+                    a->integer = (int64_t)d;
+                    ok = 1;
+                }
+            }
+            break;
+        case 't':
+            expected = "text";
+            if (t == SQLWASM_STR) {
+                a->text = sqlwasm_read_str(&r, &a->len);
+                ok = 1;
+            }
+            break;
+        case 'b':
+            expected = "blob";
+            if (t == SQLWASM_BIN) {
+                a->blob = sqlwasm_read_bin(&r, &a->len);
+                ok = 1;
+            }
+            break;
+        default:
+            *err = sqlwasm_return_errorf("sqlwasm_read_args: unknown signature letter '%c'",
+                                         sig[i]);
+            return 0;
+        }
+        if (r.error || t == SQLWASM_END) goto malformed;
+        if (!ok) {
+            *err = sqlwasm_return_errorf("argument %u must be %s, got %s", i + 1, expected,
+                                         sqlwasm_type_name(t));
+            return 0;
+        }
+    }
+    if (sqlwasm_reader_done(&r)) return 1;
+malformed:
+    *err = sqlwasm_return_error("malformed argument row");
+    return 0;
 }
 
 #endif /* SQLWASM_H */

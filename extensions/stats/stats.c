@@ -134,63 +134,6 @@ static double midpoint(double a, double b) {
     return isfinite(m) || !isfinite(a) || !isfinite(b) ? m : a / 2.0 + b / 2.0;
 }
 
-/* Arguments of a msgpack step, by a signature of one letter per argument:
- * 'r' real (an integer is accepted), 'i' integer (a real with an integral
- * value is accepted). On failure stores an error result in *err, returns 0. */
-typedef union {
-    double real;
-    int64_t integer;
-} arg_value;
-
-static int read_args(const uint8_t *row, uint32_t len, const char *sig, arg_value *out,
-                     int64_t *err) {
-    sqlwasm_reader r;
-    sqlwasm_reader_init(&r, row, len); /* a new call: resets the arena */
-    uint32_t want = (uint32_t)strlen(sig);
-    uint32_t count = sqlwasm_read_array(&r);
-    if (r.error) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    if (count != want) {
-        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want, want == 1 ? "" : "s",
-                                     count);
-        return 0;
-    }
-    for (uint32_t i = 0; i < want; i++) {
-        sqlwasm_type t = sqlwasm_peek(&r);
-        int ok = 0;
-        if (sig[i] == 'r' && (t == SQLWASM_FLOAT || t == SQLWASM_INT)) {
-            out[i].real = sqlwasm_read_double(&r);
-            ok = 1;
-        } else if (sig[i] == 'i' && t == SQLWASM_INT) {
-            out[i].integer = sqlwasm_read_int(&r);
-            ok = 1;
-        } else if (sig[i] == 'i' && t == SQLWASM_FLOAT) {
-            double d = sqlwasm_read_double(&r);
-            /* integral and inside the int64 range [-2^63, 2^63) */
-            if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
-                out[i].integer = (int64_t)d;
-                ok = 1;
-            }
-        }
-        if (r.error || t == SQLWASM_END) {
-            *err = sqlwasm_return_error("malformed argument row");
-            return 0;
-        }
-        if (!ok) {
-            *err = sqlwasm_return_errorf("argument %u must be %s, got %s", i + 1,
-                                         sig[i] == 'r' ? "real" : "integer", sqlwasm_type_name(t));
-            return 0;
-        }
-    }
-    if (!sqlwasm_reader_done(&r)) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    return 1;
-}
-
 /* Grow *buf (of *cap elements of `size` bytes) to hold at least `need`
  * elements, doubling. Returns 0, leaving everything as it was, when out of
  * memory or past the 32-bit address space. */
@@ -534,18 +477,18 @@ static int64_t remove_value(values_state *s, double x) {
 /* step / inverse of stats_median and stats_mode: one real argument. */
 SQLWASM_EXPORT(values_step)
 int64_t values_step(int32_t handle, const uint8_t *row, uint32_t len) {
-    arg_value a[1];
+    sqlwasm_arg a[1];
     int64_t err;
-    if (!read_args(row, len, "r", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "r", a, &err)) return err;
     values_state *s = values_of(handle);
     return s ? add_value(s, a[0].real) : bad_handle(handle);
 }
 
 SQLWASM_EXPORT(values_inverse)
 int64_t values_inverse(int32_t handle, const uint8_t *row, uint32_t len) {
-    arg_value a[1];
+    sqlwasm_arg a[1];
     int64_t err;
-    if (!read_args(row, len, "r", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "r", a, &err)) return err;
     values_state *s = values_of(handle);
     return s ? remove_value(s, a[0].real) : bad_handle(handle);
 }
@@ -553,9 +496,9 @@ int64_t values_inverse(int32_t handle, const uint8_t *row, uint32_t len) {
 /* step / inverse of stats_percentile: (x, p), p in [0, 1] and the same for
  * every row. */
 static int64_t percentile_row(int32_t handle, const uint8_t *row, uint32_t len, int inverse) {
-    arg_value a[2];
+    sqlwasm_arg a[2];
     int64_t err;
-    if (!read_args(row, len, "rr", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "rr", a, &err)) return err;
     values_state *s = values_of(handle);
     if (s == NULL) return bad_handle(handle);
     double p = a[1].real;
@@ -681,9 +624,9 @@ void histogram_drop(int32_t handle) {
 
 SQLWASM_EXPORT(histogram_step)
 int64_t histogram_step(int32_t handle, const uint8_t *row, uint32_t len) {
-    arg_value a[2];
+    sqlwasm_arg a[2];
     int64_t err;
-    if (!read_args(row, len, "ri", a, &err)) return err;
+    if (!sqlwasm_read_args(row, len, "ri", a, &err)) return err;
     histogram_state *s = histogram_of(handle);
     if (s == NULL) return bad_handle(handle);
     double x = a[0].real;

@@ -73,44 +73,27 @@ static int64_t decode_utf8(const uint8_t *s, uint32_t n, uint32_t *out, uint32_t
     return k;
 }
 
-/* Read an argument row of exactly `want` texts into args. On failure stores
- * an error result in *err and returns 0. */
-static int read_texts(const uint8_t *row, uint32_t len, uint32_t want, text_arg *args,
+/* text functions take at most this many arguments */
+#define MAX_TEXT_ARGS 2
+
+/* Read an argument row of texts, one 't' in sig per argument (at most
+ * MAX_TEXT_ARGS), and decode each into args. On failure stores an error
+ * result in *err and returns 0. Arguments are checked in order: when the
+ * row goes wrong after some texts were read, invalid UTF-8 in those is the
+ * error reported. */
+static int read_texts(const uint8_t *row, uint32_t len, const char *sig, text_arg *args,
                       int64_t *err) {
-    sqlwasm_reader r;
-    sqlwasm_reader_init(&r, row, len); /* a new call: resets the arena */
-    uint32_t count = sqlwasm_read_array(&r);
-    if (r.error) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    if (count != want) {
-        *err = sqlwasm_return_errorf("expected %u argument%s, got %u", want, want == 1 ? "" : "s",
-                                     count);
-        return 0;
-    }
-    for (uint32_t i = 0; i < want; i++) {
-        sqlwasm_type t = sqlwasm_peek(&r);
-        if (t != SQLWASM_STR) {
-            *err = t == SQLWASM_END
-                       ? sqlwasm_return_error("malformed argument row")
-                       : sqlwasm_return_errorf("argument %u must be text, got %s", i + 1,
-                                               sqlwasm_type_name(t));
-            return 0;
-        }
-        uint32_t n = 0;
-        const uint8_t *s = (const uint8_t *)sqlwasm_read_str(&r, &n);
-        if (s == NULL) {
-            *err = sqlwasm_return_error("malformed argument row");
-            return 0;
-        }
+    sqlwasm_arg a[MAX_TEXT_ARGS];
+    int ok = sqlwasm_read_args(row, len, sig, a, err);
+    for (uint32_t i = 0; sig[i] != '\0' && (ok || a[i].text != NULL); i++) {
+        uint32_t n = a[i].len;
         args[i].cp = (uint32_t *)sqlwasm_arena_alloc((size_t)n * sizeof(uint32_t) + 4);
         if (args[i].cp == NULL) {
             *err = sqlwasm_return_error("out of memory");
             return 0;
         }
         uint32_t bad = 0;
-        int64_t decoded = decode_utf8(s, n, args[i].cp, &bad);
+        int64_t decoded = decode_utf8((const uint8_t *)a[i].text, n, args[i].cp, &bad);
         if (decoded < 0) {
             *err = sqlwasm_return_errorf("argument %u is not valid UTF-8 (at byte offset %u)",
                                          i + 1, bad);
@@ -118,11 +101,7 @@ static int read_texts(const uint8_t *row, uint32_t len, uint32_t want, text_arg 
         }
         args[i].count = (uint32_t)decoded;
     }
-    if (!sqlwasm_reader_done(&r)) {
-        *err = sqlwasm_return_error("malformed argument row");
-        return 0;
-    }
-    return 1;
+    return ok;
 }
 
 static uint32_t min2(uint32_t a, uint32_t b) { return a < b ? a : b; }
@@ -220,7 +199,7 @@ SQLWASM_EXPORT(levenshtein)
 int64_t levenshtein(const uint8_t *row, uint32_t len) {
     text_arg t[2];
     int64_t err;
-    if (!read_texts(row, len, 2, t, &err)) return err;
+    if (!read_texts(row, len, "tt", t, &err)) return err;
     longer_first(&t[0], &t[1]);
     text_arg *pattern = &t[0], *text = &t[1]; /* P: rows, T: columns */
     while (text->count > 0 && pattern->cp[0] == text->cp[0]) {
@@ -287,7 +266,7 @@ SQLWASM_EXPORT(damerau_levenshtein)
 int64_t damerau_levenshtein(const uint8_t *row, uint32_t len) {
     text_arg t[2];
     int64_t err;
-    if (!read_texts(row, len, 2, t, &err)) return err;
+    if (!read_texts(row, len, "tt", t, &err)) return err;
     if ((uint64_t)t[0].count * t[1].count > DAMERAU_MAX_CELLS)
         return sqlwasm_return_errorf("inputs too long: %u x %u code points is more than the "
                                      "limit of %llu for the product of the lengths",
@@ -373,7 +352,7 @@ SQLWASM_EXPORT(jaro_winkler)
 int64_t jaro_winkler(const uint8_t *row, uint32_t len) {
     text_arg t[2];
     int64_t err;
-    if (!read_texts(row, len, 2, t, &err)) return err;
+    if (!read_texts(row, len, "tt", t, &err)) return err;
     const uint32_t *a = t[0].cp, *b = t[1].cp;
     uint32_t na = t[0].count, nb = t[1].count;
     if (na == 0 && nb == 0) return sqlwasm_return_double(1.0);
@@ -460,7 +439,7 @@ SQLWASM_EXPORT(soundex)
 int64_t soundex(const uint8_t *row, uint32_t len) {
     text_arg t[1];
     int64_t err;
-    if (!read_texts(row, len, 1, t, &err)) return err;
+    if (!read_texts(row, len, "t", t, &err)) return err;
     char code[4];
     uint32_t length = 0;
     char previous = '0'; /* digit of the last coded letter; '0' after a vowel */
@@ -545,7 +524,7 @@ SQLWASM_EXPORT(trigram_similarity)
 int64_t trigram_similarity(const uint8_t *row, uint32_t len) {
     text_arg t[2];
     int64_t err;
-    if (!read_texts(row, len, 2, t, &err)) return err;
+    if (!read_texts(row, len, "tt", t, &err)) return err;
     uint32_t na = 0, nb = 0;
     uint64_t *a = trigram_set(&t[0], &na);
     uint64_t *b = a ? trigram_set(&t[1], &nb) : NULL;
