@@ -63,6 +63,14 @@ def one_error(conn: apsw.Connection, sql: str, *bindings: Any) -> str:
     return str(info.value)
 
 
+def shipped(name: str, **options: Any) -> apsw.Connection:
+    """An in-memory connection with the shipped, signed example module `name`
+    (as users get it: trusted through the examples key)."""
+    from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+    return sqlwasm.connect(":memory:", [module_path(name)], trusted_keys=[EXAMPLES_PUBLIC_KEY], **options)
+
+
 @dataclass(frozen=True)
 class KeyPair:
     name: str

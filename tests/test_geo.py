@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import apsw
 import geo_reference as ref
 import pytest
-from conftest import one_error
+from conftest import one_error, shipped
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
@@ -28,7 +28,7 @@ REL = 1e-9  # relative error allowed between guest and reference
 
 @pytest.fixture(scope="module")
 def geo() -> Iterator[apsw.Connection]:
-    conn = sqlwasm.connect(":memory:", [module_path("geo")], trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    conn = shipped("geo")
     yield conn
     conn.close()
 

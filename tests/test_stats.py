@@ -10,41 +10,23 @@ import json
 import math
 import statistics
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import apsw
 import pytest
 import stats_reference as ref
-from conftest import one_error
+from conftest import one_error, shipped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlwasm.extensions import ROOT
-
-import sqlwasm
-from sqlwasm._build import build
-from sqlwasm._signing import generate_keypair
 
 EPS = 2.0**-52
-SOURCE = ROOT / "stats" / "stats.c"
-MANIFEST = ROOT / "stats" / "stats.toml"
 
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="session")
-def stats_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return generate_keypair("stats-tests", tmp_path_factory.mktemp("stats-keys"))
-
-
-@pytest.fixture(scope="session")
-def stats_wasm(stats_keys: tuple[Path, Path]) -> bytes:
-    return build(SOURCE, MANIFEST, key=stats_keys[0])
-
-
 @pytest.fixture(scope="module")
-def conn(stats_wasm: bytes, stats_keys: tuple[Path, Path]) -> Iterator[apsw.Connection]:
-    connection = sqlwasm.connect(":memory:", [stats_wasm], trusted_keys=[stats_keys[1]])
+def conn() -> Iterator[apsw.Connection]:
+    connection = shipped("stats")
     yield connection
     connection.close()
 
@@ -271,10 +253,10 @@ def test_large_group(conn: apsw.Connection) -> None:
     assert got == (ref.stats_median(values), 0.0, ref.stats_percentile([(i, 0.999) for i in range(200000)]))
 
 
-def test_states_are_freed(stats_wasm: bytes, stats_keys: tuple[Path, Path]) -> None:
+def test_states_are_freed() -> None:
     """With 4 MiB of guest memory, tens of thousands of groups only fit if
     every final releases its state."""
-    small = sqlwasm.connect(":memory:", [stats_wasm], trusted_keys=[stats_keys[1]], memory_pages=64)
+    small = shipped("stats", memory_pages=64)
     try:
         sql = (
             "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 199999) "

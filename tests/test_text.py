@@ -6,23 +6,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import apsw
 import pytest
 import text_reference as ref
-from conftest import one_error
+from conftest import one_error, shipped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlwasm.extensions import ROOT
-
-import sqlwasm
-from sqlwasm._build import build
-from sqlwasm._signing import generate_keypair
-
-SOURCE = ROOT / "text" / "text.c"
-MANIFEST = ROOT / "text" / "text.toml"
 
 PAIR_FUNCTIONS = {
     "text_levenshtein": ref.text_levenshtein,
@@ -32,19 +23,9 @@ PAIR_FUNCTIONS = {
 }
 
 
-@pytest.fixture(scope="session")
-def text_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return generate_keypair("text-tests", tmp_path_factory.mktemp("text-keys"))
-
-
-@pytest.fixture(scope="session")
-def text_wasm(text_keys: tuple[Path, Path]) -> bytes:
-    return build(SOURCE, MANIFEST, key=text_keys[0])
-
-
 @pytest.fixture(scope="module")
-def conn(text_wasm: bytes, text_keys: tuple[Path, Path]) -> Iterator[apsw.Connection]:
-    connection = sqlwasm.connect(":memory:", [text_wasm], trusted_keys=[text_keys[1]])
+def conn() -> Iterator[apsw.Connection]:
+    connection = shipped("text")
     yield connection
     connection.close()
 
