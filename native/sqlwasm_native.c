@@ -444,7 +444,6 @@ void sw_watchdog_stop(void)
     pthread_mutex_unlock(&sw_watchdog_lock);
 }
 
-uint32_t sw_tick_ms(void) { return SW_TICK_MS; }
 
 static const char *sw_type_name(int t)
 {

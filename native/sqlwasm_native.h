@@ -55,12 +55,11 @@ int sw_conn_instance_used(sw_conn *conn, int instance);
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message);
 
 /* Starts (once per process) the watchdog thread that advances this engine's
-   epoch every sw_tick_ms() milliseconds; it keeps its own engine reference. */
+   epoch every 10 ms; it keeps its own engine reference. */
 int sw_watchdog_watch(void *engine);
 
 /* Stops and joins the watchdog (at exit); the next watch starts it again. */
 void sw_watchdog_stop(void);
-uint32_t sw_tick_ms(void);
 
 /* Sizes of the wasmtime handles as compiled, checked against wasmtime-py. */
 size_t sw_sizeof_func(void);

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import wasmtime
 
+from ._engine import wasmtime_cause
 from ._errors import Error, ManifestError
 from ._manifest import Manifest, check_exports, embed_manifest, manifest_from_toml
 from ._signing import load_private_key, sign
@@ -34,7 +35,7 @@ def validate_against(wasm: bytes, manifest: Manifest) -> None:
     try:
         compiled = wasmtime.Module(wasmtime.Engine(), wasm)
     except wasmtime.WasmtimeError as exc:
-        raise ManifestError(f"module '{manifest.name}' is not valid wasm: {str(exc).splitlines()[0]}") from exc
+        raise ManifestError(f"module '{manifest.name}' is not valid wasm: {wasmtime_cause(exc)}") from exc
     check_exports(manifest, compiled)
 
 

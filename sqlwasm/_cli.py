@@ -14,6 +14,7 @@ import apsw
 import wasmtime
 
 from ._build import build, pack, write_module
+from ._engine import wasmtime_cause
 from ._errors import Error, SignatureError
 from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
 from ._runtime import Runtime
@@ -80,7 +81,7 @@ def describe(data: bytes) -> dict[str, Any]:
     try:
         compiled = wasmtime.Module(wasmtime.Engine(), data)
     except wasmtime.WasmtimeError as exc:
-        raise Error(f"not a valid wasm module: {str(exc).strip().splitlines()[-1].strip()}") from exc
+        raise Error(f"not a valid wasm module: {wasmtime_cause(exc)}") from exc
     info["exports"] = [{"name": e.name, "type": _type_text(e.type)} for e in compiled.exports]
     info["imports"] = [{"module": i.module, "name": i.name, "type": _type_text(i.type)} for i in compiled.imports]
     return info

@@ -99,7 +99,8 @@ def run_demo(rows: int = 200_000) -> None:
         runtime.install(conn, module)
         installed = time.perf_counter()
         print(
-            f"  module '{module.name}' {module.version}, signed by key {module.signer}, sha256 {module.sha256[:16]}...: "
+            f"  module '{module.name}' {module.version}, signed by key {module.signer}, "
+            f"sha256 {module.sha256[:16]}...: "
             f"verify + compile {1e3 * (loaded - started):.1f} ms, install {1e3 * (installed - loaded):.2f} ms"
         )
         print(f"    functions: {', '.join(f.name for f in module.functions)}")

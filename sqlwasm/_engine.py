@@ -3,7 +3,7 @@
 Two engines: one plain, one that meters fuel (fuel instrumentation costs every
 guest something, so only modules with a fuel limit pay for it). Both interrupt
 guests through epochs: a native watchdog thread advances the epoch every
-``tick_ms()`` and the per-store epoch callback enforces time limits and
+10 ms and the per-store epoch callback enforces time limits and
 sqlite3_interrupt(). The watchdog holds its own engine references and is
 stopped at exit, before Python frees its objects.
 """
@@ -58,5 +58,8 @@ def watch(watched: wasmtime.Engine) -> None:
         raise Error("sqlwasm could not start its watchdog thread")
 
 
-def tick_ms() -> int:
-    return int(_native.lib.sw_tick_ms())
+def wasmtime_cause(exc: BaseException) -> str:
+    """The cause in a wasmtime error or trap message: its last non-empty line
+    (the lines before it are context and a backtrace)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -19,6 +19,8 @@ import apsw
 import wasmtime
 
 from ._errors import ManifestError
+from ._signing import SIGNATURE_SECTION
+from ._wasmfile import MalformedModule, custom_section, without_custom_sections
 
 MANIFEST_SECTION = "sqlwasm.manifest"
 FORMAT_VERSION = 1
@@ -324,9 +326,6 @@ def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
 def embed_manifest(wasm: bytes, manifest: Manifest) -> bytes:
     """The module with its manifest section replaced by this one, unsigned
     (a signature would no longer match)."""
-    from ._signing import SIGNATURE_SECTION
-    from ._wasmfile import MalformedModule, custom_section, without_custom_sections
-
     try:
         stripped = without_custom_sections(wasm, {MANIFEST_SECTION, SIGNATURE_SECTION})
     except MalformedModule as exc:

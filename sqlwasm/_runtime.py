@@ -131,11 +131,6 @@ def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | No
     return funcs
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
 class Runtime:
     """Verifies and compiles modules once; installs them into many connections.
 
@@ -228,7 +223,7 @@ class Runtime:
                 try:
                     compiled = wasmtime.Module(_engine.engine(fuel=fuel), data)
                 except wasmtime.WasmtimeError as exc:
-                    raise ManifestError(f"module '{name}' is not valid wasm: {_first_line(exc)}") from exc
+                    raise ManifestError(f"module '{name}' is not valid wasm: {_engine.wasmtime_cause(exc)}") from exc
                 self._compiled[(digest, fuel)] = compiled
             return compiled
 
@@ -336,7 +331,7 @@ class Runtime:
             if isinstance(initialize, wasmtime.Func):
                 initialize(store)  # the WASI reactor convention: run constructors once
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            cause = _first_line(exc)
+            cause = _engine.wasmtime_cause(exc)
             if "time limit exceeded" in cause:
                 cause = f"time limit of {module.limits.timeout_ms} ms exceeded"
             raise TrapError(f"module '{name}': failed while starting: {cause}") from exc
