@@ -982,6 +982,16 @@ static int sw_packed_result(sqlite3_context *ctx, const sw_function *f, uint64_t
     return !error_only;
 }
 
+/* A raw export's i64 or f64 result as the SQL result (a NaN real becomes
+   NULL: SQLite's rule, and how a raw function returns NULL). */
+static inline void sw_raw_result(sqlite3_context *ctx, const sw_function *f, sw_val_raw result)
+{
+    if (f->returns == SW_T_INTEGER)
+        f->inst->conn->api->result_int64(ctx, result.i64);
+    else
+        f->inst->conn->api->result_double(ctx, result.f64);
+}
+
 /* The names of the exports in messages. */
 static const char *const sw_trap_in[SW_FN_COUNT] = {"trap",          "trap in init", "trap in final",
                                                     "trap in value", "trap in inverse", "trap in drop",
@@ -996,7 +1006,6 @@ static const char *const sw_trap_in[SW_FN_COUNT] = {"trap",          "trap in in
 static int sw_call_args_into(sqlite3_context *ctx, const sw_function *f, int fn, int with_handle, int32_t handle,
                              int argc, sqlite3_value **argv, sw_val_raw *vals, sw_cell *cells)
 {
-    const sqlite3_api_routines *api = f->inst->conn->api;
     const char *what = fn == SW_FN_MAIN && f->kind != SW_KIND_SCALAR ? "trap in step" : sw_trap_in[fn];
     int scalar = f->kind == SW_KIND_SCALAR;
     int ok;
@@ -1008,12 +1017,8 @@ static int sw_call_args_into(sqlite3_context *ctx, const sw_function *f, int fn,
         size_t n_vals = (size_t)(argc + with_handle);
         if (!sw_guest_call(ctx, f, &f->funcs[fn], what, vals, n_vals ? n_vals : 1))
             return 0;
-        if (scalar) {
-            if (f->returns == SW_T_INTEGER)
-                api->result_int64(ctx, vals[0].i64);
-            else
-                api->result_double(ctx, vals[0].f64);
-        }
+        if (scalar)
+            sw_raw_result(ctx, f, vals[0]);
         return 1;
     }
     uint32_t row_len;
@@ -1076,10 +1081,7 @@ static void sw_invoke_raw(sqlite3_context *ctx, const sw_function *f, int argc, 
     }
     if (!sw_guest_call(ctx, f, &f->funcs[SW_FN_MAIN], "trap", vals, argc > 0 ? (size_t)argc : 1))
         return;
-    if (f->returns == SW_T_INTEGER)
-        api->result_int64(ctx, vals[0].i64);
-    else
-        api->result_double(ctx, vals[0].f64);
+    sw_raw_result(ctx, f, vals[0]);
 }
 
 /* A scalar call from SQL (directly or through wasm_call). */
@@ -1214,10 +1216,7 @@ static void sw_agg_result(sqlite3_context *ctx, const sw_function *f, int fn)
         return;
     }
     if (f->abi == SW_ABI_RAW) {
-        if (f->returns == SW_T_INTEGER)
-            api->result_int64(ctx, vals[0].i64);
-        else
-            api->result_double(ctx, vals[0].f64); /* NaN becomes NULL, SQLite's rule */
+        sw_raw_result(ctx, f, vals[0]);
     } else if (!sw_packed_result(ctx, f, (uint64_t)vals[0].i64, 0)) {
         agg->broken = 1;
     }
