@@ -24,6 +24,16 @@ PathLike = str | os.PathLike[str]
 ZIG_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=262144")
 
 
+class CompileError(Error):
+    """The C compiler refused a guest: `summary` says so in one line,
+    `diagnostics` is what the compiler said."""
+
+    def __init__(self, source: Path, status: int, diagnostics: str) -> None:
+        self.summary = f"compiling {source} failed (zig cc exit status {status})"
+        self.diagnostics = diagnostics
+        super().__init__(f"{self.summary}:\n{diagnostics}")
+
+
 def sdk_dir() -> Path:
     from sqlwasm.extensions import SDK_DIR  # the guest SDK ships as package data
 
@@ -57,9 +67,9 @@ def compile_c(source: PathLike, *, include_dirs: tuple[PathLike, ...] = (), cfla
         for inc in include_dirs:
             cmd += ["-I", str(inc)]
         cmd += [*cflags, str(source), "-o", str(out)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if result.returncode != 0:
-            raise Error(f"compiling {source} failed:\n{result.stderr.strip()}")
+            raise CompileError(source, result.returncode, result.stderr.strip())
         return out.read_bytes()
 
 
@@ -80,5 +90,9 @@ def write_module(path: PathLike, data: bytes) -> None:
     """Writes atomically, so a failed write never leaves half a module."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise Error(f"cannot write {path}: {exc.strerror}") from exc

@@ -6,6 +6,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -13,13 +14,13 @@ from typing import Any, Callable, Sequence
 import apsw
 import wasmtime
 
-from ._build import build, pack, write_module
+from ._build import CompileError, build, pack, write_module
 from ._engine import wasmtime_cause
-from ._errors import Error, SignatureError
+from ._errors import Error, ManifestError, SignatureError
 from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
 from ._runtime import Runtime
-from ._signing import check_signature, generate_keypair, load_private_key, sign, trusted_key_ids
-from ._table import cell_text, format_table
+from ._signing import check_signature, generate_keypair, load_private_key, load_trusted_keys, sign
+from ._table import cell_text, format_table, printable
 from ._wasmfile import MalformedModule, find_custom
 
 
@@ -48,7 +49,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     data = _read(args.module)
-    trusted = trusted_key_ids(args.trust)
+    trusted = load_trusted_keys(args.trust)
     try:
         signature = check_signature(data)
     except SignatureError as exc:
@@ -57,16 +58,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if signature is None:
         print(f"FAILED: {args.module} is not signed")
         return 1
-    if signature.key_id not in trusted:
+    signer = trusted.get(signature.public_key.raw)  # the whole key: an id only names it
+    if signer is None:
         print(f"FAILED: {args.module} is signed by key {signature.key_id}, which is not trusted")
         return 1
-    name = trusted[signature.key_id].name
+    name = signer.name
     print(f"OK: {args.module} is signed by trusted key {signature.key_id}" + (f" ({name})" if name else ""))
     return 0
 
 
 def describe(data: bytes) -> dict[str, Any]:
-    """What `inspect` shows: manifest, exports, imports, signer, sha256."""
+    """What `inspect` shows: manifest, exports, imports, signer, sha256.
+    An invalid manifest is shown as None with a "manifest_problem"."""
     info: dict[str, Any] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     try:
         signature = check_signature(data)
@@ -77,7 +80,14 @@ def describe(data: bytes) -> dict[str, Any]:
         manifests = find_custom(data, MANIFEST_SECTION)
     except MalformedModule as exc:
         raise Error(f"not a wasm module: {exc}") from exc
-    info["manifest"] = manifest_from_json(manifests[0].payload(data)).to_json() if len(manifests) == 1 else None
+    info["manifest"] = None
+    if len(manifests) > 1:
+        info["manifest_problem"] = f"more than one '{MANIFEST_SECTION}' section"
+    elif manifests:
+        try:
+            info["manifest"] = manifest_from_json(manifests[0].payload(data)).to_json()
+        except ManifestError as exc:
+            info["manifest_problem"] = str(exc)
     try:
         compiled = wasmtime.Module(wasmtime.Engine(), data)
     except wasmtime.WasmtimeError as exc:
@@ -100,33 +110,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+
+    def say(line: str) -> None:  # names and texts come from the module: shown, not obeyed
+        print(printable(line))
+
     manifest = info["manifest"]
     if manifest:
-        print(f"module    {manifest['name']} {manifest['version']}")
+        say(f"module    {manifest['name']} {manifest['version']}")
         if manifest.get("description"):
-            print(f"          {manifest['description']}")
+            say(f"          {manifest['description']}")
+    elif "manifest_problem" in info:
+        say(f"module    (invalid manifest: {info['manifest_problem']})")
     else:
-        print("module    (no manifest)")
+        say("module    (no manifest)")
     sig = info["signature"]
-    print(f"signature {sig['status']}" + (f", key {sig['key_id']}" if "key_id" in sig else "")
-          + (f": {sig['problem']}" if "problem" in sig else ""))
-    print(f"sha256    {info['sha256']}  ({info['size']} bytes)")
+    say(f"signature {sig['status']}" + (f", key {sig['key_id']}" if "key_id" in sig else "")
+        + (f": {sig['problem']}" if "problem" in sig else ""))
+    say(f"sha256    {info['sha256']}  ({info['size']} bytes)")
     if manifest:
-        print(f"capabilities {', '.join(manifest['capabilities']) or 'none'}")
-        print("functions")
+        say(f"capabilities {', '.join(manifest['capabilities']) or 'none'}")
+        say("functions")
         for f in manifest["functions"]:
             args_text = ", ".join(f["args"]) + (f", {f['varargs']}..." if "varargs" in f else "")
             if "exports" in f:  # aggregate or window: its exports by role
                 where = ", ".join(f"{role} {name}" for role, name in f["exports"].items())
             else:
                 where = f"export {f['export']}"
-            print(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['kind']}, {f['abi']}, {where}]")
-    print("exports")
+            say(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['kind']}, {f['abi']}, {where}]")
+    say("exports")
     for e in info["exports"]:
-        print(f"  {e['name']}: {e['type']}")
-    print("imports" + ("" if info["imports"] else "   none"))
+        say(f"  {e['name']}: {e['type']}")
+    say("imports" + ("" if info["imports"] else "   none"))
     for i in info["imports"]:
-        print(f"  {i['module']}.{i['name']}: {i['type']}")
+        say(f"  {i['module']}.{i['name']}: {i['type']}")
     return 0
 
 
@@ -156,6 +172,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         except apsw.ExecutionCompleteError:  # no rows, or not a query
             names = []
         rows = cursor.fetchall()
+    except UnicodeDecodeError as exc:  # APSW decodes every TEXT value as UTF-8
+        raise Error(
+            f"a result is TEXT that is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+            "CAST it AS BLOB to see its bytes"
+        ) from exc
     finally:
         conn.close()
     if args.json:
@@ -187,8 +208,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utf8(text: str) -> str:
+    """An argument SQLite takes as text (SQL, a database name): a command
+    line that was not UTF-8 reaches Python with surrogates in it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{printable(text)} is not valid UTF-8") from None
+    return text
+
+
 def _add_load_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("db", help="database file (':memory:' for a temporary one)")
+    p.add_argument("db", type=_utf8, help="database file (':memory:' for a temporary one)")
     p.add_argument("--load", action="append", default=[], metavar="MODULE", help="module to load (repeatable)")
     p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="trusted public key (repeatable)")
     p.add_argument(
@@ -235,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("query", cmd_query, "run one SQL statement with modules loaded")
     _add_load_options(p)
-    p.add_argument("sql")
+    p.add_argument("sql", type=_utf8)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -252,8 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except CompileError as exc:  # the one line, then the compiler's own words
+        print(f"sqlwasm: error: {printable(exc.summary)}\n{exc.diagnostics}", file=sys.stderr)
+        return 1
     except (Error, apsw.Error) as exc:
-        print(f"sqlwasm: error: {exc}", file=sys.stderr)
+        # One line whatever the message holds: a guest's error text is
+        # untrusted and must not forge output lines or drive the terminal.
+        print(f"sqlwasm: error: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`sqlwasm query ... | head`): stop quietly, and
+        # keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

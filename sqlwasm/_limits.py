@@ -15,6 +15,28 @@ WASM_PAGE = 65_536
 # table.grow past it fails, like memory.grow past memory_pages.
 MAX_TABLE_ELEMENTS = 100_000
 
+# The largest value of each limit the host can carry, for the Runtime's
+# limits and a manifest's alike. The native layer holds fuel in a uint64 and
+# timeout_ms and max_result_bytes in uint32s; it rounds timeout_ms up to
+# 10 ms ticks and SQLite takes result lengths as int, hence 2**31 - 1.
+HOST_MAXIMA = {
+    "timeout_ms": 2**31 - 1,
+    "fuel": 2**64 - 1,
+    "memory_pages": MAX_MEMORY_PAGES,
+    "max_result_bytes": 2**31 - 1,
+}
+
+
+def limit_problem(value: object, name: str) -> str | None:
+    """What is wrong with value as the limit `name` (to follow its name in a
+    message), or None if the host can enforce it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
+        return f"must be a positive integer, got {shown}"
+    if value > HOST_MAXIMA[name]:
+        return f"is {value}, at most {HOST_MAXIMA[name]}"
+    return None
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -28,14 +50,11 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{f.name} must be a positive integer or None, got {value!r}")
-        if self.memory_pages is not None and self.memory_pages > MAX_MEMORY_PAGES:
-            raise ValueError(f"memory_pages is at most {MAX_MEMORY_PAGES}")
-        if self.max_result_bytes > 0x7FFFFFFF:
-            raise ValueError("max_result_bytes is at most 2**31 - 1")
-        if self.timeout_ms is not None and self.timeout_ms > 0xFFFFFFFF // 2:
-            raise ValueError("timeout_ms is too large")
+            if value is None and f.name != "max_result_bytes":
+                continue  # unlimited
+            problem = limit_problem(value, f.name)
+            if problem is not None:
+                raise ValueError(f"{f.name} {problem}")
 
     def tightened_by(self, declared: Mapping[str, int]) -> "Limits":
         """These limits with the module's declared ones applied: the stricter wins."""

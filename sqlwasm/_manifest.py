@@ -19,6 +19,7 @@ import apsw
 import wasmtime
 
 from ._errors import ManifestError
+from ._limits import limit_problem
 from ._signing import SIGNATURE_SECTION
 from ._wasmfile import MalformedModule, custom_section, without_custom_sections
 
@@ -232,8 +233,9 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
     limits = _optional(obj, "limits", dict, {}, where)
     _check_keys(limits, set(LIMITS), f"{where}: limits")
     for key, value in limits.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise _fail(where, f"limit '{key}' must be a positive integer")
+        problem = limit_problem(value, key)
+        if problem is not None:
+            raise _fail(where, f"limit '{key}' {problem}")
     instance = _optional(obj, "instance", str, "connection", where)
     if instance not in INSTANCE_POLICIES:
         raise _fail(where, f"instance must be 'connection' or 'statement', got {instance!r}")
@@ -249,12 +251,59 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
     return Manifest(name, version, functions, description, tuple(capabilities), dict(limits), instance)
 
 
+# Far more digits than any manifest value may have (the largest limit,
+# 2**64 - 1, has 20), so that a field's own check names most problems; far
+# fewer than the 4300 past which Python's int() fails with a ValueError.
+_MAX_INTEGER_DIGITS = 100
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def manifest_from_json(payload: bytes, source: str = "manifest") -> Manifest:
+    """Reads strict JSON, so that every reader sees this same manifest: no
+    repeated keys (readers disagree on which wins), no NaN or Infinity, no
+    lone surrogates (not Unicode text)."""
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise ManifestError(f"{source}: key {key!r} appears twice in one object")
+            obj[key] = value
+        return obj
+
+    def bounded_int(text: str) -> int:
+        digits = len(text.lstrip("-"))
+        if digits > _MAX_INTEGER_DIGITS:
+            raise ManifestError(f"{source}: an integer of {digits} digits; no manifest value needs more than 20")
+        return int(text)
+
+    def no_constant(name: str) -> Any:
+        raise ManifestError(f"{source}: {name} is not JSON")
+
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        obj = json.loads(
+            payload.decode("utf-8"), object_pairs_hook=unique_keys, parse_int=bounded_int, parse_constant=no_constant
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{source}: not valid UTF-8 JSON ({type(exc).__name__}: {exc})") from exc
+    if _holds_lone_surrogate(obj):
+        raise ManifestError(f"{source}: a string holds a lone surrogate (a \\ud800-\\udfff escape): not Unicode text")
     return parse_manifest(obj, source)
+
+
+def _holds_lone_surrogate(obj: Any) -> bool:
+    pending = [obj]  # a loop, not recursion: the JSON may nest as deep as its parser allows
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False
 
 
 def manifest_from_toml(path: str | Path) -> Manifest:
@@ -263,7 +312,9 @@ def manifest_from_toml(path: str | Path) -> Manifest:
             obj = tomllib.load(f)
     except OSError as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: invalid TOML (not UTF-8: {exc.reason} at byte {exc.start})") from exc
+    except ValueError as exc:  # TOMLDecodeError, and integers past Python's 4300-digit limit
         raise ManifestError(f"{path}: invalid TOML ({exc})") from exc
     return parse_manifest(obj, str(path))
 

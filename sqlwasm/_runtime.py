@@ -38,7 +38,7 @@ from ._manifest import (
     check_exports,
     manifest_from_json,
 )
-from ._signing import TrustedKey, check_signature, trusted_key_ids
+from ._signing import TrustedKey, check_signature, load_trusted_keys
 from ._wasmfile import MalformedModule, declared_memories, find_custom
 
 log = logging.getLogger("sqlwasm")
@@ -153,9 +153,7 @@ class Runtime:
         memory_pages: int | None = DEFAULT_MEMORY_PAGES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
-        if isinstance(trusted_keys, (str, bytes, os.PathLike)):
-            trusted_keys = [trusted_keys]
-        self._trusted = trusted_key_ids(trusted_keys)
+        self._trusted = load_trusted_keys(trusted_keys)  # one key, or many
         self.allow_unsigned = allow_unsigned
         if isinstance(grant, str):
             grant = [grant]
@@ -205,7 +203,8 @@ class Runtime:
 
     def _check_trust(self, data: bytes, label: str) -> str | None:
         signature = check_signature(data)  # a signature that fails to verify is always refused
-        if signature is not None and signature.key_id in self._trusted:
+        # Trust is the whole 32-byte key; its 64-bit id only names it.
+        if signature is not None and signature.public_key.raw in self._trusted:
             return signature.key_id
         if signature is None:
             problem = "is not signed"

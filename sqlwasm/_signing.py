@@ -2,9 +2,10 @@
 
 A signed module ends with one custom section ``sqlwasm.signature`` whose
 payload is JSON: ``{"alg": "ed25519", "public_key": b64, "signature": b64}``.
-The signature covers every byte of the file before that section. Carrying the
-public key lets anyone check integrity; trust is a separate question, answered
-by the caller's list of trusted keys.
+The signature covers every byte of the file before that section, and the
+section itself has one canonical encoding. Carrying the public key lets anyone
+check integrity; trust is a separate question, answered by the caller's list
+of trusted keys, which are compared whole (a key id is only for display).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -30,7 +32,8 @@ PUBLIC_KEY_TAG = "sqlwasm-ed25519"
 
 
 def key_id(raw_public_key: bytes) -> str:
-    """A short, stable name for a public key: 16 hex digits of its SHA-256."""
+    """A short, stable name for a public key, for people: 16 hex digits of its
+    SHA-256. Never a test of trust: 64 bits can collide."""
     return hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
@@ -47,7 +50,9 @@ class PublicKey:
         return f"{PUBLIC_KEY_TAG} {base64.b64encode(self.raw).decode()} {self.name}".rstrip() + "\n"
 
 
-TrustedKey = Union[str, os.PathLike[str], bytes, Ed25519PublicKey, PublicKey]
+TrustedKey = Union[str, os.PathLike[str], bytes, bytearray, memoryview, Ed25519PublicKey, PublicKey]
+# What one trusted key can be (anything else iterable is a collection of keys).
+_ONE_KEY = (str, os.PathLike, bytes, bytearray, memoryview, Ed25519PublicKey, PublicKey)
 
 
 def parse_public_key_text(text: str, source: str = "public key") -> PublicKey:
@@ -69,16 +74,35 @@ def load_public_key(key: TrustedKey) -> PublicKey:
         return key
     if isinstance(key, Ed25519PublicKey):
         return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    if isinstance(key, bytes):
-        if len(key) != 32:
-            raise SignatureError(f"a raw ed25519 public key is 32 bytes, got {len(key)}")
-        return PublicKey(key)
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)  # a memoryview's bytes, whatever its item size
+        if len(raw) != 32:
+            raise SignatureError(f"a raw ed25519 public key is 32 bytes, got {len(raw)}")
+        return PublicKey(raw)
+    if not isinstance(key, (str, os.PathLike)):
+        raise SignatureError(
+            f"a trusted key is a .pub path, 32 raw bytes or a public key object, not {type(key).__name__}"
+        )
     path = Path(key)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SignatureError(f"cannot read trusted key {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SignatureError(f"{path}: not a sqlwasm public key (not UTF-8 text: byte {exc.start})") from exc
     return parse_public_key_text(text, str(path))
+
+
+def load_trusted_keys(keys: TrustedKey | Iterable[TrustedKey]) -> dict[bytes, PublicKey]:
+    """One trusted key or a collection of them, by their 32 raw bytes: trust
+    compares whole keys. Of two equal keys, the first one's name is kept."""
+    if isinstance(keys, _ONE_KEY) or not isinstance(keys, Iterable):
+        keys = [keys]
+    trusted: dict[bytes, PublicKey] = {}
+    for key in keys:
+        public_key = load_public_key(key)
+        trusted.setdefault(public_key.raw, public_key)
+    return trusted
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
@@ -102,6 +126,10 @@ def public_key_of(private_key: Ed25519PrivateKey, name: str = "") -> PublicKey:
 
 def generate_keypair(name: str, directory: str | os.PathLike[str] = ".") -> tuple[Path, Path]:
     """Writes NAME.key (private, mode 0600) and NAME.pub; refuses to overwrite."""
+    # The name ends the one-line .pub and names both files. (A command-line
+    # argument that was not UTF-8 holds surrogates, which are not printable.)
+    if not name or not name.isprintable() or "/" in name:
+        raise SignatureError(f"key name {name!r} must be printable UTF-8 text, not empty and without '/'")
     directory = Path(directory)
     key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
     for path in (key_path, pub_path):
@@ -111,7 +139,10 @@ def generate_keypair(name: str, directory: str | os.PathLike[str] = ".") -> tupl
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise SignatureError(f"cannot write {key_path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     pub_path.write_text(public_key_of(private_key, name).to_text(), encoding="utf-8")
@@ -174,9 +205,13 @@ def check_signature(data: bytes) -> Signature | None:
     except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise SignatureError(f"malformed signature section ({exc})") from exc
     # The signature does not cover its own section, so accept only the one
-    # canonical encoding: otherwise equivalent re-encodings would change the
-    # file (and its sha256) without invalidating it.
-    if section.payload(data) != _signature_payload(raw_key, raw_signature):
+    # canonical encoding of all of it (the payload, and the LEB128 section
+    # size and name length, which wasm lets a writer pad): otherwise an
+    # equivalent re-encoding would change the file (and its sha256) without
+    # invalidating it.
+    if data[section.start : section.end] != custom_section(
+        SIGNATURE_SECTION, _signature_payload(raw_key, raw_signature)
+    ):
         raise SignatureError("signature section is not in canonical form: it was modified after signing")
     try:
         public_key.verify(raw_signature, data[: section.start])
@@ -185,8 +220,3 @@ def check_signature(data: bytes) -> Signature | None:
             f"signature by key {key_id(raw_key)} does not verify: the module was modified after signing"
         ) from None
     return Signature(PublicKey(raw_key))
-
-
-def trusted_key_ids(keys: Iterable[TrustedKey]) -> dict[str, PublicKey]:
-    loaded = (load_public_key(k) for k in keys)
-    return {k.key_id: k for k in loaded}

@@ -516,7 +516,10 @@ def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     broken = tmp_path / "broken.c"
     broken.write_text('#include "sqlwasm.h"\nint f(void) { return undeclared; }\n')
     message = failed(capsys, "build", broken, "--manifest", GUESTS / "echo.toml", "-o", out_path)
-    assert "compiling" in message and "undeclared" in message
+    # One line from sqlwasm, then the compiler's own diagnostics as it wrote them.
+    first, diagnostics = message.split("\n", 1)
+    assert first == f"compiling {broken} failed (zig cc exit status 1)"
+    assert "undeclared" in diagnostics and "broken.c:2:" in diagnostics
     assert not out_path.exists()
 
 
@@ -678,3 +681,209 @@ def test_every_command_has_help() -> None:
     action = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
     helps = {choice.dest: choice.help for choice in action._choices_actions}
     assert set(helps) == set(subcommands()) and all(helps.values())
+
+
+# ------------------------------------------------ trust and the signature
+
+
+def test_verify_compares_the_whole_key_not_its_id(
+    signed: Path, keypair: KeyPair, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two keys with one display id (monkeypatched: a real 64-bit collision
+    cannot be made on demand) are still two keys."""
+    _, stranger_pub = generate_keypair("stranger", tmp_path)
+    monkeypatch.setattr("sqlwasm._signing.key_id", lambda raw: "0123456789abcdef")
+    status, out, _ = run(capsys, "verify", signed, "--trust", stranger_pub)
+    assert status == 1
+    assert out.strip() == f"FAILED: {signed} is signed by key 0123456789abcdef, which is not trusted"
+    # Trusting both, the name shown is the signer's, not the other key's.
+    status, out, _ = run(capsys, "verify", signed, "--trust", keypair.pub_path, "--trust", stranger_pub)
+    assert status == 0 and out.strip().endswith("(publisher)")
+    status, out, _ = run(capsys, "verify", signed, "--trust", stranger_pub, "--trust", keypair.pub_path)
+    assert status == 0 and out.strip().endswith("(publisher)")
+
+
+def test_verify_padded_signature_section(signed: Path, keypair: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm._signing import SIGNATURE_SECTION
+    from sqlwasm._wasmfile import sections
+
+    data = signed.read_bytes()
+    last = sections(data)[-1]
+    assert last.name == SIGNATURE_SECTION and data[last.start + 1] & 0x80 and not data[last.start + 2] & 0x80
+    # The section size as a 3-byte LEB128 instead of 2: same value, another file.
+    size = last.end - last.start - 3
+    padded = data[: last.start + 1] + bytes([size & 0x7F | 0x80, size >> 7 | 0x80, 0]) + data[last.start + 3 :]
+    signed.write_bytes(padded)
+    status, out, _ = run(capsys, "verify", signed, "--trust", keypair.pub_path)
+    assert status == 1
+    assert out.startswith("FAILED: ") and "not in canonical form" in out
+
+
+# --------------------------------------- every error is one line, no traceback
+
+
+def test_verify_non_utf8_pub(signed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pub = tmp_path / "latin1.pub"
+    pub.write_bytes(b"sqlwasm-ed25519 " + b"A" * 43 + b"= caf\xe9\n")
+    message = failed(capsys, "verify", signed, "--trust", pub)
+    assert str(pub) in message and "not UTF-8" in message
+
+
+def test_keygen_into_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = failed(capsys, "keygen", "k", "--dir", tmp_path / "missing")
+    assert "cannot write" in message and str(tmp_path / "missing" / "k.key") in message
+
+
+@pytest.mark.parametrize("name", ["", "sub/k", "two\nlines", "not-utf8-\udcff"])
+def test_keygen_refuses_a_name_that_is_not_one_printable_word(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """A command line that was not UTF-8 reaches Python with surrogates."""
+    assert "key name" in failed(capsys, "keygen", name, "--dir", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # in particular, no .key without its .pub
+
+
+@pytest.mark.parametrize("which", ["sql", "db"])
+def test_query_argument_that_is_not_utf8_is_a_usage_error(capsys: pytest.CaptureFixture[str], which: str) -> None:
+    argv = ["query", ":memory:", "SELECT 1"]
+    argv[1 if which == "db" else 2] += "\udcff"
+    with pytest.raises(SystemExit) as exc:
+        _cli.main(argv)
+    assert exc.value.code == 2
+    assert f"argument {which}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "a-directory"])
+def test_output_that_cannot_be_written(
+    unsigned: Path, raw_wasm: Path, toml_file: Path, keypair: KeyPair, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], where: str,
+) -> None:
+    out_path = tmp_path / "missing" / "out.wasm" if where == "missing-directory" else tmp_path / "dir"
+    if where == "a-directory":
+        out_path.mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert f"cannot write {out_path}" in failed(capsys, "sign", unsigned, "--key", keypair.key_path, "-o", out_path)
+    assert f"cannot write {out_path}" in failed(capsys, "pack", raw_wasm, toml_file, "-o", out_path)
+    assert sorted(tmp_path.rglob("*")) == before  # no temporary file left behind
+
+
+def test_pack_toml_with_a_5000_digit_integer(raw_wasm: Path, toml_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml_file.write_text(TOML.replace("sqlwasm = 1", "sqlwasm = " + "9" * 5000))
+    assert "invalid TOML" in failed(capsys, "pack", raw_wasm, toml_file, "-o", tmp_path / "x.wasm")
+
+
+def test_query_module_with_a_limit_above_the_host_maximum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm._wasmfile import custom_section
+
+    payload = json.dumps({**MANIFEST, "limits": {"fuel": 2**70}}).encode()
+    path = tmp_path / "big.wasm"
+    path.write_bytes(wasmtime.wat2wasm(WAT) + custom_section(MANIFEST_SECTION, payload))
+    message = failed(capsys, "query", ":memory:", "SELECT t_add(1, 2)", "--load", path, "--allow-unsigned")
+    assert "module 't'" in message and "limit 'fuel'" in message
+
+
+def test_query_text_that_is_not_utf8(capsys: pytest.CaptureFixture[str]) -> None:
+    message = failed(capsys, "query", ":memory:", "SELECT CAST(x'41ff' AS TEXT) AS t")
+    assert "not valid UTF-8" in message
+
+
+# A msgpack guest whose error message tries to forge a second stderr line
+# and to clear the terminal.
+FORGED = b"first\nsqlwasm: error: forged\x1b[2J"
+FORGED_RESULT = b"\x81\xa5error\xd9" + bytes([len(FORGED)]) + FORGED  # {"error": FORGED}, a str8
+FORGER_WAT = MEMORY + """
+  (data (i32.const 64) "%s")
+  (func (export "sqlwasm_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "f") (param i32 i32) (result i64) i64.const %d)
+""" % ("".join(f"\\{b:02x}" for b in FORGED_RESULT), (64 << 32) | len(FORGED_RESULT))
+
+
+def test_guest_error_is_printed_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "forger.wasm"
+    path.write_bytes(wasm_module(FORGER_WAT, manifest(fn("f_f", export="f", abi="msgpack", args=[]), name="f")))
+    status, out, err = run(capsys, "query", ":memory:", "SELECT f_f()", "--load", path, "--allow-unsigned")
+    assert status == 1 and out == ""
+    assert err == "sqlwasm: error: f.f_f: first\\nsqlwasm: error: forged\\x1b[2J\n"
+
+
+def test_query_table_shows_control_characters_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "query", ":memory:", "SELECT 'a' || char(10) || 'b' || char(27) AS t")
+    shown = "a\\nb\\x1b"  # one line, its width the width of what is shown
+    assert status == 0 and out.splitlines() == ["t", "-" * len(shown), shown]
+    status, out, _ = run(capsys, "query", ":memory:", "SELECT 'a' || char(10) || 'b' AS t", "--json")
+    assert json.loads(out) == [{"t": "a\nb"}]  # JSON and CSV carry the value itself
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = console("keygen", "k", "--dir", tmp_path / "missing")
+    assert result.returncode == 1
+    assert result.stderr.startswith("sqlwasm: error: cannot write ") and result.stderr.count("\n") == 1
+
+
+def test_console_script_output_into_a_closed_pipe() -> None:
+    """`sqlwasm query ... | head -1`: the reader leaves early; no traceback."""
+    exe = shutil.which("sqlwasm")
+    assert exe is not None
+    sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 200000) SELECT i FROM n"
+    proc = subprocess.Popen([exe, "query", ":memory:", sql], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"i\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
+
+
+# ------------------------------------------------ inspect an invalid manifest
+
+
+def _with_manifest_payload(tmp_path: Path, *payloads: bytes) -> Path:
+    from sqlwasm._wasmfile import custom_section
+
+    path = tmp_path / "m.wasm"
+    path.write_bytes(wasmtime.wat2wasm(WAT) + b"".join(custom_section(MANIFEST_SECTION, p) for p in payloads))
+    return path
+
+
+@pytest.mark.parametrize(
+    "payloads, problem",
+    [
+        ([b'{"sqlwasm":1,"name":"t","name":"u"}'], "key 'name' appears twice"),
+        ([json.dumps({**MANIFEST, "limits": {"memory_pages": 70_000}}).encode()], "limit 'memory_pages' is 70000"),
+        ([b"{not json"], "not valid UTF-8 JSON"),
+        ([json.dumps({**MANIFEST, "colour": "red"}).encode()], "unknown key 'colour'"),
+        ([json.dumps(MANIFEST).encode()] * 2, "more than one 'sqlwasm.manifest' section"),
+    ],
+    ids=["duplicate-key", "limit-too-big", "not-json", "unknown-key", "two-sections"],
+)
+def test_inspect_invalid_manifest_shows_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], payloads: list[bytes], problem: str
+) -> None:
+    path = _with_manifest_payload(tmp_path, *payloads)
+    status, out, err = run(capsys, "inspect", path, "--json")
+    assert status == 0 and err == ""
+    info = json.loads(out)
+    assert info["manifest"] is None and problem in info["manifest_problem"]
+    assert info["signature"] == {"status": "unsigned"}
+    assert {e["name"] for e in info["exports"]} == {"memory", "add", "neg"}
+    status, out, err = run(capsys, "inspect", path)
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("module    (invalid manifest: ") and problem in lines[0]
+    assert "  add: func (i64, i64) -> (i64)" in lines and "signature unsigned" in lines
+
+
+def test_inspect_without_manifest_has_no_problem(raw_wasm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "inspect", raw_wasm, "--json")
+    assert status == 0 and json.loads(out)["manifest"] is None and "manifest_problem" not in json.loads(out)
+
+
+def test_inspect_text_escapes_control_characters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Export names and the description come from the module: shown, not obeyed."""
+    wat = WAT + '(func (export "x\\0aimports   none\\1b[2J"))'
+    path = tmp_path / "odd.wasm"
+    path.write_bytes(wasm_module(wat, {**MANIFEST, "description": "one\nsqlwasm: error: two"}))
+    status, out, _ = run(capsys, "inspect", path)
+    assert status == 0
+    lines = out.splitlines()
+    assert "          one\\nsqlwasm: error: two" in lines
+    assert "  x\\nimports   none\\x1b[2J: func () -> ()" in lines
+    assert lines.count("imports   none") == 1 and "\x1b" not in out

@@ -672,3 +672,122 @@ def test_signed_module_with_bad_manifest_is_a_manifest_error(session_key: Ed2551
     data = sign(_raw_module(WAT_ONE, b'{"sqlwasm":1}'), session_key)
     with pytest.raises(ManifestError, match="missing key 'name'"):
         sqlwasm.Runtime(trusted_keys=[session_key.public_key()]).load(data)
+
+
+# ------------------------------------ one reading of the JSON, for everyone
+
+
+@pytest.mark.parametrize(
+    "payload, key",
+    [
+        (b'{"sqlwasm":1,"name":"evil","name":"t","version":"1.0.0","functions":[{"name":"m_f","abi":"raw","args":["integer"],"returns":"integer"}]}', "name"),
+        (b'{"sqlwasm":1,"name":"t","version":"1.0.0","capabilities":[],"capabilities":["log"],"functions":[{"name":"m_f","abi":"raw","args":["integer"],"returns":"integer"}]}', "capabilities"),
+        (b'{"sqlwasm":1,"name":"t","version":"1.0.0","limits":{"fuel":1,"fuel":1},"functions":[{"name":"m_f","abi":"raw","args":["integer"],"returns":"integer"}]}', "fuel"),
+        (b'{"sqlwasm":1,"name":"t","version":"1.0.0","functions":[{"name":"m_f","export":"a","export":"m_f","abi":"raw","args":["integer"],"returns":"integer"}]}', "export"),
+    ],
+    ids=["module-name", "capabilities", "same-value-twice", "function-export"],
+)
+def test_duplicate_json_keys_are_refused(payload: bytes, key: str, session_key: Ed25519PrivateKey) -> None:
+    """Python's json keeps the last of two equal keys, other readers the
+    first or neither: a reviewer and the host could read different manifests."""
+    with pytest.raises(ManifestError, match=f"src: key '{key}' appears twice"):
+        manifest_from_json(payload, "src")
+    data = sign(_raw_module(WAT_ONE, payload), session_key)
+    with pytest.raises(ManifestError, match=f"key '{key}' appears twice"):
+        sqlwasm.Runtime(trusted_keys=[session_key.public_key()]).load(data)
+
+
+def _with_raw_value(raw: bytes) -> bytes:
+    """A manifest whose description is the raw JSON `raw`."""
+    return b'{"sqlwasm":1,"name":"t","version":"1.0.0","description":' + raw + b',"functions":[]}'
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_standard_json_constants_are_refused(raw: bytes) -> None:
+    with pytest.raises(ManifestError, match=f"src: {raw.decode()} is not JSON"):
+        manifest_from_json(_with_raw_value(raw), "src")
+
+
+@pytest.mark.parametrize("raw", [b'"\\ud800"', b'"ok \\udfff"', b'["\\ud83d"]', b'{"\\udc00":1}'])
+def test_lone_surrogates_are_refused(raw: bytes) -> None:
+    """Valid JSON escapes, but no Unicode text: the manifest could not be
+    written back as UTF-8, or printed."""
+    with pytest.raises(ManifestError, match="src: a string holds a lone surrogate"):
+        manifest_from_json(_with_raw_value(raw), "src")
+
+
+def test_paired_surrogate_escapes_are_text() -> None:
+    payload = parse_manifest(manifest(fn("m_f"), description="x")).to_bytes().replace(b'"x"', b'"\\ud83d\\ude00"')
+    assert manifest_from_json(payload).description == "\N{GRINNING FACE}"
+
+
+@pytest.mark.parametrize("digits", [101, 5000, 100_000])
+def test_integer_with_too_many_digits_is_a_manifest_error(digits: int) -> None:
+    payload = parse_manifest(manifest(fn("m_f"))).to_bytes().replace(b'"sqlwasm":1', b'"sqlwasm":' + b"9" * digits)
+    with pytest.raises(ManifestError, match=f"src: an integer of {digits} digits"):
+        manifest_from_json(payload, "src")
+
+
+def test_toml_integer_with_5000_digits_is_a_manifest_error(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(GOOD_TOML.replace("fuel = 1_000_000_000", "fuel = " + "9" * 5000))
+    with pytest.raises(ManifestError, match="invalid TOML") as info:
+        manifest_from_toml(path)
+    assert str(path) in str(info.value)
+
+
+def test_toml_that_is_not_utf8_is_a_manifest_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(GOOD_TOML.replace("a test module", "caf\xe9").encode("latin-1"))
+    with pytest.raises(ManifestError, match="not UTF-8") as info:
+        manifest_from_toml(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------- limits the host can honour
+
+# The host's maxima (docs/manifest.md): what the native layer can carry.
+HOST_MAXIMA = {"timeout_ms": 2**31 - 1, "fuel": 2**64 - 1, "memory_pages": 65_536, "max_result_bytes": 2**31 - 1}
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_limit_above_the_host_maximum_is_refused(limit: str) -> None:
+    too_big = HOST_MAXIMA[limit] + 1
+    refused(
+        manifest(fn("m_f"), name="big", limits={limit: too_big}),
+        "module 'big'", f"limit '{limit}'", str(too_big), f"at most {HOST_MAXIMA[limit]}",
+    )
+    assert parse_manifest(manifest(fn("m_f"), limits={limit: HOST_MAXIMA[limit]})).limits == {limit: HOST_MAXIMA[limit]}
+
+
+@pytest.mark.parametrize(
+    "limit, value", [("fuel", 2**70), ("timeout_ms", 2**31), ("memory_pages", 70_000), ("max_result_bytes", 2**40)]
+)
+def test_load_with_limit_above_the_host_maximum_is_a_manifest_error(
+    limit: str, value: int, session_key: Ed25519PrivateKey
+) -> None:
+    """The runtime sets no limit of its own, so the manifest's would reach
+    the native layer unchanged."""
+    data = sign(_raw_module(WAT_ONE, json.dumps(manifest(fn("m_f"), name="big", limits={limit: value})).encode()), session_key)
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], timeout_ms=None, fuel=None, memory_pages=None)
+    with pytest.raises(ManifestError, match=f"module 'big': limit '{limit}' is {value}, at most"):
+        runtime.load(data)
+
+
+def test_limits_at_the_host_maxima_load_and_run(session_key: Ed25519PrivateKey) -> None:
+    data = wasm_module(WAT_ONE, manifest(fn("m_f"), limits=HOST_MAXIMA), key=session_key)
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], timeout_ms=None, fuel=None, memory_pages=None)
+    module = runtime.load(data)
+    assert (module.limits.timeout_ms, module.limits.fuel, module.limits.memory_pages) == (2**31 - 1, 2**64 - 1, 65_536)
+    conn = runtime.connect(":memory:", [module])
+    try:
+        assert conn.execute("SELECT m_f(41) + 1").fetchall() == [(42,)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_runtime_limit_above_the_host_maximum_is_a_value_error(limit: str) -> None:
+    with pytest.raises(ValueError, match=f"{limit} is {HOST_MAXIMA[limit] + 1}, at most {HOST_MAXIMA[limit]}"):
+        sqlwasm.Runtime(**{limit: HOST_MAXIMA[limit] + 1})
+    assert getattr(sqlwasm.Runtime(**{limit: HOST_MAXIMA[limit]}).limits, limit) == HOST_MAXIMA[limit]

@@ -88,6 +88,13 @@ def test_keygen_twice_refuses_and_keeps_first_key(tmp_path: Path) -> None:
     assert key_path.read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["", "a/b", "tab\there", "\udcff"])
+def test_keygen_refuses_a_name_that_is_not_one_printable_word(tmp_path: Path, name: str) -> None:
+    with pytest.raises(SignatureError, match="key name"):
+        generate_keypair(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_private_key_errors(tmp_path: Path) -> None:
     with pytest.raises(SignatureError, match="cannot read signing key"):
         load_private_key(tmp_path / "missing.key")
@@ -431,3 +438,105 @@ def test_random_byte_flips_are_always_refused(flips: list[tuple[int, int]]) -> N
 def test_every_truncation_is_refused(length: int) -> None:
     with pytest.raises(SignatureError):
         _HYPO_RUNTIME.load(_HYPO_SIGNED[:length])
+
+
+# ------------------------------------------- trust compares whole keys
+
+
+def _every_key_id_is(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """Makes every key's display id the same string: the collision of two
+    64-bit ids that nobody can produce on demand (about 2**32 keys for a
+    birthday pair), so that trust can be checked not to depend on ids."""
+    monkeypatch.setattr("sqlwasm._signing.key_id", lambda raw: value)
+
+
+def test_trust_compares_the_whole_key_not_its_id(
+    signed: bytes, keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stranger = Ed25519PrivateKey.generate().public_key()
+    _every_key_id_is(monkeypatch, "0123456789abcdef")
+    assert load_public_key(stranger).key_id == keypair.public.key_id
+    with pytest.raises(SignatureError, match="not in trusted_keys"):
+        sqlwasm.Runtime(trusted_keys=[stranger]).load(signed)
+    # Two trusted keys with one id are two keys: neither hides the other.
+    for keys in ([stranger, keypair.pub_path], [keypair.pub_path, stranger]):
+        assert sqlwasm.Runtime(trusted_keys=keys).load(signed).signer == "0123456789abcdef"
+
+
+# ------------------------------------- the signature section is canonical
+
+
+def padded_u32(value: int, length: int) -> bytes:
+    """value as an unsigned LEB128 of exactly `length` bytes: valid wasm, but
+    not the shortest encoding."""
+    out = bytearray()
+    for i in range(length):
+        byte = (value >> (7 * i)) & 0x7F
+        out.append(byte | 0x80 if i < length - 1 else byte)
+    assert value >> (7 * length) == 0
+    return bytes(out)
+
+
+def _padded_signature_section(signed: bytes, *, size_bytes: int, name_bytes: int) -> bytes:
+    """The signed module with its signature section's size and name length
+    written with `size_bytes` and `name_bytes` LEB128 bytes."""
+    last = signature_sections(signed)[0]
+    name = SIGNATURE_SECTION.encode()
+    body = padded_u32(len(name), name_bytes) + name + last.payload(signed)
+    return signed[: last.start] + b"\x00" + padded_u32(len(body), size_bytes) + body
+
+
+@pytest.mark.parametrize("size_bytes, name_bytes", [(3, 1), (5, 1), (2, 2), (2, 5)])
+def test_padded_leb128_in_the_signature_section_is_refused(
+    signed: bytes, keypair: KeyPair, trusting: sqlwasm.Runtime, size_bytes: int, name_bytes: int
+) -> None:
+    """The signature does not cover its own section, so the section's framing
+    must be the one canonical encoding too: a padded LEB128 gives another
+    file (another sha256) with the same signature."""
+    shortest = _padded_signature_section(signed, size_bytes=2, name_bytes=1)
+    assert shortest == signed  # the payload is 100-odd bytes: a 2-byte size
+    padded = _padded_signature_section(signed, size_bytes=size_bytes, name_bytes=name_bytes)
+    assert padded != signed
+    assert sections(padded)[-1].payload(padded) == signature_sections(signed)[0].payload(signed)
+    for runtime in (trusting, sqlwasm.Runtime(trusted_keys=[keypair.pub_path], allow_unsigned=True)):
+        with pytest.raises(SignatureError, match="not in canonical form"):
+            runtime.load(padded)
+
+
+# ------------------------------------------------- keys in every form
+
+
+def test_non_utf8_pub_file_is_a_signature_error(tmp_path: Path) -> None:
+    pub = tmp_path / "latin1.pub"
+    pub.write_bytes(f"{PUBLIC_KEY_TAG} ".encode() + base64.b64encode(b"k" * 32) + " m\xe9lanie\n".encode("latin-1"))
+    with pytest.raises(SignatureError, match="not UTF-8") as info:
+        sqlwasm.Runtime(trusted_keys=[pub])
+    assert str(pub) in str(info.value)
+
+
+@pytest.mark.parametrize("form", [bytearray, memoryview], ids=["bytearray", "memoryview"])
+@pytest.mark.parametrize("single", [False, True], ids=["in-a-list", "alone"])
+def test_bytes_like_raw_key(keypair: KeyPair, signed: bytes, form: type, single: bool) -> None:
+    key = form(keypair.public.raw)
+    module = sqlwasm.Runtime(trusted_keys=key if single else [key]).load(signed)
+    assert module.signer == keypair.public.key_id
+
+
+def test_memoryview_raw_key_counts_bytes_not_items(keypair: KeyPair, signed: bytes) -> None:
+    words = memoryview(keypair.public.raw).cast("I")  # 8 items of 4 bytes: still 32 raw bytes
+    assert sqlwasm.Runtime(trusted_keys=[words]).load(signed).signer == keypair.public.key_id
+    with pytest.raises(SignatureError, match="32 bytes, got 31"):
+        sqlwasm.Runtime(trusted_keys=[memoryview(keypair.public.raw)[1:]])
+
+
+@pytest.mark.parametrize("form", ["key-object", "PublicKey"])
+def test_single_key_object_not_in_a_list(keypair: KeyPair, signed: bytes, form: str) -> None:
+    key = keypair.private.public_key() if form == "key-object" else PublicKey(keypair.public.raw)
+    assert sqlwasm.Runtime(trusted_keys=key).load(signed).signer == keypair.public.key_id
+
+
+@pytest.mark.parametrize("key", [42, None, 1.5, [b"k" * 32]], ids=["int", "None", "float", "nested-list"])
+def test_key_of_another_type_is_a_signature_error(key: object) -> None:
+    with pytest.raises(SignatureError, match="a trusted key is") as info:
+        sqlwasm.Runtime(trusted_keys=[key])  # type: ignore[list-item]
+    assert type(key).__name__ in str(info.value)
