@@ -4,10 +4,18 @@ A module declares capabilities in its manifest, the host grants them
 (Runtime(grant=...)); an import is linked only when a declared and granted
 capability provides it. There is no filesystem, environment, network or
 process capability: the WASI functions for those are never linked.
+
+Host functions are linked through sqlwasm's own trampoline rather than
+wasmtime-py's: wasmtime-py keeps an exception a host function raised in one
+process-wide slot and raises it at the next trap any thread sees from Python,
+so one guest's failure could surface in another thread's install. Here a
+failure becomes a trap of the call it happened in, and nothing else.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import logging
 import os
 import threading
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import wasmtime
+import wasmtime._bindings as wasmtime_c
 
 from ._errors import CapabilityError, MarshallingError
 from ._manifest import Manifest
@@ -122,18 +131,90 @@ def _in_bounds(caller: wasmtime.Caller, memory: wasmtime.Memory, ptr: int, lengt
 
 
 def forget_host_exceptions() -> None:
-    """Drops an exception a host function raised during a call from SQL.
+    """Drops the exception wasmtime-py keeps from the last failed host
+    function it called (its module-level LAST_EXCEPTION).
 
-    wasmtime-py keeps the last exception a host function raised and re-raises
-    it at the next trap or error of a call made from Python, however
-    unrelated. Calls from sqlwasm's native path never collect it, so it must
-    be dropped before sqlwasm next enters wasm from Python (instantiation),
-    or a stale KeyboardInterrupt would surface there. (wasmtime-py is pinned;
-    this is its module-level LAST_EXCEPTION.)
+    sqlwasm's own host functions no longer leave anything there (they run
+    through _call_host_function), so this only ever drops someone else's
+    exception; _runtime still calls it before instantiating, and should stop.
     """
     import wasmtime._func
 
     wasmtime._func.LAST_EXCEPTION = None
+
+
+@dataclass(frozen=True)
+class _HostFunction:
+    name: str  # "module.name", for messages
+    spec: HostImport
+    body: Callable[..., Any]  # body(caller, *params) -> the result, or None
+    report_failure: Callable[[str], None]
+
+
+# The host functions wasmtime can call, by the handle it hands back to the
+# trampoline (its env pointer); wasmtime finalizes a handle after its last use.
+_host_functions: dict[int, _HostFunction] = {}
+_handles = itertools.count(1)
+WASMTIME_I32, WASMTIME_I64 = 0, 1  # wasmtime_valkind_t
+
+
+def _trap(message: str) -> int:
+    """A new trap carrying message, as a callback returns it (wasmtime then owns it)."""
+    encoded = message.encode("utf-8", errors="replace")
+    trap = wasmtime_c.wasmtime_trap_new(ctypes.create_string_buffer(encoded), len(encoded))
+    return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+
+def _call_host_function(handle: int | None, caller_ptr: Any, params: Any, _: int, results: Any, __: int) -> int:
+    """wasmtime calls every sqlwasm host function through here. It returns 0
+    when the function returned, else the trap that ends the guest's call.
+    Nothing may unwind out of it: not through the guest's frames, and not
+    into wasmtime-py's process-wide slot."""
+    function = _host_functions[handle or 0]  # wasmtime finalizes a handle only after its last call
+    caller = wasmtime.Caller(caller_ptr)
+    try:
+        args = [params[i].of.i64 if ty == "i64" else params[i].of.i32 for i, ty in enumerate(function.spec.params)]
+        result = function.body(caller, *args)
+        if function.spec.results:
+            (ty,) = function.spec.results
+            results[0].kind = WASMTIME_I64 if ty == "i64" else WASMTIME_I32
+            setattr(results[0].of, ty, result)  # the union's i32 or i64 field
+        return 0
+    except BaseException as exc:  # KeyboardInterrupt too: it fails this call, like any failure
+        message = f"host function {function.name} failed: {type(exc).__name__}: {exc}"[:190]
+        function.report_failure(message)
+        return _trap(message)
+    finally:
+        caller._invalidate()  # a Caller kept past the call must not reach the store
+
+
+def _forget_host_function(handle: int | None, host_functions: dict[int, _HostFunction] = _host_functions) -> None:
+    # host_functions is bound at definition: wasmtime may finalize during interpreter teardown
+    host_functions.pop(handle or 0, None)
+
+
+_TRAMPOLINE = wasmtime_c.wasmtime_func_callback_t(_call_host_function)
+_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_forget_host_function)
+
+
+def _define(linker: wasmtime.Linker, module: str, name: str, function: _HostFunction) -> None:
+    handle = next(_handles)
+    _host_functions[handle] = function
+    module_bytes, name_bytes = module.encode("utf-8"), name.encode("utf-8")
+    func_type = function.spec.func_type()  # held: the call reads it
+    error = wasmtime_c.wasmtime_linker_define_func(
+        linker.ptr(),
+        ctypes.create_string_buffer(module_bytes),
+        len(module_bytes),
+        ctypes.create_string_buffer(name_bytes),
+        len(name_bytes),
+        func_type.ptr(),
+        _TRAMPOLINE,
+        handle,
+        _FINALIZER,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
 
 
 def define_host_functions(
@@ -144,22 +225,12 @@ def define_host_functions(
     """Defines, in linker, the host functions of the module's capabilities.
 
     report_failure(message) tells the native side why a host function failed,
-    so the SQL error names the cause; the exception then traps the guest.
+    so the SQL error names the cause; the failure then traps the guest's call.
     """
     module_name = manifest.name
     guest_log = logging.getLogger(f"sqlwasm.guest.{module_name}")
     limiter = _RateLimiter(LOG_RATE_PER_SECOND)
     limiter_lock = threading.Lock()
-
-    def guarded(import_name: str, body: Callable[..., Any]) -> Callable[..., Any]:
-        def host_function(*args: Any) -> Any:
-            try:
-                return body(*args)
-            except BaseException as exc:  # nothing may unwind through the guest
-                report_failure(f"host function {import_name} failed: {type(exc).__name__}: {exc}"[:190])
-                raise
-
-        return host_function
 
     def log_message(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
         ptr &= 0xFFFFFFFF
@@ -220,6 +291,5 @@ def define_host_functions(
     }
     for (module, name), spec in HOST_IMPORTS.items():
         if spec.capability in manifest.capabilities:
-            linker.define_func(
-                module, name, spec.func_type(), guarded(f"{module}.{name}", bodies[(module, name)]), access_caller=True
-            )
+            function = _HostFunction(f"{module}.{name}", spec, bodies[(module, name)], report_failure)
+            _define(linker, module, name, function)

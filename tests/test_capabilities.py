@@ -8,7 +8,9 @@ host did not grant, pass pointers outside their memory and flood the log.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from typing import Any
 
 import apsw
@@ -381,6 +383,61 @@ def test_log_rate_limit_refills_at_100_per_second(logger: apsw.Connection, caplo
     hellos = [r for r in guest_records(caplog) if r[1] == "hello"]
     assert 25 <= len(hellos) <= 60, len(hellos)  # about 30 in 0.3 s (100/s), nowhere near 100
     assert any("messages suppressed" in m for _, m in guest_records(caplog))
+
+
+# --------------------------------------------- a failure belongs to its call
+
+BAD_START_WAT = MEMORY + '(func (export "_initialize") unreachable)' + PLAIN
+INSTALLS_BESIDE_FAILURES = 500
+
+
+def test_host_function_failure_is_reported_only_to_its_own_call(build: Build, log_runtime: sqlwasm.Runtime) -> None:
+    """Thread A's guest keeps making sqlwasm.log fail (MarshallingError)
+    while thread B keeps installing a module whose start function traps. B
+    must only ever see its own trap: wasmtime-py keeps one process-wide
+    'last exception' of host functions and raises it at the next trap any
+    thread sees from Python, so B used to get A's MarshallingError."""
+    failing = log_runtime.connect(":memory:", [build(LOG_WAT, LOG_MANIFEST)])
+    bad_start = build(BAD_START_WAT, plain_manifest([], name="bs"))
+    good = build(LOG_WAT, {**LOG_MANIFEST, "name": "ok", "functions": [fn("ok_say", export="say", args=["integer"] * 3)]})
+    stop = threading.Event()
+    failures_in_a: list[str] = []
+
+    def keep_failing() -> None:
+        while not stop.is_set():
+            try:
+                failing.execute("SELECT lg_say(1, ?, 1)", (PAGE,)).fetchall()
+                failures_in_a.append("no error")
+            except apsw.SQLError as exc:
+                failures_in_a.append(str(exc))
+
+    seen_by_b: Counter[str] = Counter()
+    thread_a = threading.Thread(target=keep_failing)
+    thread_a.start()
+    try:
+        while len(failures_in_a) < 10:  # A is failing before B starts
+            time.sleep(0.001)
+        for k in range(INSTALLS_BESIDE_FAILURES):
+            conn = apsw.Connection(":memory:")
+            try:
+                log_runtime.install(conn, bad_start)
+                seen_by_b["installed"] += 1
+            except BaseException as exc:  # caught: A's error could even be a KeyboardInterrupt
+                seen_by_b[f"{type(exc).__name__}: {exc}"] += 1
+            if k % 100 == 0:  # installs that succeed see no one else's error either
+                log_runtime.install(conn, good)
+                assert conn.execute("SELECT ok_say(1, 0, 5)").fetchall() == [(0,)]
+            conn.close()
+    finally:
+        stop.set()
+        thread_a.join()
+        failing.close()
+    own_trap = "TrapError: module 'bs': failed while starting: wasm trap: wasm `unreachable` instruction executed"
+    assert seen_by_b == {own_trap: INSTALLS_BESIDE_FAILURES}
+    assert len(failures_in_a) > 10
+    assert set(failures_in_a) == {
+        f"lg.lg_say: host function sqlwasm.log failed: MarshallingError: log message (ptr {PAGE}, len 1) is outside guest memory"
+    }
 
 
 # -------------------------------------------------------------------- clock
