@@ -195,10 +195,14 @@ class Runtime:
         manifest = manifest_from_json(manifests[0].payload(data), f"{label}: manifest")
         limits = self.limits.tightened_by(manifest.limits)
         digest = hashlib.sha256(data).hexdigest()
-        compiled = self._compile(data, digest, manifest.name, fuel=limits.fuel is not None)
+        try:
+            compiled = self._compile(data, digest, manifest.name, fuel=limits.fuel is not None)
+        except ManifestError as exc:
+            raise _engine.refused_proposal(exc, manifest.name) from exc.__cause__
         check_exports(manifest, compiled)
         check_imports(manifest, compiled, self.grant)
         self._check_memory(manifest, data, limits)
+        _engine.check_tables(data, manifest.name)
         return Module(manifest.name, manifest.version, digest, signer, manifest, limits, compiled, self)
 
     def _check_trust(self, data: bytes, label: str) -> str | None:

@@ -134,3 +134,36 @@ def without_custom_sections(data: bytes, names: set[str]) -> bytes:
 
 def find_custom(data: bytes, name: str) -> list[Section]:
     return [s for s in sections(data) if s.name == name]
+
+
+TABLE_SECTION_ID = 4
+REFERENCE_TYPES = {0x70: "funcref", 0x6F: "externref"}
+
+
+@dataclass(frozen=True)
+class DeclaredTable:
+    min_elements: int
+    max_elements: int | None
+
+
+def declared_tables(data: bytes) -> list[DeclaredTable]:
+    """The tables a module defines itself (its table section). Reads only
+    the encodings of the proposals sqlwasm enables (a funcref or externref
+    table with 32-bit limits): call it on modules wasmtime has validated."""
+    found = []
+    for section in sections(data):
+        if section.id != TABLE_SECTION_ID:
+            continue
+        count, pos = _read_u32(data, section.payload_start, section.end)
+        for _ in range(count):
+            if pos + 2 > section.end:
+                raise MalformedModule("table section is truncated")
+            element_type, flags = data[pos], data[pos + 1]
+            if element_type not in REFERENCE_TYPES or flags not in (0, 1):
+                raise MalformedModule(f"table at offset {pos} uses an encoding sqlwasm does not read")
+            minimum, pos = _read_u32(data, pos + 2, section.end)
+            maximum = None
+            if flags:
+                maximum, pos = _read_u32(data, pos, section.end)
+            found.append(DeclaredTable(minimum, maximum))
+    return found
