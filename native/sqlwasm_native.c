@@ -8,11 +8,13 @@
  * load_extension() hands over: APSW's SQLite exports no symbols, and another
  * SQLite in the process would hand a different pointer.
  */
+#define _GNU_SOURCE /* pthread_getattr_np */
 #include "sqlwasm_native.h"
 #include "wasmtime_abi.h"
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <time.h>
 #include <stdarg.h>
@@ -29,12 +31,23 @@
    counted in these ticks. */
 #define SW_TICK_MS 10
 
-/* The routines table only grows. SQLite 3.41 appended is_interrupted right
-   after value_encoding, the last member in the 3.40 header this builds with. */
-typedef struct {
-    sqlite3_api_routines v3_40;
-    int (*is_interrupted)(sqlite3 *);
-} sw_api_3_41;
+/* sqlite3_is_interrupted (SQLite 3.41+) is routine number SW_ROUTINE_IS_INTERRUPTED
+   of the routines table, which only ever grows at its end: it follows
+   value_encoding, the last routine of 3.40. The table is read by index, so
+   the header this builds with may be older or newer; the asserts check the
+   index against whichever header it is. */
+#define SW_ROUTINE_IS_INTERRUPTED 266
+typedef void (*sw_routine)(void);
+#if SQLITE_VERSION_NUMBER >= 3041000
+_Static_assert(offsetof(sqlite3_api_routines, is_interrupted) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "sqlite3_is_interrupted moved in the routines table");
+#elif SQLITE_VERSION_NUMBER >= 3040000
+_Static_assert(sizeof(sqlite3_api_routines) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "the 3.40 routines table should end where is_interrupted begins");
+#else
+_Static_assert(sizeof(sqlite3_api_routines) < SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "an older routines table ends before is_interrupted");
+#endif
 
 /* Value types and ABIs as numbered in sqlwasm/_manifest.py. */
 enum { SW_T_INTEGER = 1, SW_T_REAL = 2, SW_T_TEXT = 3, SW_T_BLOB = 4, SW_T_ANY = 5 };
@@ -64,11 +77,21 @@ static uint64_t sw_ticks; /* watchdog ticks since it first started: the clock of
 typedef struct sw_instance sw_instance;
 typedef struct sw_function sw_function;
 
+/*
+ * Lifetime: Python creates and frees an sw_conn; SQLite holds it through
+ * registrations (wasm_call and every guest function). When SQLite has
+ * destroyed the last registration (the connection closed, or every function
+ * was replaced) no SQL can reach the connection's guests any more: the
+ * sw_conn goes on the closed list, and Python, from an ordinary call (never a
+ * finalizer, never at exit), frees the wasm stores and then the sw_conn.
+ */
 struct sw_conn {
     const sqlite3_api_routines *api;
     sqlite3 *db;
     int (*is_interrupted)(sqlite3 *); /* NULL before SQLite 3.41 */
-    long refs;
+    long sqlite_refs;                 /* registrations SQLite still holds */
+    int closed;                       /* on the closed list: accepts no registrations */
+    sw_conn *next_closed;
     sw_instance **instances;
     int n_instances;
     sw_function **functions;
@@ -92,6 +115,8 @@ struct sw_instance {
     int stop_reason;        /* why the epoch callback stopped the guest */
     int depth;              /* calls into the guest in progress (reentrancy guard) */
     int used;               /* called since the last bind */
+    int removed;            /* its install was rolled back: wasm_call skips it */
+    size_t host_stack;      /* native stack its host functions may need below the wasm frames */
     char host_error[200];   /* set by a failing host function */
     /* The argument buffer from the last sqlwasm_alloc(arg_cap), reused while
        rows fit (see docs/abi.md). */
@@ -114,6 +139,7 @@ struct sw_function {
     char *sql_name;
     char *export_name;
     char *label; /* "module.function", the prefix of every error message */
+    int removed; /* unregistered again (a rolled-back install) */
     int abi;
     int returns;
     int null_call;
@@ -142,6 +168,10 @@ const void *sw_take_api(void)
     tls_loaded_api = NULL;
     return api;
 }
+
+static void sw_atfork_prepare(void);
+static void sw_atfork_parent(void);
+static void sw_atfork_child(void);
 
 const char *sw_bind_wasmtime(const char *library_path)
 {
@@ -173,6 +203,8 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND(engine_increment_epoch, "wasmtime_engine_increment_epoch");
     SW_BIND(engine_clone, "wasmtime_engine_clone");
 #undef SW_BIND
+    if (pthread_atfork(sw_atfork_prepare, sw_atfork_parent, sw_atfork_child) != 0)
+        return "pthread_atfork failed";
     wt_bound = 1;
     return NULL;
 }
@@ -180,6 +212,9 @@ const char *sw_bind_wasmtime(const char *library_path)
 size_t sw_sizeof_func(void) { return sizeof(sw_wasmtime_func); }
 size_t sw_sizeof_memory(void) { return sizeof(sw_wasmtime_memory); }
 size_t sw_sizeof_val_raw(void) { return sizeof(sw_val_raw); }
+
+static pthread_mutex_t sw_closed_lock = PTHREAD_MUTEX_INITIALIZER;
+static sw_conn *sw_closed_head;
 
 static char *sw_strdup(const char *s)
 {
@@ -190,8 +225,10 @@ static char *sw_strdup(const char *s)
     return copy;
 }
 
-static void sw_conn_free(sw_conn *conn)
+void sw_conn_free(sw_conn *conn)
 {
+    if (!conn)
+        return;
     for (int i = 0; i < conn->n_functions; i++) {
         sw_function *f = conn->functions[i];
         free(f->sql_name);
@@ -208,18 +245,34 @@ static void sw_conn_free(sw_conn *conn)
     free(conn);
 }
 
-void sw_conn_release(sw_conn *conn)
+static void sw_conn_registered(sw_conn *conn) { __atomic_add_fetch(&conn->sqlite_refs, 1, __ATOMIC_ACQ_REL); }
+
+/* SQLite destroyed one registration (runs inside SQLite, on any thread). */
+static void sw_conn_unregistered(sw_conn *conn)
 {
-    if (conn && __atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        sw_conn_free(conn);
+    if (__atomic_sub_fetch(&conn->sqlite_refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_lock(&sw_closed_lock);
+    conn->closed = 1;
+    conn->next_closed = sw_closed_head;
+    sw_closed_head = conn;
+    pthread_mutex_unlock(&sw_closed_lock);
 }
 
-static void sw_conn_retain(sw_conn *conn) { __atomic_add_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL); }
+sw_conn *sw_conn_take_closed(void)
+{
+    pthread_mutex_lock(&sw_closed_lock);
+    sw_conn *conn = sw_closed_head;
+    if (conn)
+        sw_closed_head = conn->next_closed;
+    pthread_mutex_unlock(&sw_closed_lock);
+    return conn;
+}
 
 /* xDestroy of wasm_call (user data: the connection state) and of every
-   guest function (user data: its sw_function): one reference each. */
-static void sw_conn_release_cb(void *conn) { sw_conn_release(conn); }
-static void sw_function_destroy(void *f) { sw_conn_release(((sw_function *)f)->inst->conn); }
+   guest function (user data: its sw_function). */
+static void sw_wasm_call_destroy(void *conn) { sw_conn_unregistered(conn); }
+static void sw_function_destroy(void *f) { sw_conn_unregistered(((sw_function *)f)->inst->conn); }
 
 /* ------------------------------------------------------------ call errors */
 
@@ -316,6 +369,55 @@ static __attribute__((noinline, cold)) void sw_report_failure(sqlite3_context *c
     }
 }
 
+static inline void sw_watchdog_ensure(void);
+
+/*
+ * Native stack. wasmtime lets wasm frames use SW_MAX_WASM_STACK below the
+ * point where the guest is entered, however deep the host already is there;
+ * past the end of the thread's stack the process dies. So a call is refused
+ * unless that much, plus room for wasmtime's own frames and the host functions
+ * the guest may call, is left. The stack's end is looked up once per thread.
+ */
+static _Thread_local uintptr_t tls_stack_end;
+
+static __attribute__((noinline, cold)) uintptr_t sw_stack_end_lookup(void)
+{
+    pthread_attr_t attr;
+    void *low = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &low, &size);
+        pthread_attr_destroy(&attr);
+    }
+    /* Unknown: assume the smallest stack a thread is likely to have below here. */
+    uintptr_t end = low ? (uintptr_t)low : (uintptr_t)__builtin_frame_address(0) - 64 * 1024;
+    tls_stack_end = end;
+    return end;
+}
+
+size_t sw_stack_left(void)
+{
+    uintptr_t end = tls_stack_end;
+    if (__builtin_expect(!end, 0))
+        end = sw_stack_end_lookup();
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    return here > end ? here - end : 0;
+}
+
+static inline int sw_stack_enough(const sw_instance *inst)
+{
+    return sw_stack_left() >= SW_MAX_WASM_STACK + SW_CALL_STACK_RESERVE + inst->host_stack;
+}
+
+static __attribute__((noinline, cold)) void sw_report_stack(sqlite3_context *ctx, const sw_function *f)
+{
+    sw_errorf(ctx, f->inst->conn->api,
+              "%s: not enough native stack left on this thread to call the guest safely "
+              "(%zu bytes left, %zu needed; the host is nested too deeply or the thread's stack is too small)",
+              f->label, sw_stack_left(),
+              (size_t)SW_MAX_WASM_STACK + SW_CALL_STACK_RESERVE + f->inst->host_stack);
+}
+
 /* One call into the guest, with the per-call limits applied first. */
 static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *ctx, const sw_function *f,
                                                                const sw_wasmtime_func *func,
@@ -325,10 +427,18 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
     if (inst->depth) {
         /* A host function ran SQL that calls back into the same instance, or
            the instance is being started. */
-        sw_errorf(ctx, inst->conn->api, "%s: module '%s' is busy: a reentrant call, or a call while it starts",
-                  f->label, inst->name);
+        if (inst->removed)
+            sw_errorf(ctx, inst->conn->api, "%s: module '%s' failed to install", f->label, inst->name);
+        else
+            sw_errorf(ctx, inst->conn->api, "%s: module '%s' is busy: a reentrant call, or a call while it starts",
+                      f->label, inst->name);
         return 0;
     }
+    if (__builtin_expect(!sw_stack_enough(inst), 0)) {
+        sw_report_stack(ctx, f);
+        return 0;
+    }
+    sw_watchdog_ensure();
     if (inst->fuel_per_call) {
         sw_wasmtime_error *err = wt.context_set_fuel(inst->context, inst->fuel_per_call);
         if (err) {
@@ -384,8 +494,13 @@ static sw_wasm_engine *sw_watched_as_given[SW_MAX_ENGINES];
 static sw_wasm_engine *sw_watched[SW_MAX_ENGINES];
 static int sw_n_watched;
 static pthread_t sw_watchdog_thread;
-static pid_t sw_watchdog_pid; /* the process the thread runs in (threads do not survive fork) */
 static int sw_watchdog_stopping;
+static int sw_watchdog_final; /* stopped at exit: never started again */
+
+/* Threads do not survive fork(): each child gets a new generation, and the
+   next guest call there (or install) starts the watchdog again. */
+static unsigned sw_fork_generation = 1;
+static unsigned sw_watchdog_generation; /* the generation its thread runs in; 0: none */
 
 static void *sw_watchdog_main(void *unused)
 {
@@ -399,6 +514,33 @@ static void *sw_watchdog_main(void *unused)
             wt.engine_increment_epoch(sw_watched[i]);
     }
     return NULL;
+}
+
+/* With sw_watchdog_lock held. */
+static int sw_watchdog_start_locked(void)
+{
+    if (sw_watchdog_generation == sw_fork_generation || sw_watchdog_final)
+        return 0;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    __atomic_store_n(&sw_watchdog_stopping, 0, __ATOMIC_RELEASE);
+    int rc = pthread_create(&sw_watchdog_thread, &attr, sw_watchdog_main, NULL) == 0 ? 0 : -1;
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        __atomic_store_n(&sw_watchdog_generation, sw_fork_generation, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* The call path's check: one load and a compare unless this is a fresh fork child. */
+static inline void sw_watchdog_ensure(void)
+{
+    if (__builtin_expect(__atomic_load_n(&sw_watchdog_generation, __ATOMIC_ACQUIRE) != sw_fork_generation, 0) &&
+        __atomic_load_n(&sw_n_watched, __ATOMIC_ACQUIRE) > 0) {
+        pthread_mutex_lock(&sw_watchdog_lock);
+        sw_watchdog_start_locked();
+        pthread_mutex_unlock(&sw_watchdog_lock);
+    }
 }
 
 int sw_watchdog_watch(void *engine)
@@ -417,16 +559,7 @@ int sw_watchdog_watch(void *engine)
         sw_watched[sw_n_watched] = wt.engine_clone(engine);
         __atomic_store_n(&sw_n_watched, sw_n_watched + 1, __ATOMIC_RELEASE);
     }
-    if (sw_watchdog_pid != getpid()) {
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, 64 * 1024);
-        __atomic_store_n(&sw_watchdog_stopping, 0, __ATOMIC_RELEASE);
-        rc = pthread_create(&sw_watchdog_thread, &attr, sw_watchdog_main, NULL) == 0 ? 0 : -1;
-        pthread_attr_destroy(&attr);
-        if (rc == 0)
-            sw_watchdog_pid = getpid();
-    }
+    rc = sw_watchdog_start_locked();
 out:
     pthread_mutex_unlock(&sw_watchdog_lock);
     return rc;
@@ -435,15 +568,37 @@ out:
 void sw_watchdog_stop(void)
 {
     pthread_mutex_lock(&sw_watchdog_lock);
-    int running = sw_watchdog_pid == getpid();
-    if (running) {
+    sw_watchdog_final = 1;
+    if (sw_watchdog_generation == sw_fork_generation) {
         __atomic_store_n(&sw_watchdog_stopping, 1, __ATOMIC_RELEASE);
         pthread_join(sw_watchdog_thread, NULL);
-        sw_watchdog_pid = 0;
+        __atomic_store_n(&sw_watchdog_generation, 0, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&sw_watchdog_lock);
 }
 
+/* fork() with another thread inside one of these locks would leave it held
+   forever in the child: hold them across the fork. */
+static void sw_atfork_prepare(void)
+{
+    pthread_mutex_lock(&sw_watchdog_lock);
+    pthread_mutex_lock(&sw_closed_lock);
+}
+
+static void sw_atfork_parent(void)
+{
+    pthread_mutex_unlock(&sw_closed_lock);
+    pthread_mutex_unlock(&sw_watchdog_lock);
+}
+
+static void sw_atfork_child(void)
+{
+    sw_fork_generation++;
+    if (sw_fork_generation == 0) /* 0 means "no watchdog" */
+        sw_fork_generation = 1;
+    pthread_mutex_unlock(&sw_closed_lock);
+    pthread_mutex_unlock(&sw_watchdog_lock);
+}
 
 static const char *sw_type_name(int t)
 {
@@ -1244,7 +1399,7 @@ static void sw_wasm_call(sqlite3_context *ctx, sw_conn *conn, int argc, sqlite3_
     int module_found = 0;
     for (int i = 0; i < conn->n_functions; i++) {
         const sw_function *f = conn->functions[i];
-        if (api->stricmp(f->inst->name, module) != 0)
+        if (f->removed || api->stricmp(f->inst->name, module) != 0)
             continue;
         module_found = 1;
         if (api->stricmp(f->sql_name, name) == 0 || strcmp(f->export_name, name) == 0) {
@@ -1361,22 +1516,23 @@ sw_conn *sw_conn_open(const void *api_ptr, void *db, char *errbuf, size_t errbuf
     }
     conn->api = api;
     conn->db = db;
+    /* The SQLite that loaded the extension decides, not the header. */
     if (api->libversion_number() >= 3041000)
-        conn->is_interrupted = ((const sw_api_3_41 *)api)->is_interrupted;
-    conn->refs = 2; /* the caller's and wasm_call's */
+        memcpy(&conn->is_interrupted, (const char *)api + SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               sizeof conn->is_interrupted);
+    conn->sqlite_refs = 1; /* wasm_call's */
     int rc = api->create_function_v2(db, "wasm_call", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, conn,
-                                     sw_wasm_call_cbs[slot], NULL, NULL, sw_conn_release_cb);
+                                     sw_wasm_call_cbs[slot], NULL, NULL, sw_wasm_call_destroy);
     if (rc != SQLITE_OK) {
-        /* SQLite already ran the destructor: one reference is left. */
+        /* SQLite ran the destructor: conn is on the closed list, and freed from there. */
         sw_errbuf(errbuf, errbuf_len, "registering wasm_call: %s", api->errmsg(db));
-        sw_conn_release(conn);
         return NULL;
     }
     return conn;
 }
 
 int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
-                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms)
+                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms, int host_calls)
 {
     sw_instance **grown = realloc(conn->instances, (size_t)(conn->n_instances + 1) * sizeof *grown);
     if (!grown)
@@ -1391,6 +1547,7 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, vo
     inst->max_result_bytes = max_result_bytes;
     inst->fuel_per_call = fuel_per_call;
     inst->timeout_ms = timeout_ms;
+    inst->host_stack = host_calls ? SW_HOST_STACK_RESERVE : 0;
     /* The first tick comes within SW_TICK_MS of the call's start: one more
        tick guarantees the guest at least timeout_ms. */
     inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 1 : 0;
@@ -1461,6 +1618,10 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
                          int vararg_type, int returns, int null_call, int sqlite_flags, char *errbuf,
                          size_t errbuf_len)
 {
+    if (conn->closed) {
+        sw_errbuf(errbuf, errbuf_len, "the connection is closed");
+        return -1;
+    }
     if (instance < 0 || instance >= conn->n_instances || n_args < 0 || n_args > SW_MAX_ARGS || kind < 0 ||
         kind > SW_KIND_WINDOW || (present & sw_required_exports[kind]) != sw_required_exports[kind] ||
         (abi != SW_ABI_RAW && abi != SW_ABI_MSGPACK) ||
@@ -1509,7 +1670,7 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
 
     const sqlite3_api_routines *api = conn->api;
     int slot = sw_api_slot(api);
-    sw_conn_retain(conn);
+    sw_conn_registered(conn);
     int n_arg = vararg_type ? -1 : n_args;
     int flags = SQLITE_UTF8 | sqlite_flags;
     int rc;
@@ -1528,4 +1689,56 @@ int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name, cons
         return -1;
     }
     return index;
+}
+
+int sw_conn_remove_function(sw_conn *conn, int function)
+{
+    sw_function *f = conn->functions[function];
+    const sqlite3_api_routines *api = conn->api;
+    int n_arg = f->vararg_type ? -1 : f->n_args;
+    int rc;
+    /* Registering no callbacks deletes the function; SQLite then runs its destructor. */
+    if (f->kind == SW_KIND_WINDOW)
+        rc = api->create_window_function(conn->db, f->sql_name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL,
+                                         NULL);
+    else
+        rc = api->create_function_v2(conn->db, f->sql_name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        f->removed = 1;
+    return rc;
+}
+
+void sw_conn_remove_instance(sw_conn *conn, int instance)
+{
+    sw_instance *inst = conn->instances[instance];
+    inst->removed = 1;
+    inst->depth = 1; /* refuses calls, like an instance that is starting */
+}
+
+int sw_conn_statement_active(sw_conn *conn)
+{
+    const sqlite3_api_routines *api = conn->api;
+    for (sqlite3_stmt *stmt = api->next_stmt(conn->db, NULL); stmt; stmt = api->next_stmt(conn->db, stmt))
+        if (api->stmt_busy(stmt))
+            return 1;
+    return 0;
+}
+
+int sw_conn_function_exists(sw_conn *conn, const char *name, int n_arg)
+{
+    /* There is no API to look a function up; but while a statement runs,
+       SQLite refuses (SQLITE_BUSY) to delete a function that exists, and
+       deleting one that does not is a no-op. "SELECT 1" runs without
+       touching the database file or its schema. */
+    const sqlite3_api_routines *api = conn->api;
+    sqlite3_stmt *running = NULL;
+    if (api->prepare_v2(conn->db, "SELECT 1", -1, &running, NULL) != SQLITE_OK || !running)
+        return -1;
+    int found = -1;
+    if (api->step(running) == SQLITE_ROW) {
+        int rc = api->create_function_v2(conn->db, name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+        found = rc == SQLITE_BUSY ? 1 : rc == SQLITE_OK ? 0 : -1;
+    }
+    api->finalize(running);
+    return found;
 }

@@ -10,6 +10,16 @@
 
 typedef struct sw_conn sw_conn;
 
+/* Native stack budgets, in bytes (Python reads them from here). A guest call
+   starts only with SW_MAX_WASM_STACK (the engine's max_wasm_stack) plus
+   SW_CALL_STACK_RESERVE left, plus SW_HOST_STACK_RESERVE for a module whose
+   guest can call host functions (Python frames). */
+enum {
+    SW_MAX_WASM_STACK = 131072,      /* 128 KiB */
+    SW_CALL_STACK_RESERVE = 16384,   /* 16 KiB: wasmtime entry and sqlwasm frames */
+    SW_HOST_STACK_RESERVE = 49152,   /* 48 KiB: a log call measured under 20 KiB */
+};
+
 /* Resolves the wasmtime C API from the library wasmtime-py already loaded.
    Returns NULL on success, else a static message. */
 const char *sw_bind_wasmtime(const char *library_path);
@@ -18,16 +28,37 @@ const char *sw_bind_wasmtime(const char *library_path);
    load_extension() on this thread (NULL if none). */
 const void *sw_take_api(void);
 
-/* Per-connection state; registers wasm_call(). The caller owns one reference. */
+/* Per-connection state; registers wasm_call(). Python frees it with
+   sw_conn_free, but only once sw_conn_take_closed has handed it back: SQLite
+   has then destroyed every registration, so no SQL can reach its guests. */
 sw_conn *sw_conn_open(const void *api, void *db, char *errbuf, size_t errbuf_len);
-void sw_conn_release(sw_conn *conn);
+sw_conn *sw_conn_take_closed(void);
+void sw_conn_free(sw_conn *conn);
+
+/* Whether a statement of the connection is running (stepped, not reset):
+   SQLite then refuses to delete or replace functions. */
+int sw_conn_statement_active(sw_conn *conn);
+
+/* Whether the connection has a function of this name and number of
+   arguments (1), not (0), or -1 when SQLite could not say. Needs no
+   statement of the connection to be running. */
+int sw_conn_function_exists(sw_conn *conn, const char *name, int n_arg);
+
+/* Undoes a registration (a rolled-back install): returns SQLite's result code. */
+int sw_conn_remove_function(sw_conn *conn, int function);
+/* Marks an instance whose install was rolled back (wasm_call skips it). */
+void sw_conn_remove_instance(sw_conn *conn, int instance);
+
+/* Native stack left below the caller on this thread, in bytes. */
+size_t sw_stack_left(void);
 
 /* Adds an instance slot (one per module per connection) for a store, before
    the module is instantiated, so that its limits cover the start function.
-   timeout_ms 0: no time limit; fuel_per_call 0: no fuel metering.
+   timeout_ms 0: no time limit; fuel_per_call 0: no fuel metering; host_calls:
+   the guest may call host functions (its calls need SW_HOST_STACK_RESERVE).
    Returns the slot's index, or -1 when out of memory. */
 int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
-                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms);
+                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms, int host_calls);
 
 /* Points a slot at an instantiated module's memory and sqlwasm_alloc (or NULL).
    Also used to swap in a fresh store and instance. */
@@ -54,11 +85,12 @@ int sw_conn_instance_used(sw_conn *conn, int instance);
    error will say this instead of wasmtime's generic trap message. */
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message);
 
-/* Starts (once per process) the watchdog thread that advances this engine's
-   epoch every 10 ms; it keeps its own engine reference. */
+/* Starts (once per process, and again in a fork child) the watchdog thread
+   that advances this engine's epoch every 10 ms; it keeps its own engine
+   reference. */
 int sw_watchdog_watch(void *engine);
 
-/* Stops and joins the watchdog (at exit); the next watch starts it again. */
+/* Stops and joins the watchdog at exit; it is never started again. */
 void sw_watchdog_stop(void);
 
 /* Sizes of the wasmtime handles as compiled, checked against wasmtime-py. */

@@ -130,19 +130,6 @@ def _in_bounds(caller: wasmtime.Caller, memory: wasmtime.Memory, ptr: int, lengt
     return length >= 0 and ptr + length <= memory.data_len(caller)
 
 
-def forget_host_exceptions() -> None:
-    """Drops the exception wasmtime-py keeps from the last failed host
-    function it called (its module-level LAST_EXCEPTION).
-
-    sqlwasm's own host functions no longer leave anything there (they run
-    through _call_host_function), so this only ever drops someone else's
-    exception; _runtime still calls it before instantiating, and should stop.
-    """
-    import wasmtime._func
-
-    wasmtime._func.LAST_EXCEPTION = None
-
-
 @dataclass(frozen=True)
 class _HostFunction:
     name: str  # "module.name", for messages

@@ -28,6 +28,8 @@ ffi: Any = _sqlwasm_native.ffi
 lib: Any = _sqlwasm_native.lib
 
 ENTRY_POINT = "sqlite3_sqlwasm_init"
+# Native stack budgets (bytes), defined once in native/sqlwasm_native.h.
+MAX_WASM_STACK: int = lib.SW_MAX_WASM_STACK
 # Export slots of a function, in native order (SW_FN_* in sqlwasm_native.c).
 FUNC_SLOTS = 7
 _ERRBUF_LEN = 512
@@ -76,8 +78,27 @@ def _store_pointer(store: wasmtime.Store) -> Any:
     return ffi.cast("void *", ctypes.cast(store.ptr(), ctypes.c_void_p).value)
 
 
+def take_closed() -> int | None:
+    """The address of a NativeConnection whose SQLite registrations are all
+    gone (so no SQL can reach its guests), or None."""
+    found = lib.sw_conn_take_closed()
+    return None if found == ffi.NULL else int(ffi.cast("uintptr_t", found))
+
+
+def free_closed(address: int) -> None:
+    """Frees a connection that take_closed returned (its stores must be gone)."""
+    lib.sw_conn_free(ffi.cast("sw_conn *", address))
+
+
+def stack_left() -> int:
+    """Native stack left below the caller on this thread, in bytes."""
+    return int(lib.sw_stack_left())
+
+
 class NativeConnection:
-    """sqlwasm's C state for one SQLite connection (holds one reference)."""
+    """sqlwasm's C state for one SQLite connection. SQLite keeps it alive
+    through registrations; once take_closed returns its address, the owner
+    drops the wasm stores and calls free_closed."""
 
     def __init__(self, conn: apsw.Connection) -> None:
         conn.enable_load_extension(True)
@@ -93,6 +114,26 @@ class NativeConnection:
         self._ptr = lib.sw_conn_open(api, ffi.cast("void *", conn.sqlite3pointer()), errbuf, _ERRBUF_LEN)
         if self._ptr == ffi.NULL:
             raise Error(f"sqlwasm could not attach to the connection: {ffi.string(errbuf).decode()}")
+        self.address = int(ffi.cast("uintptr_t", self._ptr))
+
+    @property
+    def open(self) -> bool:
+        return bool(self._ptr != ffi.NULL)
+
+    def forget(self) -> None:
+        """After take_closed: nothing may use the native state any more."""
+        self._ptr = ffi.NULL
+
+    def statement_active(self) -> bool:
+        return bool(lib.sw_conn_statement_active(self._ptr))
+
+    def function_exists(self, name: str, n_args: int) -> bool:
+        """Whether the connection has a function name/n_args (-1: variadic).
+        No statement may be running on the connection."""
+        found = int(lib.sw_conn_function_exists(self._ptr, name.encode(), n_args))
+        if found < 0:
+            raise Error(f"sqlwasm could not check the connection's functions for {name}")
+        return found == 1
 
     def add_instance(
         self,
@@ -102,6 +143,7 @@ class NativeConnection:
         max_result_bytes: int,
         fuel_per_call: int,
         timeout_ms: int,
+        host_calls: bool,
     ) -> int:
         """A slot for one module's instance; its limits apply from now on,
         including to the start function."""
@@ -113,6 +155,7 @@ class NativeConnection:
             max_result_bytes,
             fuel_per_call,
             timeout_ms,
+            int(host_calls),
         )
         if index < 0:
             raise MemoryError("sqlwasm: out of memory adding a module instance")
@@ -133,7 +176,14 @@ class NativeConnection:
         )
 
     def instance_used(self, index: int) -> bool:
-        return bool(lib.sw_conn_instance_used(self._ptr, index))
+        return self.open and bool(lib.sw_conn_instance_used(self._ptr, index))
+
+    def remove_instance(self, index: int) -> None:
+        lib.sw_conn_remove_instance(self._ptr, index)
+
+    def remove_function(self, index: int) -> int:
+        """Unregisters a function; SQLite's result code (0 on success)."""
+        return int(lib.sw_conn_remove_function(self._ptr, index))
 
     def host_error(self, index: int, message: str) -> None:
         lib.sw_conn_host_error(self._ptr, index, message.encode("utf-8", errors="replace"))
@@ -177,8 +227,3 @@ class NativeConnection:
 
     def rebind_function(self, index: int, funcs: Sequence[wasmtime.Func | None]) -> None:
         lib.sw_conn_rebind_function(self._ptr, index, *_funcs_argument(funcs))
-
-    def release(self) -> None:
-        if self._ptr != ffi.NULL:
-            lib.sw_conn_release(self._ptr)
-            self._ptr = ffi.NULL

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import hashlib
 import logging
 import os
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -15,7 +16,7 @@ import apsw
 import wasmtime
 
 from . import _engine, _native
-from ._capabilities import check_imports, define_host_functions, forget_host_exceptions
+from ._capabilities import check_imports, define_host_functions
 from ._errors import CapabilityError, Error, ManifestError, SignatureError, TrapError
 from ._limits import (
     DEFAULT_MAX_RESULT_BYTES,
@@ -68,15 +69,17 @@ class Module:
         return self.manifest.capabilities
 
 
-def sqlite_flags(manifest: Manifest, spec: FunctionSpec) -> int:
+def sqlite_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool = True) -> int:
     """A sandboxed pure function is safe anywhere (views, triggers, indexes);
-    one that can reach the host is callable only from top-level SQL."""
+    one that can reach the host is callable only from top-level SQL. The
+    manifest's deterministic claim is believed only with trust_deterministic."""
+    deterministic = spec.deterministic and trust_deterministic
     if manifest.capabilities:
         flags = apsw.SQLITE_DIRECTONLY
-        if spec.deterministic and not {"clock", "random"} & set(manifest.capabilities):
+        if deterministic and not {"clock", "random"} & set(manifest.capabilities):
             flags |= apsw.SQLITE_DETERMINISTIC
         return flags
-    return apsw.SQLITE_INNOCUOUS | (apsw.SQLITE_DETERMINISTIC if spec.deterministic else 0)
+    return apsw.SQLITE_INNOCUOUS | (apsw.SQLITE_DETERMINISTIC if deterministic else 0)
 
 
 @dataclass
@@ -87,36 +90,75 @@ class _Installed:
     slot: int
     function_slots: list[int]
     store: wasmtime.Store
-    instance: wasmtime.Instance
+    instance: wasmtime.Instance | None
 
 
 class _Attachment:
     """What sqlwasm keeps for one connection: the native state and the wasm
-    stores it points into. Lives exactly as long as the apsw.Connection."""
+    stores it points into.
+
+    The stores live until SQLite has let go of every function that could
+    enter them (the connection closed): _reap_closed then drops them, from an
+    ordinary install call. Never from a finalizer: those run on any thread,
+    in the middle of other code (APSW's deallocation included), and at exit
+    while other threads may still be inside a guest.
+    """
 
     def __init__(self, conn: apsw.Connection) -> None:
+        self.db = conn.sqlite3pointer()
         self.native = _native.NativeConnection(conn)
         self.installed: dict[str, _Installed] = {}
         self.function_owner: dict[str, str] = {}
         self.per_statement: list[_Installed] = []
+        self.running_statements: set[int] = set()
+        # Rolled-back installs whose functions SQLite would not delete.
+        self.orphans: list[_Installed] = []
 
-    def release(self) -> None:
-        self.native.release()
+    def closed(self) -> None:
+        self.native.forget()
         self.installed.clear()
         self.per_statement.clear()
+        self.orphans.clear()
 
 
-_attachments: "weakref.WeakKeyDictionary[apsw.Connection, _Attachment]" = weakref.WeakKeyDictionary()
+# Attachments of open connections, by sqlite3* address and by native address.
+_attachments: dict[int, _Attachment] = {}
+_by_native: dict[int, _Attachment] = {}
 _attach_lock = threading.RLock()
+_exiting = False
+
+
+def _reap_closed() -> None:
+    """Drops the stores of every connection SQLite has closed (with _attach_lock held)."""
+    if _exiting:
+        return
+    while (address := _native.take_closed()) is not None:
+        attachment = _by_native.pop(address, None)
+        if attachment is not None:
+            if _attachments.get(attachment.db) is attachment:
+                del _attachments[attachment.db]
+            attachment.closed()  # the last references to its stores
+        _native.free_closed(address)
 
 
 def _attachment(conn: apsw.Connection) -> _Attachment:
-    found = _attachments.get(conn)
+    _reap_closed()
+    found = _attachments.get(conn.sqlite3pointer())
     if found is None:
         found = _Attachment(conn)
-        _attachments[conn] = found
-        weakref.finalize(conn, found.release)
+        _attachments[found.db] = found
+        _by_native[found.native.address] = found
     return found
+
+
+@atexit.register
+def _keep_stores_at_exit() -> None:
+    """Daemon threads may still be inside guests while the interpreter shuts
+    down: from here on no store is ever freed (the OS reclaims them)."""
+    global _exiting
+    with _attach_lock:
+        _exiting = True
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_by_native))
 
 
 def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | None]:
@@ -152,6 +194,7 @@ class Runtime:
         fuel: int | None = None,
         memory_pages: int | None = DEFAULT_MEMORY_PAGES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        trust_deterministic: bool = True,
     ) -> None:
         self._trusted = load_trusted_keys(trusted_keys)  # one key, or many
         self.allow_unsigned = allow_unsigned
@@ -162,6 +205,9 @@ class Runtime:
         if unknown:
             raise CapabilityError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
         self.limits = Limits(timeout_ms, fuel, memory_pages, max_result_bytes)
+        # False: never tell SQLite a guest function is deterministic, whatever
+        # its manifest claims (a guest that lies corrupts expression indexes).
+        self.trust_deterministic = trust_deterministic
         self._compiled: dict[tuple[str, bool], wasmtime.Module] = {}
         self._lock = threading.Lock()
 
@@ -249,15 +295,20 @@ class Runtime:
 
     # ------------------------------------------------------------- install
 
-    def install(self, conn: apsw.Connection, module: ModuleSource | Module) -> Module:
-        """Registers the module's functions (and wasm_call) in an open connection."""
+    def install(self, conn: apsw.Connection, module: ModuleSource | Module, *, replace: bool = False) -> Module:
+        """Registers the module's functions (and wasm_call) in an open connection.
+
+        All or nothing: on any error the connection is left as it was. A
+        function the application registered under the same name is a
+        ManifestError unless ``replace=True``.
+        """
         module = self.load(module)
         with _attach_lock:
             conn.sqlite3pointer()  # raises if the connection is closed
-            self._install(conn, _attachment(conn), module)
+            self._install(conn, _attachment(conn), module, replace=replace)
         return module
 
-    def _install(self, conn: apsw.Connection, attachment: _Attachment, module: Module) -> None:
+    def _install(self, conn: apsw.Connection, attachment: _Attachment, module: Module, *, replace: bool) -> None:
         name = module.name
         if name in attachment.installed:
             raise Error(f"module '{name}' is already installed in this connection")
@@ -265,6 +316,22 @@ class Runtime:
             owner = attachment.function_owner.get(spec.name.lower())
             if owner is not None:
                 raise ManifestError(f"module '{name}': function '{spec.name}' is already provided by module '{owner}'")
+        if attachment.native.statement_active():
+            # SQLite cannot delete functions then, so an install could not be undone.
+            raise Error(
+                f"module '{name}': cannot install while a statement is running on this connection; "
+                "finish or reset it first"
+            )
+        clashes = sorted(
+            spec.name
+            for spec in module.functions
+            if attachment.native.function_exists(spec.name, -1 if spec.varargs else len(spec.args))
+        )
+        if clashes and not replace:
+            raise ManifestError(
+                f"module '{name}': the connection already has functions named {', '.join(clashes)} "
+                "(registered by the application); pass replace=True to replace them"
+            )
 
         store = self._new_store(module)
         slot = attachment.native.add_instance(
@@ -273,30 +340,40 @@ class Runtime:
             max_result_bytes=module.limits.max_result_bytes,
             fuel_per_call=module.limits.fuel or 0,
             timeout_ms=module.limits.timeout_ms or 0,
+            host_calls=bool(module.capabilities),
         )
-        instance, exports = self._instantiate(attachment, slot, module, store)
-        installed = _Installed(module, slot, [], store, instance)
+        installed = _Installed(module, slot, [], store, None)
+        try:
+            installed.instance, exports = self._instantiate(attachment, slot, module, store)
+            for spec in module.functions:
+                installed.function_slots.append(
+                    attachment.native.add_function(
+                        slot,
+                        sql_name=spec.name,
+                        export_name=spec.export,
+                        kind=KINDS.index(spec.kind),
+                        funcs=_function_slots(spec, exports),
+                        abi=ABIS[spec.abi],
+                        arg_types=[VALUE_TYPES[t] for t in spec.args],
+                        vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
+                        returns=VALUE_TYPES[spec.returns],
+                        null_call=spec.null == "call",
+                        sqlite_flags=sqlite_flags(module.manifest, spec, trust_deterministic=self.trust_deterministic),
+                    )
+                )
+            if module.manifest.instance == "statement" and not attachment.per_statement:
+                conn.trace_v2(
+                    apsw.SQLITE_TRACE_STMT | apsw.SQLITE_TRACE_PROFILE,
+                    _statement_hook(attachment, self),
+                    id=_TRACE_ID,
+                )
+        except BaseException:
+            _roll_back(attachment, installed)
+            raise
         attachment.installed[name] = installed
         for spec in module.functions:
-            installed.function_slots.append(
-                attachment.native.add_function(
-                    slot,
-                    sql_name=spec.name,
-                    export_name=spec.export,
-                    kind=KINDS.index(spec.kind),
-                    funcs=_function_slots(spec, exports),
-                    abi=ABIS[spec.abi],
-                    arg_types=[VALUE_TYPES[t] for t in spec.args],
-                    vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
-                    returns=VALUE_TYPES[spec.returns],
-                    null_call=spec.null == "call",
-                    sqlite_flags=sqlite_flags(module.manifest, spec),
-                )
-            )
             attachment.function_owner[spec.name.lower()] = name
         if module.manifest.instance == "statement":
-            if not attachment.per_statement:
-                conn.trace_v2(apsw.SQLITE_TRACE_STMT, _statement_hook(attachment, self), id=_TRACE_ID)
             attachment.per_statement.append(installed)
 
     def _new_store(self, module: Module) -> wasmtime.Store:
@@ -321,7 +398,6 @@ class Runtime:
         if module.limits.fuel is not None:
             store.set_fuel(module.limits.fuel)
         store.set_epoch_deadline(1)
-        forget_host_exceptions()
         try:
             if module.capabilities:
                 linker = wasmtime.Linker(store.engine)
@@ -352,6 +428,7 @@ class Runtime:
             attachment.native.bind_instance(installed.slot, store, None, None)
             instance, exports = self._instantiate(attachment, installed.slot, installed.module, store)
         except BaseException:
+            assert installed.instance is not None
             memory = installed.instance.exports(old_store)["memory"]
             alloc = installed.instance.exports(old_store).get(ALLOC_EXPORT)
             assert isinstance(memory, wasmtime.Memory)
@@ -378,13 +455,40 @@ class Runtime:
 _TRACE_ID = "sqlwasm.fresh-instance-per-statement"
 
 
+def _roll_back(attachment: _Attachment, installed: _Installed) -> None:
+    """Undoes a partial install. A registration SQLite will not delete keeps
+    its store alive for the connection's lifetime (the function stays callable)."""
+    kept = False
+    for fn_slot in installed.function_slots:
+        if attachment.native.remove_function(fn_slot) != 0:
+            kept = True
+    if kept:
+        attachment.orphans.append(installed)
+    else:
+        attachment.native.remove_instance(installed.slot)
+
+
 def _statement_hook(attachment: _Attachment, runtime: Runtime) -> Any:
-    """A trace_v2 callback: before each top-level statement, replace every
-    per-statement instance that the previous statements used."""
+    """A trace_v2 callback: before each outermost statement, replace every
+    per-statement instance that the previous statements used.
+
+    SQLite reports a statement when it starts (TRACE_STMT, also for each
+    trigger it fires, under the same statement id) and when it is reset
+    (TRACE_PROFILE). A statement that starts while another is running
+    (a trigger, or SQL run from inside a function) shares its instance:
+    swapping then would pull state from under the running statement.
+    """
+    running = attachment.running_statements
 
     def on_statement(event: dict[str, Any]) -> None:
-        if event.get("trigger"):
-            return  # a trigger runs inside its statement
+        statement = event["id"]
+        if event["code"] == apsw.SQLITE_TRACE_PROFILE:
+            running.discard(statement)
+            return
+        outermost = not running
+        running.add(statement)
+        if not outermost or not attachment.native.open:
+            return
         for installed in attachment.per_statement:
             # used == False also while the guest is running (never swap then)
             if attachment.native.instance_used(installed.slot):

@@ -377,6 +377,8 @@ def test_functions_outlive_the_runtime(session_key: Ed25519PrivateKey, counter: 
 
 
 def test_runtime_is_freed_after_its_connections(session_key: Ed25519PrivateKey, counter: bytes) -> None:
+    """A closed connection's stores (and the Runtime they keep alive) are
+    freed by sqlwasm's next install, never from a finalizer."""
     runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()])
     alive = weakref.ref(runtime)
     conn = runtime.connect(":memory:", [counter])
@@ -386,7 +388,11 @@ def test_runtime_is_freed_after_its_connections(session_key: Ed25519PrivateKey, 
     conn.close()
     del conn
     gc.collect()
-    assert alive() is None
+    other = sqlwasm.connect(":memory:", [counter], trusted_keys=[session_key.public_key()])
+    try:
+        assert alive() is None
+    finally:
+        other.close()
 
 
 def test_connection_dropped_without_close(runtime: sqlwasm.Runtime, counter: bytes) -> None:
@@ -510,3 +516,114 @@ def test_manifest_fuel_is_applied(build: Build, runtime: sqlwasm.Runtime) -> Non
         assert "l.l_spin: trap (out of fuel)" in one_error(conn, "SELECT l_spin(10000000)")
     finally:
         conn.close()
+
+
+# ------------------------------------------- install: isolation, all or nothing
+
+
+def test_install_refuses_to_replace_an_application_function(runtime: sqlwasm.Runtime, counter: bytes) -> None:
+    """The application's own c_twice guards a CHECK constraint: a module must
+    not silently take its place."""
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.create_scalar_function("c_twice", lambda x: x, 1)
+        conn.execute("CREATE TABLE t(x CHECK (c_twice(x) < 10))")
+        with pytest.raises(ManifestError, match=r"module 'c': the connection already has functions named c_twice .*replace=True"):
+            runtime.install(conn, counter)
+        # nothing of the module is there, and the CHECK still uses the application's function
+        with pytest.raises(apsw.SQLError, match="no such function: c_next"):
+            conn.execute("SELECT c_next(0)")
+        conn.execute("INSERT INTO t VALUES (6)")
+        with pytest.raises(apsw.ConstraintError):
+            conn.execute("INSERT INTO t VALUES (12)")
+        # replacing is possible when asked for by name
+        runtime.install(conn, counter, replace=True)
+        assert conn.execute("SELECT c_twice(21), c_next(0)").fetchall() == [(42, 1)]
+        with pytest.raises(apsw.ConstraintError):
+            conn.execute("INSERT INTO t VALUES (6)")
+    finally:
+        conn.close()
+
+
+def test_install_is_all_or_nothing_when_sqlite_refuses(runtime: sqlwasm.Runtime, counter: bytes) -> None:
+    """SQLite refuses to replace or delete a function while a statement runs
+    (so an install could not be undone): the install fails before registering
+    anything, and can be retried once the statement is done."""
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.create_scalar_function("c_twice", lambda x: -x, 1)
+        conn.execute("CREATE TABLE n(x); INSERT INTO n VALUES (1), (2), (3)")
+        running = conn.execute("SELECT x FROM n")
+        next(running)
+        with pytest.raises(sqlwasm.Error, match="module 'c': cannot install while a statement is running"):
+            runtime.install(conn, counter, replace=True)
+        for sql in ("SELECT c_next(0)", "SELECT wasm_call('c', 'next', 0)"):
+            with pytest.raises(apsw.SQLError, match="no such function: c_next|no module 'c'"):
+                conn.execute(sql).fetchall()
+        assert conn.execute("SELECT c_twice(2)").fetchall() == [(-2,)]
+        running.close()
+        runtime.install(conn, counter, replace=True)  # not recorded as installed before: this works
+        assert conn.execute("SELECT c_next(0), c_twice(2)").fetchall() == [(1, 4)]
+    finally:
+        conn.close()
+
+
+def test_install_rolls_back_registrations_after_a_failure(
+    runtime: sqlwasm.Runtime, counter: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the second registration fails. The first is undone,
+    the module is not recorded, and a later install works."""
+    from sqlwasm import _native
+
+    real = _native.NativeConnection.add_function
+    calls = []
+
+    def fail_second(self: _native.NativeConnection, *args: object, **kwargs: object) -> int:
+        calls.append(kwargs["sql_name"])
+        if len(calls) == 2:
+            raise sqlwasm.Error("injected registration failure")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    conn = apsw.Connection(":memory:")
+    try:
+        monkeypatch.setattr(_native.NativeConnection, "add_function", fail_second)
+        with pytest.raises(sqlwasm.Error, match="injected"):
+            runtime.install(conn, counter)
+        monkeypatch.undo()
+        assert calls == ["c_next", "c_twice"]
+        with pytest.raises(apsw.SQLError, match="no such function: c_next"):
+            conn.execute("SELECT c_next(0)")
+        with pytest.raises(apsw.SQLError, match="no module 'c' is installed"):
+            conn.execute("SELECT wasm_call('c', 'next', 0)").fetchall()
+        runtime.install(conn, counter)
+        assert conn.execute("SELECT c_next(0), wasm_call('c', 'twice', 4)").fetchall() == [(1, 8)]
+    finally:
+        conn.close()
+
+
+LIAR_WAT = MEMORY + """
+  (global $n (mut i64) (i64.const 0))
+  (func (export "f") (param i64) (result i64)
+    (global.set $n (i64.add (global.get $n) (i64.const 1)))
+    (i64.add (local.get 0) (global.get $n)))
+"""
+
+
+def test_trust_deterministic_false_never_sets_deterministic(build: Build, session_key: Ed25519PrivateKey) -> None:
+    """A stateful guest claims determinism. Believed, SQLite lets it into an
+    expression index, which it then corrupts; with trust_deterministic=False
+    SQLite refuses the index instead."""
+    liar = build(LIAR_WAT, manifest(fn("liar", export="f", deterministic=True), name="liar"))
+    key = session_key.public_key()
+    believed = sqlwasm.connect(":memory:", [liar], trusted_keys=[key])
+    doubted = sqlwasm.connect(":memory:", [liar], trusted_keys=[key], trust_deterministic=False)
+    try:
+        for conn in (believed, doubted):
+            conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)")
+        believed.execute("CREATE INDEX lies ON t(liar(x))")  # allowed: the claim is believed
+        with pytest.raises(apsw.SQLError, match="non-deterministic functions prohibited in index expressions"):
+            doubted.execute("CREATE INDEX lies ON t(liar(x))")
+        assert doubted.execute("SELECT liar(1), liar(1)").fetchall() == [(2, 3)]
+    finally:
+        believed.close()
+        doubted.close()

@@ -296,3 +296,22 @@ def test_per_statement_instance_is_not_swapped_by_a_nested_statement(
         logger.setLevel(level)
         conn.close()
         clear_stale_host_exception()
+
+
+def test_per_statement_counts_statements_that_start_with_a_comment(per_statement: apsw.Connection) -> None:
+    """SQLite reports a statement that starts with a comment the way it
+    reports a trigger ('-- ...'): it is still a statement of its own."""
+    conn = per_statement
+    for sql in ("SELECT s_next(0)", "-- a comment\nSELECT s_next(0)", "/* another */ SELECT s_next(0)", "-- again\nSELECT s_next(0)"):
+        assert column(conn, sql) == [1], sql
+
+
+def test_per_statement_instance_is_shared_with_statements_nested_in_it(per_statement: apsw.Connection) -> None:
+    """A Python function the outer statement calls runs its own statement on
+    the connection: it shares the outer statement's instance (docs/manifest.md)."""
+    conn = per_statement
+    inner: list[int] = []
+    conn.create_scalar_function("py_inner", lambda x: inner.append(conn.execute("SELECT s_next(0)").fetchone()[0]) or x)
+    rows = conn.execute("SELECT s_next(0), py_inner(x) FROM (SELECT 1 AS x UNION ALL SELECT 2)").fetchall()
+    assert [r[0] for r in rows] + inner in ([1, 3, 2, 4], [2, 4, 1, 3])  # one instance counts all four calls
+    assert column(conn, "SELECT s_next(0)") == [1]  # the next outermost statement gets a fresh one
