@@ -214,6 +214,7 @@ size_t sw_sizeof_memory(void) { return sizeof(sw_wasmtime_memory); }
 size_t sw_sizeof_val_raw(void) { return sizeof(sw_val_raw); }
 
 static pthread_mutex_t sw_closed_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sw_closed_cond = PTHREAD_COND_INITIALIZER;
 static sw_conn *sw_closed_head;
 
 static char *sw_strdup(const char *s)
@@ -256,7 +257,27 @@ static void sw_conn_unregistered(sw_conn *conn)
     conn->closed = 1;
     conn->next_closed = sw_closed_head;
     sw_closed_head = conn;
+    pthread_cond_signal(&sw_closed_cond);
     pthread_mutex_unlock(&sw_closed_lock);
+}
+
+int sw_conn_wait_closed(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&sw_closed_lock);
+    int rc = 0;
+    while (!sw_closed_head && rc == 0)
+        rc = pthread_cond_timedwait(&sw_closed_cond, &sw_closed_lock, &until);
+    int found = sw_closed_head != NULL;
+    pthread_mutex_unlock(&sw_closed_lock);
+    return found;
 }
 
 sw_conn *sw_conn_take_closed(void)
@@ -1724,7 +1745,7 @@ int sw_conn_statement_active(sw_conn *conn)
     return 0;
 }
 
-int sw_conn_function_exists(sw_conn *conn, const char *name, int n_arg)
+int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *n_args, int count, uint8_t *found)
 {
     /* There is no API to look a function up; but while a statement runs,
        SQLite refuses (SQLITE_BUSY) to delete a function that exists, and
@@ -1734,11 +1755,16 @@ int sw_conn_function_exists(sw_conn *conn, const char *name, int n_arg)
     sqlite3_stmt *running = NULL;
     if (api->prepare_v2(conn->db, "SELECT 1", -1, &running, NULL) != SQLITE_OK || !running)
         return -1;
-    int found = -1;
-    if (api->step(running) == SQLITE_ROW) {
-        int rc = api->create_function_v2(conn->db, name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
-        found = rc == SQLITE_BUSY ? 1 : rc == SQLITE_OK ? 0 : -1;
+    int ok = api->step(running) == SQLITE_ROW;
+    for (int i = 0; ok && i < count; i++) {
+        int rc = api->create_function_v2(conn->db, names[i], n_args[i], SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+        if (rc == SQLITE_BUSY)
+            found[i] = 1;
+        else if (rc == SQLITE_OK)
+            found[i] = 0;
+        else
+            ok = 0;
     }
     api->finalize(running);
-    return found;
+    return ok ? 0 : -1;
 }

@@ -33,16 +33,19 @@ const void *sw_take_api(void);
    has then destroyed every registration, so no SQL can reach its guests. */
 sw_conn *sw_conn_open(const void *api, void *db, char *errbuf, size_t errbuf_len);
 sw_conn *sw_conn_take_closed(void);
+/* Waits (without the GIL, from Python) until a connection is on the closed
+   list or timeout_ms passes; whether one is. */
+int sw_conn_wait_closed(int timeout_ms);
 void sw_conn_free(sw_conn *conn);
 
 /* Whether a statement of the connection is running (stepped, not reset):
    SQLite then refuses to delete or replace functions. */
 int sw_conn_statement_active(sw_conn *conn);
 
-/* Whether the connection has a function of this name and number of
-   arguments (1), not (0), or -1 when SQLite could not say. Needs no
-   statement of the connection to be running. */
-int sw_conn_function_exists(sw_conn *conn, const char *name, int n_arg);
+/* For each of count functions (name, number of arguments), whether the
+   connection has it (found[i] = 1) or not (0). Returns 0, or -1 when SQLite
+   could not say. Needs no statement of the connection to be running. */
+int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *n_args, int count, uint8_t *found);
 
 /* Undoes a registration (a rolled-back install): returns SQLite's result code. */
 int sw_conn_remove_function(sw_conn *conn, int function);

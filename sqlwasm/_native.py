@@ -90,6 +90,11 @@ def free_closed(address: int) -> None:
     lib.sw_conn_free(ffi.cast("sw_conn *", address))
 
 
+def wait_closed(timeout_ms: int) -> bool:
+    """Blocks (the GIL released) until take_closed has something, or timeout."""
+    return bool(lib.sw_conn_wait_closed(timeout_ms))
+
+
 def stack_left() -> int:
     """Native stack left below the caller on this thread, in bytes."""
     return int(lib.sw_stack_left())
@@ -127,13 +132,15 @@ class NativeConnection:
     def statement_active(self) -> bool:
         return bool(lib.sw_conn_statement_active(self._ptr))
 
-    def function_exists(self, name: str, n_args: int) -> bool:
-        """Whether the connection has a function name/n_args (-1: variadic).
-        No statement may be running on the connection."""
-        found = int(lib.sw_conn_function_exists(self._ptr, name.encode(), n_args))
-        if found < 0:
-            raise Error(f"sqlwasm could not check the connection's functions for {name}")
-        return found == 1
+    def functions_exist(self, functions: Sequence[tuple[str, int]]) -> list[bool]:
+        """Whether the connection has each (name, number of arguments; -1:
+        variadic). No statement may be running on the connection."""
+        names = [ffi.new("char[]", name.encode()) for name, _ in functions]
+        found = ffi.new("uint8_t[]", len(functions) or 1)
+        n_args = ffi.new("int[]", [n for _, n in functions] or [0])
+        if lib.sw_conn_functions_exist(self._ptr, ffi.new("char *[]", names), n_args, len(functions), found):
+            raise Error("sqlwasm could not check the connection's functions")
+        return [bool(found[i]) for i in range(len(functions))]
 
     def add_instance(
         self,

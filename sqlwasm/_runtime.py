@@ -98,10 +98,11 @@ class _Attachment:
     stores it points into.
 
     The stores live until SQLite has let go of every function that could
-    enter them (the connection closed): _reap_closed then drops them, from an
-    ordinary install call. Never from a finalizer: those run on any thread,
-    in the middle of other code (APSW's deallocation included), and at exit
-    while other threads may still be inside a guest.
+    enter them (the connection closed): _reap_closed then drops them, from
+    sqlwasm's reaper thread or the next install. Never from a finalizer:
+    those run on any thread, in the middle of other code (APSW's
+    deallocation included), and at exit while other threads may still be
+    inside a guest.
     """
 
     def __init__(self, conn: apsw.Connection) -> None:
@@ -126,6 +127,7 @@ _attachments: dict[int, _Attachment] = {}
 _by_native: dict[int, _Attachment] = {}
 _attach_lock = threading.RLock()
 _exiting = False
+_reaper_pid = 0  # the process the reaper thread runs in (threads do not survive fork)
 
 
 def _reap_closed() -> None:
@@ -141,13 +143,26 @@ def _reap_closed() -> None:
         _native.free_closed(address)
 
 
+def _reap_when_closed() -> None:
+    """The reaper thread: frees a closed connection's stores soon after SQLite
+    closes it (it waits in C, without the GIL)."""
+    while not _exiting:
+        if _native.wait_closed(1000):
+            with _attach_lock:
+                _reap_closed()
+
+
 def _attachment(conn: apsw.Connection) -> _Attachment:
+    global _reaper_pid
     _reap_closed()
     found = _attachments.get(conn.sqlite3pointer())
     if found is None:
         found = _Attachment(conn)
         _attachments[found.db] = found
         _by_native[found.native.address] = found
+        if _reaper_pid != os.getpid():
+            _reaper_pid = os.getpid()
+            threading.Thread(target=_reap_when_closed, name="sqlwasm-reaper", daemon=True).start()
     return found
 
 
@@ -322,11 +337,9 @@ class Runtime:
                 f"module '{name}': cannot install while a statement is running on this connection; "
                 "finish or reset it first"
             )
-        clashes = sorted(
-            spec.name
-            for spec in module.functions
-            if attachment.native.function_exists(spec.name, -1 if spec.varargs else len(spec.args))
-        )
+        signatures = [(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions]
+        existing = attachment.native.functions_exist(signatures)
+        clashes = sorted(name for (name, _), found in zip(signatures, existing) if found)
         if clashes and not replace:
             raise ManifestError(
                 f"module '{name}': the connection already has functions named {', '.join(clashes)} "
