@@ -11,8 +11,9 @@ DEFAULT_MEMORY_PAGES = 4_096  # 256 MiB of linear memory
 DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
 MAX_MEMORY_PAGES = 65_536  # the whole 4 GiB wasm32 address space
 WASM_PAGE = 65_536
-# Elements per table (function pointers of a C program: thousands, not more);
-# table.grow past it fails, like memory.grow past memory_pages.
+# Table elements per instance, across all its tables (function pointers of a
+# C program: thousands, not more). Checked at load; table.grow past it fails,
+# like memory.grow past memory_pages.
 MAX_TABLE_ELEMENTS = 100_000
 
 # The largest value of each limit the host can carry, for the Runtime's

@@ -197,12 +197,14 @@ class Runtime:
     Limits apply per SQL function call (timeout_ms, fuel, max_result_bytes) or
     per instance (memory_pages); None means unlimited. A module's manifest may
     only tighten them. ``grant`` lists the capabilities modules may use.
+    With ``trust_deterministic=False`` no guest function is ever declared
+    deterministic to SQLite, whatever its manifest claims.
     """
 
     def __init__(
         self,
         *,
-        trusted_keys: Iterable[TrustedKey] = (),
+        trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
         allow_unsigned: bool = False,
         grant: Iterable[str] = (),
         timeout_ms: int | None = DEFAULT_TIMEOUT_MS,
@@ -517,7 +519,7 @@ def connect(
     path: str,
     modules: Iterable[ModuleSource | Module] = (),
     *,
-    trusted_keys: Iterable[TrustedKey] = (),
+    trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
     allow_unsigned: bool = False,
     flags: int | None = None,
     vfs: str | None = None,
@@ -526,7 +528,8 @@ def connect(
     """An apsw.Connection with the modules' functions and wasm_call registered.
 
     ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
-    max_result_bytes); ``flags`` and ``vfs`` go to apsw.Connection. For many
+    max_result_bytes, trust_deterministic); ``flags`` and ``vfs`` go to
+    apsw.Connection. For many
     connections, make one Runtime and use Runtime.connect: it compiles each
     module once.
     """

@@ -125,21 +125,3 @@ def connect(runtime: sqlwasm.Runtime) -> Iterator[Connect]:
     yield _connect
     for conn in opened:
         conn.close()
-
-
-def clear_stale_host_exception() -> None:
-    """Test isolation after a host function raised inside SQL.
-
-    wasmtime-py keeps the exception a host function raised and re-raises it
-    at the next trap it sees from Python (a later install, for instance);
-    calls made by sqlwasm's native path never collect it. A trap from
-    Python collects it here, so it cannot surface in an unrelated test.
-    (tests/test_sandbox.py::test_host_exception_does_not_leak_into_later_calls
-    is about this.)"""
-    store = wasmtime.Store()
-    trap = wasmtime.Module(store.engine, '(module (func (export "t") unreachable))')
-    func = wasmtime.Instance(store, trap, []).exports(store)["t"]
-    try:
-        func(store)
-    except BaseException:  # the trap, or whatever was left behind
-        pass

@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 import pytest
-from conftest import MEMORY, Build, clear_stale_host_exception, fn, manifest, one_error
+from conftest import MEMORY, Build, fn, manifest, one_error
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import sqlwasm
@@ -284,7 +284,6 @@ def logger(build: Build, log_runtime: sqlwasm.Runtime, caplog: pytest.LogCapture
     conn = log_runtime.connect(":memory:", [build(LOG_WAT, LOG_MANIFEST)])
     yield conn
     conn.close()
-    clear_stale_host_exception()  # the bounds tests make sqlwasm.log raise
 
 
 def guest_records(caplog: pytest.LogCaptureFixture, name: str = "lg") -> list[tuple[int, str]]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import apsw
 import msgpack
 import pytest
-from conftest import MEMORY, Build, Connect, KeyPair, clear_stale_host_exception, fn, manifest, one_error, wasm_module
+from conftest import MEMORY, Build, Connect, KeyPair, fn, manifest, one_error, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import sqlwasm
@@ -379,7 +379,6 @@ def guest_handler() -> Iterator[Any]:
     for logger, handler, level in installed:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    clear_stale_host_exception()
 
 
 def _raise(exc: BaseException) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import apsw
 import pytest
-from conftest import MEMORY, Build, Connect, clear_stale_host_exception, fn, manifest, one_error
+from conftest import MEMORY, Build, Connect, fn, manifest, one_error
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import sqlwasm
@@ -295,7 +295,6 @@ def test_per_statement_instance_is_not_swapped_by_a_nested_statement(
         logger.removeHandler(handler)
         logger.setLevel(level)
         conn.close()
-        clear_stale_host_exception()
 
 
 def test_per_statement_counts_statements_that_start_with_a_comment(per_statement: apsw.Connection) -> None:
