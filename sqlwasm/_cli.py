@@ -219,7 +219,7 @@ def _utf8(text: str) -> str:
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("db", type=_utf8, help="database file (':memory:' for a temporary one)")
+    p.add_argument("db", type=_utf8, metavar="DB", help="database file (':memory:' for a temporary one)")
     p.add_argument("--load", action="append", default=[], metavar="MODULE", help="module to load (repeatable)")
     p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="trusted public key (repeatable)")
     p.add_argument(
@@ -237,36 +237,36 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     p = command("keygen", cmd_keygen, "create an ed25519 signing key pair: NAME.key and NAME.pub")
-    p.add_argument("name")
-    p.add_argument("--dir", default=".", help="directory to write the keys to")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dir", default=".", metavar="DIR", help="directory to write the keys to")
 
     p = command("sign", cmd_sign, "sign a module (in place unless -o is given)")
-    p.add_argument("module")
+    p.add_argument("module", metavar="MODULE")
     p.add_argument("--key", required=True, metavar="NAME.key")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", metavar="OUT")
 
     p = command("verify", cmd_verify, "check a module's signature against trusted keys (exit status 0 if trusted)")
-    p.add_argument("module")
+    p.add_argument("module", metavar="MODULE")
     p.add_argument("--trust", action="append", default=[], required=True, metavar="NAME.pub")
 
     p = command("inspect", cmd_inspect, "show a module's manifest, exports, imports, signer and sha256")
-    p.add_argument("module")
+    p.add_argument("module", metavar="MODULE")
     p.add_argument("--json", action="store_true")
 
     p = command("pack", cmd_pack, "embed a TOML manifest into a module (replacing any)")
-    p.add_argument("module")
-    p.add_argument("manifest")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("module", metavar="MODULE")
+    p.add_argument("manifest", metavar="MANIFEST.toml")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
 
     p = command("build", cmd_build, "compile a C guest with zig cc and embed its manifest")
-    p.add_argument("source")
+    p.add_argument("source", metavar="SOURCE.c")
     p.add_argument("--manifest", required=True, metavar="MANIFEST.toml")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--key", metavar="NAME.key", help="also sign with this key")
 
     p = command("query", cmd_query, "run one SQL statement with modules loaded")
     _add_load_options(p)
-    p.add_argument("sql", type=_utf8)
+    p.add_argument("sql", type=_utf8, metavar="SQL")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     _add_load_options(p)
 
     p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
-    p.add_argument("--rows", type=int, default=200_000, help="number of sample readings")
+    p.add_argument("--rows", type=int, default=200_000, metavar="N", help="number of sample readings")
     return top
 
 

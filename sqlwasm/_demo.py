@@ -86,13 +86,17 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
 ]
 
 
+# The signed example modules the demo loads (docs/cli.md names them).
+MODULES = ("geo", "stats")
+
+
 def run_demo(rows: int = 200_000) -> None:
     from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
     print("sqlwasm demo: signed wasm modules as SQL functions, on sample data")
     runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
     conn = runtime.connect(":memory:")
-    for name in ("geo", "stats"):
+    for name in MODULES:
         started = time.perf_counter()
         module = runtime.load(module_path(name))
         loaded = time.perf_counter()

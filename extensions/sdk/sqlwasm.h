@@ -4,10 +4,10 @@
  * Include this header in exactly ONE .c file of a module: it defines the
  * exported sqlwasm_alloc() and the state of the per-call arena.
  *
- * Build a module (a WASI "reactor" with no imports):
+ * Build a module (a WASI "reactor" with no imports; `sqlwasm build` does this):
  *
  *   python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s \
- *       -I extensions/sdk my_module.c -o my_module.wasm
+ *       -Wl,-z,stack-size=262144 -I extensions/sdk my_module.c -o my_module.wasm
  *
  * Calling conventions (the "abi" of a function in the module's manifest):
  *
