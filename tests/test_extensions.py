@@ -4,16 +4,36 @@ and importing nothing."""
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, ROOT, SDK_DIR, module_path, rebuild
+from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, ROOT, SDK_DIR, module_path
 
 import sqlwasm
 from sqlwasm import _cli
 from sqlwasm._signing import check_signature, load_public_key
+
+REPO = Path(__file__).resolve().parents[1]
+# The checkout's extensions/ (with the examples key), not the installed copy.
+REPO_EXTENSIONS = REPO / "extensions"
+
+
+def load_rebuild_tool() -> ModuleType:
+    """tools/rebuild_extensions.py, a script of the checkout (not a package)."""
+    spec = importlib.util.spec_from_file_location("rebuild_extensions", REPO / "tools" / "rebuild_extensions.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rebuild = load_rebuild_tool()
 
 
 @pytest.fixture(scope="module", params=rebuild.SHIPPED)
@@ -27,16 +47,12 @@ def test_every_shipped_wasm_is_rebuilt() -> None:
     assert wasm_files == sorted(rebuild.SHIPPED)
 
 
-# The checkout's extensions/ (with the examples key), not the installed copy.
-REPO_EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions"
-
-
 def test_rebuild_is_byte_identical(shipped: str) -> None:
     committed = (REPO_EXTENSIONS / shipped / f"{shipped}.wasm").read_bytes()
     assert module_path(shipped).read_bytes() == committed, "the installed module is not the committed one"
     rebuilt = rebuild.rebuild(shipped, REPO_EXTENSIONS)
     assert len(rebuilt) == len(committed)
-    assert rebuilt == committed, f"{shipped}.wasm is stale: run `python extensions/rebuild.py`"
+    assert rebuilt == committed, f"{shipped}.wasm is stale: run `python tools/rebuild_extensions.py`"
 
 
 def test_rebuild_check_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,3 +101,19 @@ def test_private_key_is_not_package_data() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["sqlwasm.extensions"]
     assert any(fnmatch.fnmatch("keys/examples.pub", p) for p in patterns)
     assert not any(fnmatch.fnmatch("keys/examples.key", p) for p in patterns)
+
+
+def test_the_rebuild_tool_is_not_installed() -> None:
+    """The rebuild tool needs the checkout's private key: it is not a module of the package."""
+    assert importlib.util.find_spec("sqlwasm.extensions.rebuild") is None
+    assert [p.name for p in REPO_EXTENSIONS.glob("*.py")] == ["__init__.py"]
+
+
+def test_the_rebuild_tool_runs_as_documented() -> None:
+    """`python tools/rebuild_extensions.py` from the checkout (only --help:
+    the real run is test_rebuild_check_command)."""
+    result = subprocess.run(
+        [sys.executable, "tools/rebuild_extensions.py", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "python tools/rebuild_extensions.py --check" in result.stdout

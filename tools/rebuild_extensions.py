@@ -1,8 +1,9 @@
 """Rebuilds and re-signs the shipped example modules (a tool for this
-repository: it needs extensions/keys/examples.key, which is not installed).
+repository, not part of the package: it needs extensions/keys/examples.key,
+which is not installed).
 
-    python extensions/rebuild.py            # rewrite every .wasm
-    python extensions/rebuild.py --check    # exit 1 if any differs
+    python tools/rebuild_extensions.py            # rewrite every .wasm
+    python tools/rebuild_extensions.py --check    # exit 1 if any differs
 
 zig cc output is reproducible and ed25519 signatures are deterministic, so a
 rebuild gives byte-identical files; tests/test_extensions.py checks that.
@@ -17,10 +18,10 @@ from pathlib import Path
 from sqlwasm._build import build, write_module
 
 SHIPPED = ("geo", "stats", "text")
-HERE = Path(__file__).resolve().parent
+EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions"
 
 
-def rebuild(name: str, root: Path = HERE) -> bytes:
+def rebuild(name: str, root: Path = EXTENSIONS) -> bytes:
     """extensions/NAME/NAME.c + NAME.toml, built and signed with the examples key."""
     directory = root / name
     return build(directory / f"{name}.c", directory / f"{name}.toml", key=root / "keys" / "examples.key")
@@ -29,7 +30,7 @@ def rebuild(name: str, root: Path = HERE) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    parser.add_argument("--root", type=Path, default=HERE, help="the extensions/ directory")
+    parser.add_argument("--root", type=Path, default=EXTENSIONS, help="the extensions/ directory")
     parser.add_argument("names", nargs="*", default=list(SHIPPED))
     args = parser.parse_args(argv)
     stale = []
