@@ -17,7 +17,6 @@ from sqlwasm._build import build
 from sqlwasm._signing import generate_keypair
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 RESULTS = HERE / "results"
 
 
@@ -71,11 +70,11 @@ def signed_guest(source: Path, manifest: Path, workdir: Path) -> tuple[bytes, Pa
 
 
 def load_baseline_udf(conn: apsw.Connection, workdir: Path) -> None:
-    """Compiles native/baseline_udf.c and loads it: the native C UDF baseline."""
+    """Compiles benchmarks/baseline_udf.c and loads it: the native C UDF baseline."""
     so = workdir / "baseline_udf.so"
     if not so.exists():
         subprocess.run(
-            ["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", str(ROOT / "native" / "baseline_udf.c"),
+            ["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", str(HERE / "baseline_udf.c"),
              "-o", str(so)],
             check=True,
         )

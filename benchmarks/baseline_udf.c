@@ -1,7 +1,7 @@
 /*
  * The benchmarks' baseline: a plain native SQLite UDF in its own loadable
  * extension, what a C programmer would write without sqlwasm. Not part of
- * the package; benchmarks/ compiles it with the system C compiler.
+ * the package; benchmarks/_common.py compiles it with the system C compiler.
  */
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
