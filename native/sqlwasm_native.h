@@ -20,6 +20,43 @@ enum {
     SW_HOST_STACK_RESERVE = 49152,   /* 48 KiB: a log call measured under 20 KiB */
 };
 
+/* The numbering Python and C share (sqlwasm/_abi.py reads it from here).
+   Declared value types of arguments and results: */
+enum {
+    SW_TYPE_INTEGER = 1,
+    SW_TYPE_REAL = 2,
+    SW_TYPE_TEXT = 3,
+    SW_TYPE_BLOB = 4,
+    SW_TYPE_ANY = 5,
+};
+/* How arguments and results cross into the guest (docs/abi.md): */
+enum {
+    SW_ABI_RAW = 0,
+    SW_ABI_MSGPACK = 1,
+};
+enum {
+    SW_KIND_SCALAR = 0,
+    SW_KIND_AGGREGATE = 1,
+    SW_KIND_WINDOW = 2,
+};
+/* A function's export slots. A scalar has only SW_FN_MAIN; for aggregates
+   and windows SW_FN_MAIN is step. */
+enum {
+    SW_FN_MAIN = 0,
+    SW_FN_INIT = 1,
+    SW_FN_FINAL = 2,
+    SW_FN_VALUE = 3,
+    SW_FN_INVERSE = 4,
+    SW_FN_DROP = 5,
+    SW_FN_STEP_BATCH = 6,
+    SW_FN_COUNT = 7,
+};
+/* A raw aggregate's step_batch buffers rows in C, so it takes at most this
+   many arguments (the manifest refuses more). */
+enum {
+    SW_BATCH_MAX_ARGS = 4,
+};
+
 /* Resolves the wasmtime C API from the library wasmtime-py already loaded.
    Returns NULL on success, else a static message. */
 const char *sw_bind_wasmtime(const char *library_path);
@@ -68,15 +105,26 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, vo
 void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
                            const void *alloc_func);
 
-/* Registers one SQL function: a scalar (kind 0), aggregate (1) or window
-   function (2). funcs holds 7 wasmtime_func_t (main/step, init, final,
-   value, inverse, drop, step_batch); bit i of present says funcs[i] is set. Returns the
-   function's index (>= 0), or -1 with a message in errbuf. */
-int sw_conn_add_function(sw_conn *conn, int instance, const char *sql_name,
-                         const char *export_name, int kind, const void *funcs,
-                         unsigned present, int abi, const uint8_t *arg_types,
-                         int n_args, int vararg_type, int returns, int null_call,
-                         int sqlite_flags, char *errbuf, size_t errbuf_len);
+/* One SQL function, as Python describes it to sw_conn_add_function. */
+typedef struct {
+    int instance;            /* from sw_conn_add_instance */
+    const char *sql_name;
+    const char *export_name; /* a scalar's export, or an aggregate's step */
+    int kind;                /* SW_KIND_* */
+    const void *funcs;       /* SW_FN_COUNT wasmtime_func_t, by SW_FN_* slot */
+    unsigned present;        /* bit i: funcs[i] is set */
+    int abi;                 /* SW_ABI_* */
+    const uint8_t *arg_types; /* n_args SW_TYPE_* */
+    int n_args;
+    int vararg_type;         /* SW_TYPE_* of further arguments; 0: fixed arity */
+    int returns;             /* SW_TYPE_* */
+    int null_call;           /* 1: NULL arguments reach the guest; 0: the result is NULL */
+    int sqlite_flags;        /* SQLITE_DETERMINISTIC, SQLITE_DIRECTONLY, ... */
+} sw_function_desc;
+
+/* Registers one SQL function. Returns the function's index (>= 0), or -1
+   with a message in errbuf. */
+int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errbuf, size_t errbuf_len);
 
 /* Points a function at the same exports of a fresh instance. */
 void sw_conn_rebind_function(sw_conn *conn, int function, const void *funcs, unsigned present);

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import apsw
 import wasmtime
 
+from ._abi import ABIS, EXPORT_SLOTS, KINDS, VALUE_TYPES
 from ._errors import ManifestError
 from ._limits import limit_problem
 from ._signing import SIGNATURE_SECTION
@@ -26,16 +27,13 @@ from ._wasmfile import MalformedModule, custom_section, without_custom_sections
 MANIFEST_SECTION = "sqlwasm.manifest"
 FORMAT_VERSION = 1
 
-# Numbering shared with native/sqlwasm_native.c.
-VALUE_TYPES = {"integer": 1, "real": 2, "text": 3, "blob": 4, "any": 5}
-ABIS = {"raw": 0, "msgpack": 1}
+# VALUE_TYPES, ABIS and KINDS (names -> native numbers) come from _abi.
 RAW_WASM_TYPES = {"integer": "i64", "real": "f64"}
 
 CAPABILITIES = ("log", "clock", "random")
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
-KINDS = ("scalar", "aggregate", "window")
 # The exports an aggregate or window function names, in the native order.
-EXPORT_ROLES = ("step", "init", "final", "value", "inverse", "drop", "step_batch")
+EXPORT_ROLES = tuple(EXPORT_SLOTS)
 REQUIRED_ROLES = {"aggregate": ("init", "step", "final"), "window": ("init", "step", "final", "value", "inverse")}
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"

@@ -30,8 +30,6 @@ lib: Any = _sqlwasm_native.lib
 ENTRY_POINT = "sqlite3_sqlwasm_init"
 # Native stack budgets (bytes), defined once in native/sqlwasm_native.h.
 MAX_WASM_STACK: int = lib.SW_MAX_WASM_STACK
-# Export slots of a function, in native order (SW_FN_* in sqlwasm_native.c).
-FUNC_SLOTS = 7
 _ERRBUF_LEN = 512
 
 
@@ -66,9 +64,9 @@ def _context_pointer(store: wasmtime.Store) -> Any:
 
 
 def _funcs_argument(funcs: Sequence[wasmtime.Func | None]) -> tuple[Any, int]:
-    """The native (funcs, present) pair: FUNC_SLOTS handles and a bit mask."""
-    if len(funcs) != FUNC_SLOTS:
-        raise ValueError(f"expected {FUNC_SLOTS} function slots")
+    """The native (funcs, present) pair: SW_FN_COUNT handles and a bit mask."""
+    if len(funcs) != lib.SW_FN_COUNT:
+        raise ValueError(f"expected {lib.SW_FN_COUNT} function slots")
     blob = b"".join(_handle_bytes(f._func) if f is not None else bytes(_FUNC_SIZE) for f in funcs)
     present = sum(1 << i for i, f in enumerate(funcs) if f is not None)
     return ffi.new("char[]", blob), present
@@ -210,24 +208,34 @@ class NativeConnection:
         null_call: bool,
         sqlite_flags: int,
     ) -> int:
+        """Registers one SQL function (numbers as in native/sqlwasm_native.h,
+        see _abi); its index."""
         errbuf = ffi.new("char[]", _ERRBUF_LEN)
-        index: int = lib.sw_conn_add_function(
-            self._ptr,
-            instance,
-            sql_name.encode(),
-            export_name.encode(),
-            kind,
-            *_funcs_argument(funcs),
-            abi,
-            ffi.new("uint8_t[]", list(arg_types) or [0]),
-            len(arg_types),
-            vararg_type,
-            returns,
-            int(null_call),
-            sqlite_flags,
-            errbuf,
-            _ERRBUF_LEN,
+        # A struct's pointer fields do not keep their cdata alive: these locals
+        # do, until the call returns.
+        sql_name_c = ffi.new("char[]", sql_name.encode())
+        export_name_c = ffi.new("char[]", export_name.encode())
+        funcs_c, present = _funcs_argument(funcs)
+        arg_types_c = ffi.new("uint8_t[]", list(arg_types) or [0])
+        desc = ffi.new(
+            "sw_function_desc *",
+            {
+                "instance": instance,
+                "sql_name": sql_name_c,
+                "export_name": export_name_c,
+                "kind": kind,
+                "funcs": funcs_c,
+                "present": present,
+                "abi": abi,
+                "arg_types": arg_types_c,
+                "n_args": len(arg_types),
+                "vararg_type": vararg_type,
+                "returns": returns,
+                "null_call": int(null_call),
+                "sqlite_flags": sqlite_flags,
+            },
         )
+        index: int = lib.sw_conn_add_function(self._ptr, desc, errbuf, _ERRBUF_LEN)
         if index < 0:
             raise Error(f"sqlwasm could not register {sql_name}: {ffi.string(errbuf).decode()}")
         return index

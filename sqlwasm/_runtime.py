@@ -16,6 +16,7 @@ import apsw
 import wasmtime
 
 from . import _engine, _native
+from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import check_imports, define_host_functions
 from ._errors import CapabilityError, Error, ManifestError, SignatureError, TrapError
 from ._limits import (
@@ -27,13 +28,9 @@ from ._limits import (
     Limits,
 )
 from ._manifest import (
-    ABIS,
     ALLOC_EXPORT,
     CAPABILITIES,
-    EXPORT_ROLES,
-    KINDS,
     MANIFEST_SECTION,
-    VALUE_TYPES,
     FunctionSpec,
     Manifest,
     check_exports,
@@ -177,14 +174,13 @@ def _keep_stores_at_exit() -> None:
 
 
 def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | None]:
-    """The function's exports in native slot order (step/main first)."""
-    by_role = spec.exports
-    names = [by_role.get("main", by_role.get("step"))] + [by_role.get(role) for role in EXPORT_ROLES[1:]]
-    funcs: list[wasmtime.Func | None] = []
-    for name in names:
-        func = exports[name] if name is not None else None
-        assert func is None or isinstance(func, wasmtime.Func)
-        funcs.append(func)
+    """The function's exports by native slot (a scalar's one export takes step's)."""
+    slots = {**EXPORT_SLOTS, "main": MAIN_SLOT}
+    funcs: list[wasmtime.Func | None] = [None] * FUNC_SLOTS
+    for role, name in spec.exports.items():
+        func = exports[name]
+        assert isinstance(func, wasmtime.Func)
+        funcs[slots[role]] = func
     return funcs
 
 
@@ -366,7 +362,7 @@ class Runtime:
                         slot,
                         sql_name=spec.name,
                         export_name=spec.export,
-                        kind=KINDS.index(spec.kind),
+                        kind=KINDS[spec.kind],
                         funcs=_function_slots(spec, exports),
                         abi=ABIS[spec.abi],
                         arg_types=[VALUE_TYPES[t] for t in spec.args],

@@ -1,0 +1,26 @@
+/*
+ * What per-row code may call to enter a guest. engine_wasmtime.c binds these
+ * to the libwasmtime that wasmtime-py loaded; nothing else in native/ calls
+ * wasmtime except through `wt` (memory sizes, and the registry's binding of a
+ * store to its epoch callback).
+ */
+#ifndef SQLWASM_ENGINE_H
+#define SQLWASM_ENGINE_H
+
+#include "internal.h"
+
+static sw_wasmtime_api wt;
+static int wt_bound;
+
+/* One call into the guest, with the per-call limits (reentrancy, native
+   stack, fuel, time) applied first. Returns 1, or 0 with the SQL error set
+   (what: the export's role in messages, e.g. "trap in final"). */
+static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *ctx, const sw_function *f,
+                                                               const sw_wasmtime_func *func, const char *what,
+                                                               sw_val_raw *vals, size_t n_vals);
+
+/* Makes sure the guest's argument buffer holds `bytes` (asking sqlwasm_alloc
+   for a bigger one when it does not fit; see docs/abi.md). */
+static int sw_ensure_arg_buffer(sqlite3_context *ctx, const sw_function *f, size_t bytes);
+
+#endif

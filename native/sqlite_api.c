@@ -1,0 +1,109 @@
+/* sqlite_api.c: the loadable-extension entry point, where
+   sqlite3_is_interrupted sits in the routines table, and the per-library
+   API slots with their SQL callbacks. */
+
+/* sqlite3_is_interrupted (SQLite 3.41+) is routine number SW_ROUTINE_IS_INTERRUPTED
+   of the routines table, which only ever grows at its end: it follows
+   value_encoding, the last routine of 3.40. The table is read by index, so
+   the header this builds with may be older or newer; the asserts check the
+   index against whichever header it is. */
+#define SW_ROUTINE_IS_INTERRUPTED 266
+typedef void (*sw_routine)(void);
+#if SQLITE_VERSION_NUMBER >= 3041000
+_Static_assert(offsetof(sqlite3_api_routines, is_interrupted) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "sqlite3_is_interrupted moved in the routines table");
+#elif SQLITE_VERSION_NUMBER >= 3040000
+_Static_assert(sizeof(sqlite3_api_routines) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "the 3.40 routines table should end where is_interrupted begins");
+#else
+_Static_assert(sizeof(sqlite3_api_routines) < SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
+               "an older routines table ends before is_interrupted");
+#endif
+
+static _Thread_local const sqlite3_api_routines *tls_loaded_api;
+
+/* The loadable-extension entry point. Registration happens afterwards, from
+   Python, with the pointer kept per connection. */
+SW_PUBLIC int sqlite3_sqlwasm_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines *api)
+{
+    (void)db;
+    (void)errmsg;
+    tls_loaded_api = api;
+    return SQLITE_OK;
+}
+
+const void *sw_take_api(void)
+{
+    const void *api = tls_loaded_api;
+    tls_loaded_api = NULL;
+    return api;
+}
+
+/*
+ * A callback needs the routines pointer before it can even ask SQLite for its
+ * user data, and one process may hold several SQLite libraries (APSW's, the
+ * stdlib's). So each distinct routines table gets a slot, and each slot its
+ * own set of callbacks that know their table.
+ */
+#define SW_API_SLOTS 4
+static const sqlite3_api_routines *sw_api_slots[SW_API_SLOTS];
+
+#define SW_SLOT_CALLBACKS(k)                                                             \
+    static void sw_scalar_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv)  \
+    {                                                                                    \
+        sw_invoke(ctx, sw_api_slots[k]->user_data(ctx), argc, argv);                     \
+    }                                                                                    \
+    static void sw_wasm_call_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv) \
+    {                                                                                    \
+        sw_wasm_call(ctx, sw_api_slots[k]->user_data(ctx), argc, argv);                  \
+    }                                                                                    \
+    static void sw_step_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv)    \
+    {                                                                                    \
+        sw_agg_row(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_MAIN, argc, argv);        \
+    }                                                                                    \
+    static void sw_inverse_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv) \
+    {                                                                                    \
+        sw_agg_row(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_INVERSE, argc, argv);     \
+    }                                                                                    \
+    static void sw_final_cb_##k(sqlite3_context *ctx)                                    \
+    {                                                                                    \
+        sw_agg_result(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_FINAL);                \
+    }                                                                                    \
+    static void sw_value_cb_##k(sqlite3_context *ctx)                                    \
+    {                                                                                    \
+        sw_agg_result(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_VALUE);                \
+    }
+
+SW_SLOT_CALLBACKS(0)
+SW_SLOT_CALLBACKS(1)
+SW_SLOT_CALLBACKS(2)
+SW_SLOT_CALLBACKS(3)
+
+typedef void (*sw_sql_cb)(sqlite3_context *, int, sqlite3_value **);
+static const sw_sql_cb sw_scalar_cbs[SW_API_SLOTS] = {sw_scalar_cb_0, sw_scalar_cb_1, sw_scalar_cb_2, sw_scalar_cb_3};
+static const sw_sql_cb sw_wasm_call_cbs[SW_API_SLOTS] = {sw_wasm_call_cb_0, sw_wasm_call_cb_1, sw_wasm_call_cb_2,
+                                                         sw_wasm_call_cb_3};
+static const sw_sql_cb sw_step_cbs[SW_API_SLOTS] = {sw_step_cb_0, sw_step_cb_1, sw_step_cb_2, sw_step_cb_3};
+static const sw_sql_cb sw_inverse_cbs[SW_API_SLOTS] = {sw_inverse_cb_0, sw_inverse_cb_1, sw_inverse_cb_2,
+                                                       sw_inverse_cb_3};
+typedef void (*sw_final_cb)(sqlite3_context *);
+static const sw_final_cb sw_final_cbs[SW_API_SLOTS] = {sw_final_cb_0, sw_final_cb_1, sw_final_cb_2, sw_final_cb_3};
+static const sw_final_cb sw_value_cbs[SW_API_SLOTS] = {sw_value_cb_0, sw_value_cb_1, sw_value_cb_2, sw_value_cb_3};
+
+/* The slot of a routines table, claiming a free one the first time. */
+static int sw_api_slot(const sqlite3_api_routines *api)
+{
+    for (int k = 0; k < SW_API_SLOTS; k++) {
+        const sqlite3_api_routines *seen = __atomic_load_n(&sw_api_slots[k], __ATOMIC_ACQUIRE);
+        if (seen == api)
+            return k;
+        if (seen == NULL) {
+            const sqlite3_api_routines *expected = NULL;
+            if (__atomic_compare_exchange_n(&sw_api_slots[k], &expected, api, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) ||
+                expected == api)
+                return k;
+        }
+    }
+    return -1;
+}
