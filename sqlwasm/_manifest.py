@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import apsw
 import wasmtime
 
-from ._abi import ABIS, EXPORT_SLOTS, KINDS, VALUE_TYPES
+from ._abi import ABIS, BATCH_MAX_ARGS, EXPORT_SLOTS, KINDS, VALUE_TYPES
 from ._errors import ManifestError
 from ._limits import limit_problem
 from ._signing import SIGNATURE_SECTION
@@ -191,6 +191,12 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
         raise _fail(where, f"null must be 'strict' or 'call', got {null!r}")
     if "step_batch" in dict(role_exports) and (kind != "aggregate" or abi != "raw"):
         raise _fail(where, "'step_batch' is for raw aggregates (kind = 'aggregate', abi = 'raw')")
+    if "step_batch" in dict(role_exports) and len(args) > BATCH_MAX_ARGS:
+        raise _fail(
+            where,
+            f"'step_batch' is for aggregates of at most {BATCH_MAX_ARGS} arguments (their rows are buffered "
+            f"natively), this one takes {len(args)}: leave 'step_batch' out",
+        )
     if abi == "raw":
         for t in [*args, returns]:
             if t not in RAW_WASM_TYPES:

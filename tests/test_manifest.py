@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import sqlwasm
 from sqlwasm import ManifestError
+from sqlwasm._abi import BATCH_MAX_ARGS
 from sqlwasm._manifest import (
     CAPABILITIES,
     LIMITS,
@@ -292,6 +293,24 @@ def test_step_batch_is_only_for_raw_aggregates() -> None:
     refused(manifest(win), "'step_batch' is for raw aggregates")
     packed = fn("m_f", abi="msgpack", kind="aggregate", exports=roles)
     refused(manifest(packed), "'step_batch' is for raw aggregates")
+
+
+def test_step_batch_refused_over_the_native_batch_arguments() -> None:
+    # The limit is the native header's (rows are buffered in C); a wider
+    # aggregate was once accepted and its step_batch silently never called.
+    roles = {"init": "i", "step": "s", "final": "f", "step_batch": "b"}
+    at_limit = fn("m_f", kind="aggregate", args=["integer"] * BATCH_MAX_ARGS, exports=roles)
+    assert parse_manifest(manifest(at_limit)).functions[0].exports["step_batch"] == "b"
+    over = fn("m_f", kind="aggregate", args=["real"] * (BATCH_MAX_ARGS + 1), exports=roles)
+    refused(
+        manifest(over),
+        "function 'm_f'",
+        f"'step_batch' is for aggregates of at most {BATCH_MAX_ARGS} arguments",
+        f"this one takes {BATCH_MAX_ARGS + 1}",
+    )
+    unbatched = {"init": "i", "step": "s", "final": "f"}
+    without = fn("m_f", kind="aggregate", args=["real"] * (BATCH_MAX_ARGS + 1), exports=unbatched)
+    assert parse_manifest(manifest(without)).functions[0].exports == unbatched
 
 
 def test_scalar_refuses_exports() -> None:
