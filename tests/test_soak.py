@@ -30,6 +30,7 @@ from test_limits import LOOPS_WAT, loops_manifest
 from test_threads import STATE_WAT, WORK_MANIFEST, WORK_WAT, run_threads, state_manifest
 
 import sqlwasm
+from sqlwasm import _connection
 
 THREADS = 4
 CYCLES = 10_000
@@ -59,11 +60,11 @@ class Usage:
 
 
 def usage(runtime: sqlwasm.Runtime, module: sqlwasm.Module) -> Usage:
-    """What the process holds now. The stores of closed connections may be
-    dropped lazily, at a later install: one more connect/install/close first
-    leaves every measurement with the same (one) connection to drop."""
+    """What the process holds now. The stores of closed connections are
+    dropped by sqlwasm's reaper thread soon after close: measure once they all are."""
     gc.collect()
     runtime.connect(":memory:", [module]).close()
+    _connection.reap_closed_now()
     with open("/proc/self/statm") as statm:
         size, resident = statm.read().split()[:2]
     return Usage(int(resident) * PAGE_SIZE, int(size) * PAGE_SIZE, len(os.listdir("/proc/self/fd")))

@@ -1,0 +1,342 @@
+"""What sqlwasm keeps for each SQLite connection: the native state, the wasm
+stores it points into and when they may be freed, installing a module's
+functions (all or nothing), and fresh instances per statement."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import wasmtime
+
+from . import _engine, _native
+from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
+from ._capabilities import define_host_functions
+from ._errors import Error, ManifestError, TrapError
+from ._limits import MAX_TABLE_ELEMENTS, WASM_PAGE
+from ._manifest import ALLOC_EXPORT, FunctionSpec, Manifest
+
+if TYPE_CHECKING:
+    from ._runtime import Module
+
+log = logging.getLogger("sqlwasm")
+
+
+def sqlite_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool = True) -> int:
+    """A sandboxed pure function is safe anywhere (views, triggers, indexes);
+    one that can reach the host is callable only from top-level SQL. The
+    manifest's deterministic claim is believed only with trust_deterministic."""
+    deterministic = spec.deterministic and trust_deterministic
+    if manifest.capabilities:
+        flags = apsw.SQLITE_DIRECTONLY
+        if deterministic and not {"clock", "random"} & set(manifest.capabilities):
+            flags |= apsw.SQLITE_DETERMINISTIC
+        return flags
+    return apsw.SQLITE_INNOCUOUS | (apsw.SQLITE_DETERMINISTIC if deterministic else 0)
+
+
+@dataclass
+class _Installed:
+    """One module in one connection: its native slot and current instance."""
+
+    module: Module
+    slot: int
+    function_slots: list[int]
+    store: wasmtime.Store
+    instance: wasmtime.Instance | None
+
+
+class _Attachment:
+    """What sqlwasm keeps for one connection: the native state and the wasm
+    stores it points into.
+
+    The stores live until SQLite has let go of every function that could
+    enter them (the connection closed): _reap_closed then drops them, from
+    sqlwasm's reaper thread or the next install. Never from a finalizer:
+    those run on any thread, in the middle of other code (APSW's
+    deallocation included), and at exit while other threads may still be
+    inside a guest.
+    """
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.db = conn.sqlite3pointer()
+        self.native = _native.NativeConnection(conn)
+        self.installed: dict[str, _Installed] = {}
+        self.function_owner: dict[str, str] = {}
+        self.per_statement: list[_Installed] = []
+        self.running_statements: set[int] = set()
+        # Rolled-back installs whose functions SQLite would not delete.
+        self.orphans: list[_Installed] = []
+
+    def closed(self) -> None:
+        self.native.forget()
+        self.installed.clear()
+        self.per_statement.clear()
+        self.orphans.clear()
+
+
+# Attachments of open connections, by sqlite3* address and by native address.
+_attachments: dict[int, _Attachment] = {}
+_by_native: dict[int, _Attachment] = {}
+_attach_lock = threading.RLock()
+_exiting = False
+_reaper_pid = 0  # the process the reaper thread runs in (threads do not survive fork)
+
+
+def _reap_closed() -> None:
+    """Drops the stores of every connection SQLite has closed (with _attach_lock held)."""
+    if _exiting:
+        return
+    while (address := _native.take_closed()) is not None:
+        attachment = _by_native.pop(address, None)
+        if attachment is not None:
+            if _attachments.get(attachment.db) is attachment:
+                del _attachments[attachment.db]
+            attachment.closed()  # the last references to its stores
+        _native.free_closed(address)
+
+
+def reap_closed_now() -> None:
+    """Frees every closed connection's stores before returning (the reaper
+    does it soon anyway; tests that measure memory need it done)."""
+    with _attach_lock:
+        _reap_closed()
+
+
+def _reap_when_closed() -> None:
+    """The reaper thread: frees a closed connection's stores soon after SQLite
+    closes it (it waits in C, without the GIL)."""
+    while not _exiting:
+        if _native.wait_closed(1000):
+            with _attach_lock:
+                _reap_closed()
+
+
+def _attachment(conn: apsw.Connection) -> _Attachment:
+    global _reaper_pid
+    _reap_closed()
+    found = _attachments.get(conn.sqlite3pointer())
+    if found is None:
+        found = _Attachment(conn)
+        _attachments[found.db] = found
+        _by_native[found.native.address] = found
+        if _reaper_pid != os.getpid():
+            _reaper_pid = os.getpid()
+            threading.Thread(target=_reap_when_closed, name="sqlwasm-reaper", daemon=True).start()
+    return found
+
+
+@atexit.register
+def _keep_stores_at_exit() -> None:
+    """Daemon threads may still be inside guests while the interpreter shuts
+    down: from here on no store is ever freed (the OS reclaims them)."""
+    global _exiting
+    with _attach_lock:
+        _exiting = True
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_by_native))
+
+
+def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | None]:
+    """The function's exports by native slot (a scalar's one export takes step's)."""
+    slots = {**EXPORT_SLOTS, "main": MAIN_SLOT}
+    funcs: list[wasmtime.Func | None] = [None] * FUNC_SLOTS
+    for role, name in spec.exports.items():
+        func = exports[name]
+        assert isinstance(func, wasmtime.Func)
+        funcs[slots[role]] = func
+    return funcs
+
+
+
+def install(conn: apsw.Connection, module: Module, *, replace: bool, trust_deterministic: bool) -> None:
+    """Registers the module's functions (and wasm_call) in an open connection."""
+    with _attach_lock:
+        conn.sqlite3pointer()  # raises if the connection is closed
+        _install(conn, _attachment(conn), module, replace=replace, trust_deterministic=trust_deterministic)
+
+
+def _install(
+    conn: apsw.Connection, attachment: _Attachment, module: Module, *, replace: bool, trust_deterministic: bool
+) -> None:
+    name = module.name
+    if name in attachment.installed:
+        raise Error(f"module '{name}' is already installed in this connection")
+    for spec in module.functions:
+        owner = attachment.function_owner.get(spec.name.lower())
+        if owner is not None:
+            raise ManifestError(f"module '{name}': function '{spec.name}' is already provided by module '{owner}'")
+    if attachment.native.statement_active():
+        # SQLite cannot delete functions then, so an install could not be undone.
+        raise Error(
+            f"module '{name}': cannot install while a statement is running on this connection; "
+            "finish or reset it first"
+        )
+    signatures = [(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions]
+    existing = attachment.native.functions_exist(signatures)
+    clashes = sorted(name for (name, _), found in zip(signatures, existing) if found)
+    if clashes and not replace:
+        raise ManifestError(
+            f"module '{name}': the connection already has functions named {', '.join(clashes)} "
+            "(registered by the application); pass replace=True to replace them"
+        )
+
+    store = _new_store(module)
+    slot = attachment.native.add_instance(
+        name,
+        store,
+        max_result_bytes=module.limits.max_result_bytes,
+        fuel_per_call=module.limits.fuel or 0,
+        timeout_ms=module.limits.timeout_ms or 0,
+        host_calls=bool(module.capabilities),
+    )
+    installed = _Installed(module, slot, [], store, None)
+    try:
+        installed.instance, exports = _instantiate(attachment, slot, module, store)
+        for spec in module.functions:
+            installed.function_slots.append(
+                attachment.native.add_function(
+                    slot,
+                    sql_name=spec.name,
+                    export_name=spec.export,
+                    kind=KINDS[spec.kind],
+                    funcs=_function_slots(spec, exports),
+                    abi=ABIS[spec.abi],
+                    arg_types=[VALUE_TYPES[t] for t in spec.args],
+                    vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
+                    returns=VALUE_TYPES[spec.returns],
+                    null_call=spec.null == "call",
+                    sqlite_flags=sqlite_flags(module.manifest, spec, trust_deterministic=trust_deterministic),
+                )
+            )
+        if module.manifest.instance == "statement" and not attachment.per_statement:
+            conn.trace_v2(
+                apsw.SQLITE_TRACE_STMT | apsw.SQLITE_TRACE_PROFILE,
+                _statement_hook(attachment),
+                id=_TRACE_ID,
+            )
+    except BaseException:
+        _roll_back(attachment, installed)
+        raise
+    attachment.installed[name] = installed
+    for spec in module.functions:
+        attachment.function_owner[spec.name.lower()] = name
+    if module.manifest.instance == "statement":
+        attachment.per_statement.append(installed)
+
+def _new_store(module: Module) -> wasmtime.Store:
+    engine = _engine.engine(fuel=module.limits.fuel is not None)
+    _engine.watch(engine)
+    store = wasmtime.Store(engine)
+    pages = module.limits.memory_pages
+    store.set_limits(
+        memory_size=pages * WASM_PAGE if pages is not None else -1,
+        table_elements=MAX_TABLE_ELEMENTS,
+        instances=1,
+        memories=1,
+    )
+    return store
+
+def _instantiate(
+    attachment: _Attachment, slot: int, module: Module, store: wasmtime.Store
+) -> tuple[wasmtime.Instance, Any]:
+    """Instantiates module in store (slot already points at store, so
+    its time limit covers the start function) and binds the slot."""
+    name = module.name
+    if module.limits.fuel is not None:
+        store.set_fuel(module.limits.fuel)
+    store.set_epoch_deadline(1)
+    try:
+        if module.capabilities:
+            linker = wasmtime.Linker(store.engine)
+            define_host_functions(linker, module.manifest, lambda msg: attachment.native.host_error(slot, msg))
+            instance = linker.instantiate(store, module._compiled)
+        else:
+            instance = wasmtime.Instance(store, module._compiled, [])
+        exports = instance.exports(store)
+        initialize = exports.get("_initialize")
+        if isinstance(initialize, wasmtime.Func):
+            initialize(store)  # the WASI reactor convention: run constructors once
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        cause = _engine.wasmtime_cause(exc)
+        if "time limit exceeded" in cause:
+            cause = f"time limit of {module.limits.timeout_ms} ms exceeded"
+        raise TrapError(f"module '{name}': failed while starting: {cause}") from exc
+    memory = exports["memory"]
+    alloc = exports.get(ALLOC_EXPORT)
+    assert isinstance(memory, wasmtime.Memory)
+    attachment.native.bind_instance(slot, store, memory, alloc if isinstance(alloc, wasmtime.Func) else None)
+    return instance, exports
+
+def _refresh(attachment: _Attachment, installed: _Installed) -> None:
+    """Swaps in a fresh instance (modules with instance = "statement")."""
+    store = _new_store(installed.module)
+    old_store = installed.store
+    try:
+        attachment.native.bind_instance(installed.slot, store, None, None)
+        instance, exports = _instantiate(attachment, installed.slot, installed.module, store)
+    except BaseException:
+        assert installed.instance is not None
+        memory = installed.instance.exports(old_store)["memory"]
+        alloc = installed.instance.exports(old_store).get(ALLOC_EXPORT)
+        assert isinstance(memory, wasmtime.Memory)
+        attachment.native.bind_instance(
+            installed.slot, old_store, memory, alloc if isinstance(alloc, wasmtime.Func) else None
+        )
+        raise
+    for spec, fn_slot in zip(installed.module.functions, installed.function_slots):
+        attachment.native.rebind_function(fn_slot, _function_slots(spec, exports))
+    installed.store, installed.instance = store, instance
+
+
+_TRACE_ID = "sqlwasm.fresh-instance-per-statement"
+
+
+def _roll_back(attachment: _Attachment, installed: _Installed) -> None:
+    """Undoes a partial install. A registration SQLite will not delete keeps
+    its store alive for the connection's lifetime (the function stays callable)."""
+    kept = False
+    for fn_slot in installed.function_slots:
+        if attachment.native.remove_function(fn_slot) != 0:
+            kept = True
+    if kept:
+        attachment.orphans.append(installed)
+    else:
+        attachment.native.remove_instance(installed.slot)
+
+
+def _statement_hook(attachment: _Attachment) -> Any:
+    """A trace_v2 callback: before each outermost statement, replace every
+    per-statement instance that the previous statements used.
+
+    SQLite reports a statement when it starts (TRACE_STMT, also for each
+    trigger it fires, under the same statement id) and when it is reset
+    (TRACE_PROFILE). A statement that starts while another is running
+    (a trigger, or SQL run from inside a function) shares its instance:
+    swapping then would pull state from under the running statement.
+    """
+    running = attachment.running_statements
+
+    def on_statement(event: dict[str, Any]) -> None:
+        statement = event["id"]
+        if event["code"] == apsw.SQLITE_TRACE_PROFILE:
+            running.discard(statement)
+            return
+        outermost = not running
+        running.add(statement)
+        if not outermost or not attachment.native.open:
+            return
+        for installed in attachment.per_statement:
+            # used == False also while the guest is running (never swap then)
+            if attachment.native.instance_used(installed.slot):
+                try:
+                    _refresh(attachment, installed)
+                except Error as exc:
+                    log.warning("sqlwasm: keeping the old instance of '%s': %s", installed.module.name, exc)
+
+    return on_statement
