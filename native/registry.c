@@ -97,9 +97,14 @@ static void sw_errbuf(char *errbuf, size_t errbuf_len, const char *fmt, ...)
     va_end(ap);
 }
 
-sw_conn *sw_conn_open(const void *api_ptr, void *db, char *errbuf, size_t errbuf_len)
+sw_conn *sw_conn_open_loaded(char *errbuf, size_t errbuf_len)
 {
-    const sqlite3_api_routines *api = api_ptr;
+    const sqlite3_api_routines *api;
+    sqlite3 *db;
+    if (!sw_take_loaded(&api, &db)) {
+        sw_errbuf(errbuf, errbuf_len, "the extension was not loaded into a connection on this thread");
+        return NULL;
+    }
     if (!wt_bound) {
         sw_errbuf(errbuf, errbuf_len, "wasmtime C API is not bound");
         return NULL;
@@ -275,7 +280,10 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
     int slot = sw_api_slot(api);
     sw_conn_registered(conn);
     int n_arg = desc->vararg_type ? -1 : n_args;
-    int flags = SQLITE_UTF8 | desc->sqlite_flags;
+    /* A sandboxed pure function is safe anywhere (views, triggers, indexes);
+       one that can reach the host is callable only from top-level SQL. */
+    int flags = SQLITE_UTF8 | (desc->direct_only ? SQLITE_DIRECTONLY : SQLITE_INNOCUOUS) |
+                (desc->deterministic ? SQLITE_DETERMINISTIC : 0);
     int rc;
     if (kind == SW_KIND_SCALAR)
         rc = api->create_function_v2(conn->db, sql_name, n_arg, flags, f, sw_scalar_cbs[slot], NULL, NULL,
@@ -349,4 +357,41 @@ int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *
     }
     api->finalize(running);
     return ok ? 0 : -1;
+}
+
+const void *sw_conn_library(sw_conn *conn) { return conn->api; }
+
+int sw_conn_builtin_names(sw_conn *conn, char *out, size_t out_len)
+{
+    /* A private in-memory connection of the same SQLite library: the user's
+       database, its VFS and the host's connection hooks are never involved. */
+    const sqlite3_api_routines *api = conn->api;
+    sqlite3 *fresh = NULL;
+    int rc = api->open_v2(":memory:", &fresh, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY, NULL);
+    sqlite3_stmt *stmt = NULL;
+    size_t used = 0;
+    int result = -1;
+    if (rc == SQLITE_OK && api->prepare_v2(fresh, "SELECT name FROM pragma_function_list", -1, &stmt, NULL) == SQLITE_OK) {
+        result = 0;
+        while (result == 0 && api->step(stmt) == SQLITE_ROW) {
+            const char *name = (const char *)api->column_text(stmt, 0);
+            size_t n = (size_t)api->column_bytes(stmt, 0);
+            if (!name)
+                continue;
+            if (used + n + 2 > out_len) {
+                result = -2;
+                break;
+            }
+            memcpy(out + used, name, n);
+            used += n;
+            out[used++] = '\n';
+        }
+        api->finalize(stmt);
+    }
+    if (fresh)
+        api->close(fresh);
+    if (result != 0)
+        return result;
+    out[used] = '\0';
+    return (int)used;
 }

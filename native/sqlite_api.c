@@ -20,23 +20,27 @@ _Static_assert(sizeof(sqlite3_api_routines) < SW_ROUTINE_IS_INTERRUPTED * sizeof
                "an older routines table ends before is_interrupted");
 #endif
 
+/* What the last load of the extension on this thread handed over. */
 static _Thread_local const sqlite3_api_routines *tls_loaded_api;
+static _Thread_local sqlite3 *tls_loaded_db;
 
 /* The loadable-extension entry point. Registration happens afterwards, from
-   Python, with the pointer kept per connection. */
+   Python (sw_conn_open_loaded), with both pointers kept per connection. */
 SW_PUBLIC int sqlite3_sqlwasm_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines *api)
 {
-    (void)db;
     (void)errmsg;
     tls_loaded_api = api;
+    tls_loaded_db = db;
     return SQLITE_OK;
 }
 
-const void *sw_take_api(void)
+static int sw_take_loaded(const sqlite3_api_routines **api, sqlite3 **db)
 {
-    const void *api = tls_loaded_api;
+    *api = tls_loaded_api;
+    *db = tls_loaded_db;
     tls_loaded_api = NULL;
-    return api;
+    tls_loaded_db = NULL;
+    return *api && *db;
 }
 
 /*

@@ -61,14 +61,12 @@ enum {
    Returns NULL on success, else a static message. */
 const char *sw_bind_wasmtime(const char *library_path);
 
-/* SQLite's routines pointer handed to the extension entry point by the last
-   load_extension() on this thread (NULL if none). */
-const void *sw_take_api(void);
-
-/* Per-connection state; registers wasm_call(). Python frees it with
-   sw_conn_free, but only once sw_conn_take_closed has handed it back: SQLite
-   has then destroyed every registration, so no SQL can reach its guests. */
-sw_conn *sw_conn_open(const void *api, void *db, char *errbuf, size_t errbuf_len);
+/* Per-connection state for the connection this thread just loaded the
+   extension into (its entry point keeps SQLite's routines pointer and the
+   sqlite3*); registers wasm_call(). Python frees it with sw_conn_free, but
+   only once sw_conn_take_closed has handed it back: SQLite has then
+   destroyed every registration, so no SQL can reach its guests. */
+sw_conn *sw_conn_open_loaded(char *errbuf, size_t errbuf_len);
 sw_conn *sw_conn_take_closed(void);
 /* Waits (without the GIL, from Python) until a connection is on the closed
    list or timeout_ms passes; whether one is. */
@@ -83,6 +81,14 @@ int sw_conn_statement_active(sw_conn *conn);
    connection has it (found[i] = 1) or not (0). Returns 0, or -1 when SQLite
    could not say. Needs no statement of the connection to be running. */
 int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *n_args, int count, uint8_t *found);
+
+/* The SQLite library (routines table) the connection belongs to. */
+const void *sw_conn_library(sw_conn *conn);
+
+/* The names of the functions every connection of the connection's SQLite
+   library has (its built-ins), newline-separated in out; the bytes written,
+   -2 if out is too small, -1 on another failure. */
+int sw_conn_builtin_names(sw_conn *conn, char *out, size_t out_len);
 
 /* Undoes a registration (a rolled-back install): returns SQLite's result code. */
 int sw_conn_remove_function(sw_conn *conn, int function);
@@ -119,7 +125,8 @@ typedef struct {
     int vararg_type;         /* SW_TYPE_* of further arguments; 0: fixed arity */
     int returns;             /* SW_TYPE_* */
     int null_call;           /* 1: NULL arguments reach the guest; 0: the result is NULL */
-    int sqlite_flags;        /* SQLITE_DETERMINISTIC, SQLITE_DIRECTONLY, ... */
+    int direct_only;         /* 1: only from top-level SQL (SQLITE_DIRECTONLY); 0: SQLITE_INNOCUOUS */
+    int deterministic;       /* 1: SQLITE_DETERMINISTIC */
 } sw_function_desc;
 
 /* Registers one SQL function. Returns the function's index (>= 0), or -1

@@ -10,12 +10,12 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import apsw
 import wasmtime
 
 from . import _engine, _native
+from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import define_host_functions
 from ._errors import Error, ManifestError, TrapError
@@ -28,17 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlwasm")
 
 
-def sqlite_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool = True) -> int:
-    """A sandboxed pure function is safe anywhere (views, triggers, indexes);
-    one that can reach the host is callable only from top-level SQL. The
-    manifest's deterministic claim is believed only with trust_deterministic."""
-    deterministic = spec.deterministic and trust_deterministic
-    if manifest.capabilities:
-        flags = apsw.SQLITE_DIRECTONLY
-        if deterministic and not {"clock", "random"} & set(manifest.capabilities):
-            flags |= apsw.SQLITE_DETERMINISTIC
-        return flags
-    return apsw.SQLITE_INNOCUOUS | (apsw.SQLITE_DETERMINISTIC if deterministic else 0)
+def _call_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool) -> tuple[bool, bool]:
+    """(direct_only, deterministic) for SQLite. A function whose guest can
+    reach the host is callable only from top-level SQL, never from a view or
+    trigger someone else planted; the manifest's deterministic claim is
+    believed only with trust_deterministic, and never with clock or random."""
+    direct_only = bool(manifest.capabilities)
+    deterministic = (
+        spec.deterministic and trust_deterministic and not {"clock", "random"} & set(manifest.capabilities)
+    )
+    return direct_only, deterministic
 
 
 @dataclass
@@ -64,9 +63,9 @@ class _Attachment:
     inside a guest.
     """
 
-    def __init__(self, conn: apsw.Connection) -> None:
-        self.db = conn.sqlite3pointer()
-        self.native = _native.NativeConnection(conn)
+    def __init__(self, conn: Any) -> None:
+        self.db = _host.handle(conn)
+        self.native = _host.attach(conn)
         self.installed: dict[str, _Installed] = {}
         self.function_owner: dict[str, str] = {}
         self.per_statement: list[_Installed] = []
@@ -87,6 +86,18 @@ _by_native: dict[int, _Attachment] = {}
 _attach_lock = threading.RLock()
 _exiting = False
 _reaper_pid = 0  # the process the reaper thread runs in (threads do not survive fork)
+
+
+_builtins_by_library: dict[int, frozenset[str]] = {}
+
+
+def _builtin_names(attachment: _Attachment) -> frozenset[str]:
+    """The built-in function names of the attachment's SQLite library (with _attach_lock held)."""
+    library = attachment.native.library()
+    found = _builtins_by_library.get(library)
+    if found is None:
+        found = _builtins_by_library[library] = attachment.native.builtin_function_names()
+    return found
 
 
 def _reap_closed() -> None:
@@ -118,10 +129,10 @@ def _reap_when_closed() -> None:
                 _reap_closed()
 
 
-def _attachment(conn: apsw.Connection) -> _Attachment:
+def _attachment(conn: Any) -> _Attachment:
     global _reaper_pid
     _reap_closed()
-    found = _attachments.get(conn.sqlite3pointer())
+    found = _attachments.get(_host.handle(conn))
     if found is None:
         found = _Attachment(conn)
         _attachments[found.db] = found
@@ -154,15 +165,15 @@ def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | No
 
 
 
-def install(conn: apsw.Connection, module: Module, *, replace: bool, trust_deterministic: bool) -> None:
+def install(conn: Any, module: Module, *, replace: bool, trust_deterministic: bool) -> None:
     """Registers the module's functions (and wasm_call) in an open connection."""
     with _attach_lock:
-        conn.sqlite3pointer()  # raises if the connection is closed
+        _host.handle(conn)  # raises if the connection is closed
         _install(conn, _attachment(conn), module, replace=replace, trust_deterministic=trust_deterministic)
 
 
 def _install(
-    conn: apsw.Connection, attachment: _Attachment, module: Module, *, replace: bool, trust_deterministic: bool
+    conn: Any, attachment: _Attachment, module: Module, *, replace: bool, trust_deterministic: bool
 ) -> None:
     name = module.name
     if name in attachment.installed:
@@ -177,9 +188,17 @@ def _install(
             f"module '{name}': cannot install while a statement is running on this connection; "
             "finish or reset it first"
         )
-    signatures = [(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions]
+    builtins = sorted(spec.name for spec in module.functions if spec.name.lower() in _builtin_names(attachment))
+    if builtins:
+        raise ManifestError(f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions")
+    # A function of the same name taking the same number of arguments, or any
+    # number (variadic, like SQLite's coalesce), would be replaced or shadowed.
+    signatures = sorted(
+        {(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions}
+        | {(spec.name, -1) for spec in module.functions}
+    )
     existing = attachment.native.functions_exist(signatures)
-    clashes = sorted(name for (name, _), found in zip(signatures, existing) if found)
+    clashes = sorted({name for (name, _), found in zip(signatures, existing) if found})
     if clashes and not replace:
         raise ManifestError(
             f"module '{name}': the connection already has functions named {', '.join(clashes)} "
@@ -199,6 +218,7 @@ def _install(
     try:
         installed.instance, exports = _instantiate(attachment, slot, module, store)
         for spec in module.functions:
+            direct_only, deterministic = _call_flags(module.manifest, spec, trust_deterministic=trust_deterministic)
             installed.function_slots.append(
                 attachment.native.add_function(
                     slot,
@@ -211,15 +231,12 @@ def _install(
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
                     returns=VALUE_TYPES[spec.returns],
                     null_call=spec.null == "call",
-                    sqlite_flags=sqlite_flags(module.manifest, spec, trust_deterministic=trust_deterministic),
+                    direct_only=direct_only,
+                    deterministic=deterministic,
                 )
             )
         if module.manifest.instance == "statement" and not attachment.per_statement:
-            conn.trace_v2(
-                apsw.SQLITE_TRACE_STMT | apsw.SQLITE_TRACE_PROFILE,
-                _statement_hook(attachment),
-                id=_TRACE_ID,
-            )
+            _host.watch_statements(conn, _TRACE_ID, _statement_hook(attachment))
     except BaseException:
         _roll_back(attachment, installed)
         raise
@@ -310,21 +327,19 @@ def _roll_back(attachment: _Attachment, installed: _Installed) -> None:
         attachment.native.remove_instance(installed.slot)
 
 
-def _statement_hook(attachment: _Attachment) -> Any:
-    """A trace_v2 callback: before each outermost statement, replace every
-    per-statement instance that the previous statements used.
+def _statement_hook(attachment: _Attachment) -> Callable[[int, bool], None]:
+    """Before each outermost statement, replace every per-statement instance
+    that the previous statements used.
 
-    SQLite reports a statement when it starts (TRACE_STMT, also for each
-    trigger it fires, under the same statement id) and when it is reset
-    (TRACE_PROFILE). A statement that starts while another is running
+    The host reports a statement when it starts (also for each trigger it
+    fires, under the same statement id) and when it is reset. A statement that starts while another is running
     (a trigger, or SQL run from inside a function) shares its instance:
     swapping then would pull state from under the running statement.
     """
     running = attachment.running_statements
 
-    def on_statement(event: dict[str, Any]) -> None:
-        statement = event["id"]
-        if event["code"] == apsw.SQLITE_TRACE_PROFILE:
+    def on_statement(statement: int, started: bool) -> None:
+        if not started:
             running.discard(statement)
             return
         outermost = not running

@@ -7,7 +7,6 @@ contract; this module enforces it.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import tomllib
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import apsw
 import wasmtime
 
 from ._abi import ABIS, BATCH_MAX_ARGS, EXPORT_SLOTS, KINDS, VALUE_TYPES
@@ -105,16 +103,6 @@ class Manifest:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-@functools.lru_cache(maxsize=1)
-def sqlite_builtin_names() -> frozenset[str]:
-    """Names of the functions SQLite itself provides (lower case)."""
-    conn = apsw.Connection(":memory:")
-    try:
-        return frozenset(str(row[0]).lower() for row in conn.execute("SELECT name FROM pragma_function_list"))
-    finally:
-        conn.close()
-
-
 def _fail(where: str, problem: str) -> ManifestError:
     return ManifestError(f"{where}: {problem}")
 
@@ -146,8 +134,8 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
         raise _fail(where, f"function name {name!r} is not a valid SQL identifier")
     where = f"{where.rsplit(':', 1)[0]}: function '{name}'"
     _check_keys(obj, _FUNCTION_KEYS, where)
-    if name.lower() in RESERVED_NAMES or name.lower() in sqlite_builtin_names():
-        raise _fail(where, "name clashes with a SQLite built-in function")
+    if name.lower() in RESERVED_NAMES:
+        raise _fail(where, "name is reserved by sqlwasm")
     kind = _optional(obj, "kind", str, "scalar", where)
     if kind not in KINDS:
         raise _fail(where, f"kind must be one of {', '.join(KINDS)}, got {kind!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Sequence
 
-import apsw
 import wasmtime
 import wasmtime._bindings as wasmtime_c
 import wasmtime._ffi as wasmtime_ffi
@@ -27,6 +26,8 @@ except ImportError as exc:  # pragma: no cover - a broken install, not a code pa
 ffi: Any = _sqlwasm_native.ffi
 lib: Any = _sqlwasm_native.lib
 
+# What a host loads into a connection as a SQLite extension: this very file.
+EXTENSION_PATH: str = _sqlwasm_native.__file__
 ENTRY_POINT = "sqlite3_sqlwasm_init"
 # Native stack budgets (bytes), defined once in native/sqlwasm_native.h.
 MAX_WASM_STACK: int = lib.SW_MAX_WASM_STACK
@@ -103,18 +104,10 @@ class NativeConnection:
     through registrations; once take_closed returns its address, the owner
     drops the wasm stores and calls free_closed."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
-        conn.enable_load_extension(True)
-        try:
-            conn.load_extension(_sqlwasm_native.__file__, ENTRY_POINT)
-            api = lib.sw_take_api()
-        finally:
-            # Leave SQL's load_extension() off: a query must not load code.
-            conn.enable_load_extension(False)
-        if api == ffi.NULL:
-            raise Error("sqlwasm's native extension did not receive SQLite's routines pointer")
+    def __init__(self) -> None:
+        """For the connection a host has just loaded EXTENSION_PATH into (on this thread)."""
         errbuf = ffi.new("char[]", _ERRBUF_LEN)
-        self._ptr = lib.sw_conn_open(api, ffi.cast("void *", conn.sqlite3pointer()), errbuf, _ERRBUF_LEN)
+        self._ptr = lib.sw_conn_open_loaded(errbuf, _ERRBUF_LEN)
         if self._ptr == ffi.NULL:
             raise Error(f"sqlwasm could not attach to the connection: {ffi.string(errbuf).decode()}")
         self.address = int(ffi.cast("uintptr_t", self._ptr))
@@ -129,6 +122,18 @@ class NativeConnection:
 
     def statement_active(self) -> bool:
         return bool(lib.sw_conn_statement_active(self._ptr))
+
+    def library(self) -> int:
+        """Which SQLite library the connection belongs to (its routines table's address)."""
+        return int(ffi.cast("uintptr_t", lib.sw_conn_library(self._ptr)))
+
+    def builtin_function_names(self) -> frozenset[str]:
+        """Lower-cased names of the functions the connection's SQLite provides itself."""
+        out = ffi.new("char[]", 1 << 16)
+        used = int(lib.sw_conn_builtin_names(self._ptr, out, len(out)))
+        if used < 0:
+            raise Error("sqlwasm could not list the SQLite built-in functions")
+        return frozenset(name.lower() for name in ffi.string(out, used).decode().split("\n") if name)
 
     def functions_exist(self, functions: Sequence[tuple[str, int]]) -> list[bool]:
         """Whether the connection has each (name, number of arguments; -1:
@@ -206,7 +211,8 @@ class NativeConnection:
         vararg_type: int,
         returns: int,
         null_call: bool,
-        sqlite_flags: int,
+        direct_only: bool,
+        deterministic: bool,
     ) -> int:
         """Registers one SQL function (numbers as in native/sqlwasm_native.h,
         see _abi); its index."""
@@ -232,7 +238,8 @@ class NativeConnection:
                 "vararg_type": vararg_type,
                 "returns": returns,
                 "null_call": int(null_call),
-                "sqlite_flags": sqlite_flags,
+                "direct_only": int(direct_only),
+                "deterministic": int(deterministic),
             },
         )
         index: int = lib.sw_conn_add_function(self._ptr, desc, errbuf, _ERRBUF_LEN)

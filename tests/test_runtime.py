@@ -630,3 +630,23 @@ def test_trust_deterministic_false_never_sets_deterministic(build: Build, sessio
     finally:
         believed.close()
         doubted.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("abs", ["integer"]), ("median", ["real"]), ("coalesce", ["integer", "integer"]), ("json_extract", ["text", "text"])],
+)
+def test_install_refuses_to_shadow_a_sqlite_builtin(runtime: sqlwasm.Runtime, build: Build, name: str, args: list[str]) -> None:
+    """Checked at install against the connection's own SQLite library (the
+    manifest cannot know which it will meet): any built-in name clashes."""
+    params = " ".join(["i64"] * len(args))
+    wat = MEMORY + f'(func (export "f") (param {params}) (result i64) (i64.const 7))'
+    data = build(wat, manifest(fn(name, export="f", args=["integer"] * len(args)), name="b"))
+    conn = apsw.Connection(":memory:")
+    try:
+        with pytest.raises(ManifestError, match=rf"module 'b': {name} would shadow SQLite built-in functions"):
+            runtime.install(conn, data)
+        with pytest.raises(apsw.SQLError, match="no module 'b'"):
+            conn.execute("SELECT wasm_call('b', 'f', 1)").fetchall()
+    finally:
+        conn.close()
