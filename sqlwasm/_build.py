@@ -8,9 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import wasmtime
-
-from ._engine import wasmtime_cause
+from . import _engine
 from ._errors import Error, ManifestError
 from ._manifest import Manifest, check_exports, embed_manifest, manifest_from_toml
 from ._signing import load_private_key, sign
@@ -43,9 +41,9 @@ def sdk_dir() -> Path:
 def validate_against(wasm: bytes, manifest: Manifest) -> None:
     """Checks the manifest's exports against the compiled code."""
     try:
-        compiled = wasmtime.Module(wasmtime.Engine(), wasm)
-    except wasmtime.WasmtimeError as exc:
-        raise ManifestError(f"module '{manifest.name}' is not valid wasm: {wasmtime_cause(exc)}") from exc
+        compiled = _engine.default().compile(_engine.EngineConfig(restricted=False), wasm)
+    except _engine.InvalidWasm as exc:
+        raise ManifestError(f"module '{manifest.name}' is not valid wasm: {exc.cause}") from exc.__cause__
     check_exports(manifest, compiled)
 
 

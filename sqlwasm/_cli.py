@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import apsw
-import wasmtime
 
+from . import _engine
 from ._build import CompileError, build, pack, write_module
-from ._engine import wasmtime_cause
 from ._errors import Error, ManifestError, SignatureError
 from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
 from ._runtime import Runtime
@@ -89,20 +88,20 @@ def describe(data: bytes) -> dict[str, Any]:
         except ManifestError as exc:
             info["manifest_problem"] = str(exc)
     try:
-        compiled = wasmtime.Module(wasmtime.Engine(), data)
-    except wasmtime.WasmtimeError as exc:
-        raise Error(f"not a valid wasm module: {wasmtime_cause(exc)}") from exc
+        compiled = _engine.default().compile(_engine.EngineConfig(restricted=False), data)
+    except _engine.InvalidWasm as exc:
+        raise Error(f"not a valid wasm module: {exc.cause}") from exc.__cause__
     info["exports"] = [{"name": e.name, "type": _type_text(e.type)} for e in compiled.exports]
     info["imports"] = [{"module": i.module, "name": i.name, "type": _type_text(i.type)} for i in compiled.imports]
     return info
 
 
-def _type_text(ty: Any) -> str:
-    if isinstance(ty, wasmtime.FuncType):
-        return f"func ({', '.join(map(str, ty.params))}) -> ({', '.join(map(str, ty.results))})"
-    if isinstance(ty, wasmtime.MemoryType):
-        return f"memory {ty.limits.min}..{ty.limits.max if ty.limits.max is not None else ''} pages"
-    return type(ty).__name__
+def _type_text(ty: _engine.ExternType) -> str:
+    if isinstance(ty, _engine.FuncType):
+        return f"func ({', '.join(ty.params)}) -> ({', '.join(ty.results)})"
+    if isinstance(ty, _engine.MemoryType):
+        return f"memory {ty.min_pages}..{ty.max_pages if ty.max_pages is not None else ''} pages"
+    return ty.kind
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -12,14 +12,11 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import wasmtime
-
 from . import _engine, _native
 from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
-from ._capabilities import define_host_functions
-from ._errors import Error, ManifestError, TrapError
-from ._limits import MAX_TABLE_ELEMENTS, WASM_PAGE
+from ._capabilities import host_functions
+from ._errors import Error, ManifestError
 from ._manifest import ALLOC_EXPORT, FunctionSpec, Manifest
 
 if TYPE_CHECKING:
@@ -47,8 +44,8 @@ class _Installed:
     module: Module
     slot: int
     function_slots: list[int]
-    store: wasmtime.Store
-    instance: wasmtime.Instance | None
+    store: _engine.Store
+    instance: _engine.Instance | None
 
 
 class _Attachment:
@@ -153,16 +150,16 @@ def _keep_stores_at_exit() -> None:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(_by_native))
 
 
-def _function_slots(spec: FunctionSpec, exports: Any) -> list[wasmtime.Func | None]:
-    """The function's exports by native slot (a scalar's one export takes step's)."""
+def _function_slots(spec: FunctionSpec, instance: _engine.Instance) -> list[bytes | None]:
+    """The native handles of the function's exports by native slot (a
+    scalar's one export takes step's)."""
     slots = {**EXPORT_SLOTS, "main": MAIN_SLOT}
-    funcs: list[wasmtime.Func | None] = [None] * FUNC_SLOTS
+    funcs: list[bytes | None] = [None] * FUNC_SLOTS
     for role, name in spec.exports.items():
-        func = exports[name]
-        assert isinstance(func, wasmtime.Func)
+        func = instance.func_handle(name)
+        assert func is not None  # check_exports made sure
         funcs[slots[role]] = func
     return funcs
-
 
 
 def install(conn: Any, module: Module, *, replace: bool, trust_deterministic: bool) -> None:
@@ -208,7 +205,7 @@ def _install(
     store = _new_store(module)
     slot = attachment.native.add_instance(
         name,
-        store,
+        store.pointers(),
         max_result_bytes=module.limits.max_result_bytes,
         fuel_per_call=module.limits.fuel or 0,
         timeout_ms=module.limits.timeout_ms or 0,
@@ -216,7 +213,7 @@ def _install(
     )
     installed = _Installed(module, slot, [], store, None)
     try:
-        installed.instance, exports = _instantiate(attachment, slot, module, store)
+        installed.instance = instance = _instantiate(attachment, slot, module, store)
         for spec in module.functions:
             direct_only, deterministic = _call_flags(module.manifest, spec, trust_deterministic=trust_deterministic)
             installed.function_slots.append(
@@ -225,7 +222,7 @@ def _install(
                     sql_name=spec.name,
                     export_name=spec.export,
                     kind=KINDS[spec.kind],
-                    funcs=_function_slots(spec, exports),
+                    funcs=_function_slots(spec, instance),
                     abi=ABIS[spec.abi],
                     arg_types=[VALUE_TYPES[t] for t in spec.args],
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
@@ -246,68 +243,44 @@ def _install(
     if module.manifest.instance == "statement":
         attachment.per_statement.append(installed)
 
-def _new_store(module: Module) -> wasmtime.Store:
-    engine = _engine.engine(fuel=module.limits.fuel is not None)
-    _engine.watch(engine)
-    store = wasmtime.Store(engine)
-    pages = module.limits.memory_pages
-    store.set_limits(
-        memory_size=pages * WASM_PAGE if pages is not None else -1,
-        table_elements=MAX_TABLE_ELEMENTS,
-        instances=1,
-        memories=1,
-    )
-    return store
 
-def _instantiate(
-    attachment: _Attachment, slot: int, module: Module, store: wasmtime.Store
-) -> tuple[wasmtime.Instance, Any]:
+def _new_store(module: Module) -> _engine.Store:
+    return _engine.default().new_store(module._compiled.config, module.limits.memory_pages)
+
+
+def _instantiate(attachment: _Attachment, slot: int, module: Module, store: _engine.Store) -> _engine.Instance:
     """Instantiates module in store (slot already points at store, so
     its time limit covers the start function) and binds the slot."""
-    name = module.name
-    if module.limits.fuel is not None:
-        store.set_fuel(module.limits.fuel)
-    store.set_epoch_deadline(1)
-    try:
-        if module.capabilities:
-            linker = wasmtime.Linker(store.engine)
-            define_host_functions(linker, module.manifest, lambda msg: attachment.native.host_error(slot, msg))
-            instance = linker.instantiate(store, module._compiled)
-        else:
-            instance = wasmtime.Instance(store, module._compiled, [])
-        exports = instance.exports(store)
-        initialize = exports.get("_initialize")
-        if isinstance(initialize, wasmtime.Func):
-            initialize(store)  # the WASI reactor convention: run constructors once
-    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-        cause = _engine.wasmtime_cause(exc)
-        if "time limit exceeded" in cause:
-            cause = f"time limit of {module.limits.timeout_ms} ms exceeded"
-        raise TrapError(f"module '{name}': failed while starting: {cause}") from exc
-    memory = exports["memory"]
-    alloc = exports.get(ALLOC_EXPORT)
-    assert isinstance(memory, wasmtime.Memory)
-    attachment.native.bind_instance(slot, store, memory, alloc if isinstance(alloc, wasmtime.Func) else None)
-    return instance, exports
+    hosted = host_functions(module.manifest, lambda msg: attachment.native.host_error(slot, msg))
+    instance = _engine.default().instantiate(
+        store,
+        module._compiled,
+        hosted,
+        fuel=module.limits.fuel,
+        where=f"module '{module.name}'",
+        timeout_ms=module.limits.timeout_ms,
+    )
+    _bind(attachment, slot, store, instance)
+    return instance
+
+
+def _bind(attachment: _Attachment, slot: int, store: _engine.Store, instance: _engine.Instance) -> None:
+    attachment.native.bind_instance(slot, store.pointers(), instance.memory_handle, instance.func_handle(ALLOC_EXPORT))
+
 
 def _refresh(attachment: _Attachment, installed: _Installed) -> None:
     """Swaps in a fresh instance (modules with instance = "statement")."""
     store = _new_store(installed.module)
     old_store = installed.store
     try:
-        attachment.native.bind_instance(installed.slot, store, None, None)
-        instance, exports = _instantiate(attachment, installed.slot, installed.module, store)
+        attachment.native.bind_instance(installed.slot, store.pointers(), None, None)
+        instance = _instantiate(attachment, installed.slot, installed.module, store)
     except BaseException:
         assert installed.instance is not None
-        memory = installed.instance.exports(old_store)["memory"]
-        alloc = installed.instance.exports(old_store).get(ALLOC_EXPORT)
-        assert isinstance(memory, wasmtime.Memory)
-        attachment.native.bind_instance(
-            installed.slot, old_store, memory, alloc if isinstance(alloc, wasmtime.Func) else None
-        )
+        _bind(attachment, installed.slot, old_store, installed.instance)
         raise
     for spec, fn_slot in zip(installed.module.functions, installed.function_slots):
-        attachment.native.rebind_function(fn_slot, _function_slots(spec, exports))
+        attachment.native.rebind_function(fn_slot, _function_slots(spec, instance))
     installed.store, installed.instance = store, instance
 
 

@@ -1,138 +1,201 @@
-"""The process-wide wasmtime engines, what wasm they accept, and the
-watchdog that drives time limits.
+"""The engine seam: what sqlwasm needs from a WebAssembly engine, as plain
+data and a small interface. Nothing outside the engine layer touches an
+engine's own types.
 
-Two engines: one plain, one that meters fuel (fuel instrumentation costs every
-guest something, so only modules with a fuel limit pay for it). Both interrupt
-guests through epochs: a native watchdog thread advances the epoch every
-10 ms and the per-store epoch callback enforces time limits and
-sqlite3_interrupt(). The watchdog holds its own engine references and is
-stopped at exit, before Python frees its objects.
+The one engine today is wasmtime (sqlwasm/_engine_wasmtime.py, the only
+module that imports wasmtime-py). A second engine is a new file that
+implements the Engine protocol below:
 
-Both engines enable only the wasm proposals that C, Zig and AssemblyScript
-output needs (SIMD128, bulk memory, sign extension, mutable globals,
-multi-value, saturating conversions, reference types; multi-memory, see
-DISABLED); every other proposal is off, and a module that needs one is
-refused at load, naming it.
+- compile(config, data): validate and compile under the configuration's
+  policy (only the wasm proposals the ABI needs, see EngineConfig) and
+  return a CompiledModule whose exports and imports are plain data; a
+  module the engine refuses raises InvalidWasm, naming the disabled
+  proposal it needs when that is why.
+- new_store(config, memory_pages): a store whose memory and tables are
+  capped (memory_pages; MAX_TABLE_ELEMENTS across all tables; one memory,
+  one instance), whose time limit the native watchdog enforces (epoch
+  interruption), and that hands C its native store and context pointers.
+- instantiate(store, compiled, ...): link the host functions of granted
+  capabilities (a failing host function traps only its own call and
+  reports through report_failure; nothing unwinds through the guest), run
+  the WASI reactor's _initialize, turn traps into TrapError, and return an
+  Instance that hands C the bytes of its memory and function handles.
+- describe(native_module): the plain interface of a module the engine
+  compiled outside sqlwasm (tools and tests build them directly).
+
+The native per-row path (native/) calls the engine's C API itself; a second
+engine needs its own native binding there too.
 """
 
 from __future__ import annotations
 
-import atexit
-import ctypes
-import re
-import threading
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Protocol, Union
 
-import wasmtime
-import wasmtime._bindings as wasmtime_c
-
-from . import _native
-from ._errors import CapabilityError, Error, ManifestError
+from ._errors import CapabilityError, Error, ManifestError, TrapError
 from ._limits import MAX_TABLE_ELEMENTS
 from ._wasmfile import MalformedModule, declared_tables
 
-# Native stack for wasm frames, counted from where the guest is entered. The
-# native call path refuses a call unless this much (plus reserves) is left on
-# the thread, so a recursing guest traps instead of overflowing the stack.
-MAX_WASM_STACK = _native.MAX_WASM_STACK
-
-MEMORY_RESERVATION = 1 << 32
-
-# The wasmtime.Config settings turned off. Reference types stay on: LLVM
-# (zig cc included) encodes call_indirect's table index the reference-types
-# way, and the shipped modules do not load without it. gc_support off means
-# no GC heap at all (it would sit outside memory_pages), so externref goes too.
-# Multi-memory stays on only so that a second memory, defined or imported,
-# reaches sqlwasm's own checks, which refuse it by name (the store allows one).
-DISABLED = (
-    "wasm_gc",
-    "gc_support",
-    "wasm_function_references",
-    "wasm_exceptions",
-    "wasm_tail_call",
-    "wasm_relaxed_simd",
-    "wasm_threads",
-    "wasm_memory64",
-    "wasm_wide_arithmetic",
-    "wasm_custom_page_sizes",
-    "wasm_stack_switching",
-)
-
-# What wasmtime's validator says when a module needs a disabled proposal,
-# and the proposal in plain words. First match wins: several messages name
-# two proposals ("cannot define continuation types when gc types are disabled").
-REFUSED_PROPOSALS = (
-    (re.compile(r"stack switching|continuation", re.I), "the wasm stack-switching proposal"),
-    (re.compile(r"exception", re.I), "the wasm exception-handling proposal"),
-    (re.compile(r"gc types are disallowed", re.I), "garbage-collected references (externref)"),
-    (re.compile(r"\bgc\b", re.I), "the wasm GC proposal"),
-    (re.compile(r"function references", re.I), "the wasm typed function references proposal"),
-    (re.compile(r"tail call", re.I), "the wasm tail-call proposal"),
-    (re.compile(r"relaxed simd", re.I), "the wasm relaxed-SIMD proposal"),
-    (re.compile(r"shared-everything", re.I), "the wasm shared-everything-threads proposal"),
-    (re.compile(r"threads", re.I), "the wasm threads proposal"),
-    (re.compile(r"memory64", re.I), "the wasm memory64 proposal"),
-    (re.compile(r"wide arithmetic", re.I), "the wasm wide-arithmetic proposal"),
-    (re.compile(r"custom page size", re.I), "the wasm custom-page-sizes proposal"),
-)
-
-_engines: dict[bool, wasmtime.Engine] = {}
-_engines_lock = threading.Lock()
-
-# Stop the watchdog before the interpreter tears anything down.
-atexit.register(_native.lib.sw_watchdog_stop)
+# --------------------------------------------------------------- plain data
 
 
-def engine(*, fuel: bool) -> wasmtime.Engine:
-    """The process's one engine for this configuration. A module compiled
-    with one engine cannot be instantiated in a store of another, so
-    threads that arrive together on first use must all get the same one."""
-    with _engines_lock:
-        found = _engines.get(fuel)
-        if found is None:
-            found = _engines[fuel] = wasmtime.Engine(_config(fuel=fuel))
-        return found
+@dataclass(frozen=True)
+class EngineConfig:
+    """How an engine compiles and runs code: a frozen, hashable value that
+    keys compiled modules (code compiled under one configuration cannot be
+    instantiated under another).
+
+    restricted=True is sqlwasm's sandbox: epoch interruption, the native
+    stack limit, only the wasm proposals C, Zig and AssemblyScript output
+    needs, memories that never move. restricted=False is the engine's own
+    defaults, only for reading a module's interface (pack, inspect)."""
+
+    fuel: bool = False
+    restricted: bool = True
 
 
-def _config(*, fuel: bool) -> wasmtime.Config:
-    config = wasmtime.Config()
-    config.cranelift_opt_level = "speed"
-    config.epoch_interruption = True
-    config.consume_fuel = fuel
-    config.max_wasm_stack = MAX_WASM_STACK
-    for setting in DISABLED:
-        setattr(config, setting, False)
-    # The native path keeps each memory's base address: it must never move.
-    # memory.grow within the 4 GiB reservation (all of wasm32) never needs to.
-    wasmtime_c.wasmtime_config_memory_reservation_set(config.ptr(), MEMORY_RESERVATION)
-    wasmtime_c.wasmtime_config_memory_may_move_set(config.ptr(), False)
-    return config
+@dataclass(frozen=True)
+class FuncType:
+    params: tuple[str, ...]  # wasm value types: "i32", "i64", "f32", "f64", "v128", ...
+    results: tuple[str, ...]
 
 
-def watch(watched: wasmtime.Engine) -> None:
-    """Makes sure the watchdog ticks this engine (and runs in this process:
-    after fork() the first install restarts it)."""
-    pointer = ctypes.cast(watched.ptr(), ctypes.c_void_p).value
-    if _native.lib.sw_watchdog_watch(_native.ffi.cast("void *", pointer)) != 0:
-        raise Error("sqlwasm could not start its watchdog thread")
+@dataclass(frozen=True)
+class MemoryType:
+    min_pages: int
+    max_pages: int | None
 
 
-def wasmtime_cause(exc: BaseException) -> str:
-    """The cause in a wasmtime error or trap message: its last non-empty line
-    (the lines before it are context and a backtrace)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+@dataclass(frozen=True)
+class OtherType:
+    kind: str  # "global", "table", "tag", ...
 
 
-def refused_proposal(error: ManifestError, module_name: str) -> ManifestError:
-    """The error for a module wasmtime refused to compile: one that names the
-    proposal the module needs if a disabled one is why, else error itself."""
-    cause = error.__cause__
-    if isinstance(cause, wasmtime.WasmtimeError):
-        message = wasmtime_cause(cause)
-        for pattern, proposal in REFUSED_PROPOSALS:
-            if pattern.search(message):
-                return ManifestError(f"module '{module_name}' uses {proposal}, which sqlwasm does not enable")
-    return error
+ExternType = Union[FuncType, MemoryType, OtherType]
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    type: ExternType
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str
+    name: str
+    type: ExternType
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledModule:
+    """A compiled module: its interface as plain data, and the engine's own
+    compiled form (only the engine that made it reads `native`)."""
+
+    exports: tuple[Export, ...]
+    imports: tuple[Import, ...]
+    config: EngineConfig
+    native: object
+
+
+class InvalidWasm(Error):
+    """The engine refused to compile a module: `cause` is its message's last
+    line; `proposal` names a disabled wasm proposal the module needs, if
+    that is why."""
+
+    def __init__(self, cause: str, proposal: str | None) -> None:
+        self.cause = cause
+        self.proposal = proposal
+        super().__init__(cause)
+
+
+# ------------------------------------------------------ host functions
+
+
+class GuestMemory(Protocol):
+    """The calling guest's exported memory, as a host function sees it.
+    Each method raises CapabilityError if the guest exports no memory."""
+
+    def size(self) -> int: ...
+
+    def read(self, ptr: int, length: int) -> bytes: ...
+
+    def write(self, data: bytes, ptr: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    """A host function to link as import `module`.`name`. body(memory,
+    *params) returns the result (or None when there is none); an exception
+    fails the guest's call, and report_failure(message) hears why first."""
+
+    module: str
+    name: str
+    params: tuple[str, ...]  # "i32" or "i64"
+    results: tuple[str, ...]
+    body: Callable[..., int | None]
+    report_failure: Callable[[str], None]
+
+
+# ------------------------------------------------------------ interface
+
+
+class Store(Protocol):
+    def pointers(self) -> tuple[int, int]:
+        """(store, context) native pointers, for the native path."""
+        ...
+
+
+class Instance(Protocol):
+    @property
+    def memory_handle(self) -> bytes:
+        """The native handle of export "memory"."""
+        ...
+
+    def func_handle(self, export: str) -> bytes | None:
+        """The native handle of an exported function; None if export is not one."""
+        ...
+
+
+class Engine(Protocol):
+    def compile(self, config: EngineConfig, data: bytes) -> CompiledModule: ...
+
+    def new_store(self, config: EngineConfig, memory_pages: int | None) -> Store: ...
+
+    def instantiate(
+        self,
+        store: Store,
+        compiled: CompiledModule,
+        host_functions: list[HostFunction],
+        *,
+        fuel: int | None,
+        where: str,
+        timeout_ms: int | None,
+    ) -> Instance: ...
+
+    def describe(self, native_module: object) -> CompiledModule: ...
+
+
+def default() -> Engine:
+    """The engine sqlwasm runs on (imported on first use)."""
+    found: Engine = importlib.import_module("sqlwasm._engine_wasmtime").ENGINE
+    return found
+
+
+def interface(module: CompiledModule | object) -> CompiledModule:
+    """module's plain interface; a module the engine compiled directly is described by it."""
+    return module if isinstance(module, CompiledModule) else default().describe(module)
+
+
+def start_failure(where: str, cause: str, timeout_ms: int | None) -> TrapError:
+    """The error for an instance that failed while starting (linking, _initialize)."""
+    if "time limit exceeded" in cause:
+        cause = f"time limit of {timeout_ms} ms exceeded"
+    return TrapError(f"{where}: failed while starting: {cause}")
+
+
+# ------------------------------------------------------ engine-neutral checks
 
 
 def check_tables(data: bytes, module_name: str) -> None:
@@ -140,7 +203,7 @@ def check_tables(data: bytes, module_name: str) -> None:
     MAX_TABLE_ELEMENTS: table elements live in host memory, outside
     memory_pages. A table grows to its declared maximum, and the store
     stops any table at MAX_TABLE_ELEMENTS, so one without a maximum counts
-    as that much. (Call it on a module wasmtime has compiled.)"""
+    as that much. (Call it on a module the engine has compiled.)"""
     where = f"module '{module_name}'"
     try:
         tables = declared_tables(data)

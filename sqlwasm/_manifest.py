@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import wasmtime
-
 from ._abi import ABIS, BATCH_MAX_ARGS, EXPORT_SLOTS, KINDS, VALUE_TYPES
+from ._engine import CompiledModule, FuncType, MemoryType, interface
 from ._errors import ManifestError
 from ._limits import limit_problem
 from ._signing import SIGNATURE_SECTION
@@ -311,10 +310,6 @@ def manifest_from_toml(path: str | Path) -> Manifest:
     return parse_manifest(obj, str(path))
 
 
-def _wasm_types(types: list[wasmtime.ValType]) -> list[str]:
-    return [str(t) for t in types]
-
-
 def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
     """The wasm signature an export of this role needs (docs/abi.md)."""
     raw = f.abi == "raw"
@@ -333,11 +328,12 @@ def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
     return ["i32"], []  # drop
 
 
-def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
-    """Every declared export exists with the signature its ABI needs."""
+def check_exports(manifest: Manifest, module: CompiledModule | object) -> None:
+    """Every declared export exists with the signature its ABI needs.
+    module: a CompiledModule, or a module the engine compiled directly."""
     where = f"module '{manifest.name}'"
-    exports = {e.name: e.type for e in module.exports}
-    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+    exports = {e.name: e.type for e in interface(module).exports}
+    if not isinstance(exports.get("memory"), MemoryType):
         raise ManifestError(f"{where}: does not export its linear memory as 'memory'")
     for f in manifest.functions:
         fwhere = f"{where}: function '{f.name}'"
@@ -345,10 +341,10 @@ def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
             ty = exports.get(export)
             if ty is None:
                 raise ManifestError(f"{fwhere}: export '{export}' is missing")
-            if not isinstance(ty, wasmtime.FuncType):
+            if not isinstance(ty, FuncType):
                 raise ManifestError(f"{fwhere}: export '{export}' is not a function")
             want = _wanted_type(f, role)
-            got = (_wasm_types(ty.params), _wasm_types(ty.results))
+            got = (list(ty.params), list(ty.results))
             if got != want:
                 what = f"{role} export" if role != "main" else "export"
                 raise ManifestError(
@@ -358,9 +354,7 @@ def check_exports(manifest: Manifest, module: wasmtime.Module) -> None:
                 )
     if any(f.abi == "msgpack" or "step_batch" in f.exports for f in manifest.functions):
         alloc = exports.get(ALLOC_EXPORT)
-        if not isinstance(alloc, wasmtime.FuncType) or (
-            _wasm_types(alloc.params), _wasm_types(alloc.results)
-        ) != (["i32"], ["i32"]):
+        if not isinstance(alloc, FuncType) or (alloc.params, alloc.results) != (("i32",), ("i32",)):
             raise ManifestError(
                 f"{where}: msgpack functions and step_batch need an export '{ALLOC_EXPORT}' of type (i32) -> (i32)"
             )

@@ -7,12 +7,7 @@ the same file, so both share one copy of its statics).
 
 from __future__ import annotations
 
-import ctypes
-from typing import Any, Sequence
-
-import wasmtime
-import wasmtime._bindings as wasmtime_c
-import wasmtime._ffi as wasmtime_ffi
+from typing import Any, Mapping, Sequence
 
 from ._errors import Error
 
@@ -34,47 +29,56 @@ MAX_WASM_STACK: int = lib.SW_MAX_WASM_STACK
 _ERRBUF_LEN = 512
 
 
-def _check_layout() -> None:
-    expected = {
-        "wasmtime_func_t": lib.sw_sizeof_func(),
-        "wasmtime_memory_t": lib.sw_sizeof_memory(),
-        "wasmtime_val_raw_t": lib.sw_sizeof_val_raw(),
+def handle_sizes() -> dict[str, int]:
+    """The sizes (bytes) of the engine's C handle types the native part was built for."""
+    return {
+        "wasmtime_func_t": int(lib.sw_sizeof_func()),
+        "wasmtime_memory_t": int(lib.sw_sizeof_memory()),
+        "wasmtime_val_raw_t": int(lib.sw_sizeof_val_raw()),
     }
-    for name, native_size in expected.items():
-        actual = ctypes.sizeof(getattr(wasmtime_c, name))
+
+
+def bind_engine(library_path: str, sizes: Mapping[str, int]) -> None:
+    """Checks that the engine's handle types have the sizes the native part
+    was built for, then points the native part at the engine's C library
+    (the copy already loaded in the process)."""
+    for name, native_size in handle_sizes().items():
+        actual = sizes[name]
         if actual != native_size:
             raise ImportError(
                 f"wasmtime {name} is {actual} bytes but sqlwasm's native part was built for {native_size}: "
                 "install the wasmtime version pinned in pyproject.toml"
             )
-    problem = lib.sw_bind_wasmtime(str(wasmtime_ffi.filename).encode())
+    problem = lib.sw_bind_wasmtime(library_path.encode())
     if problem != ffi.NULL:
         raise ImportError(f"sqlwasm cannot bind wasmtime's C API: {ffi.string(problem).decode()}")
 
 
-_check_layout()
-_FUNC_SIZE = int(lib.sw_sizeof_func())
+def watchdog_watch(engine_pointer: int) -> None:
+    """Makes sure the watchdog ticks this engine (and runs in this process:
+    after fork() the first install restarts it)."""
+    if lib.sw_watchdog_watch(ffi.cast("void *", engine_pointer)) != 0:
+        raise Error("sqlwasm could not start its watchdog thread")
 
 
-def _handle_bytes(struct: ctypes.Structure) -> bytes:
-    return ctypes.string_at(ctypes.addressof(struct), ctypes.sizeof(struct))
+def watchdog_stop() -> None:
+    lib.sw_watchdog_stop()
 
 
-def _context_pointer(store: wasmtime.Store) -> Any:
-    return ffi.cast("void *", ctypes.cast(store._context(), ctypes.c_void_p).value)
-
-
-def _funcs_argument(funcs: Sequence[wasmtime.Func | None]) -> tuple[Any, int]:
+def _funcs_argument(funcs: Sequence[bytes | None]) -> tuple[Any, int]:
     """The native (funcs, present) pair: SW_FN_COUNT handles and a bit mask."""
     if len(funcs) != lib.SW_FN_COUNT:
         raise ValueError(f"expected {lib.SW_FN_COUNT} function slots")
-    blob = b"".join(_handle_bytes(f._func) if f is not None else bytes(_FUNC_SIZE) for f in funcs)
+    size = int(lib.sw_sizeof_func())
+    if any(f is not None and len(f) != size for f in funcs):
+        raise ValueError(f"a function handle is {size} bytes")
+    blob = b"".join(f if f is not None else bytes(size) for f in funcs)
     present = sum(1 << i for i, f in enumerate(funcs) if f is not None)
     return ffi.new("char[]", blob), present
 
 
-def _store_pointer(store: wasmtime.Store) -> Any:
-    return ffi.cast("void *", ctypes.cast(store.ptr(), ctypes.c_void_p).value)
+def _pointer(address: int) -> Any:
+    return ffi.cast("void *", address)
 
 
 def take_closed() -> int | None:
@@ -148,20 +152,21 @@ class NativeConnection:
     def add_instance(
         self,
         module_name: str,
-        store: wasmtime.Store,
+        store: tuple[int, int],
         *,
         max_result_bytes: int,
         fuel_per_call: int,
         timeout_ms: int,
         host_calls: bool,
     ) -> int:
-        """A slot for one module's instance; its limits apply from now on,
-        including to the start function."""
+        """A slot for one module's instance in store (its native store and
+        context pointers); its limits apply from now on, including to the
+        start function."""
         index: int = lib.sw_conn_add_instance(
             self._ptr,
             module_name.encode(),
-            _store_pointer(store),
-            _context_pointer(store),
+            _pointer(store[0]),
+            _pointer(store[1]),
             max_result_bytes,
             fuel_per_call,
             timeout_ms,
@@ -171,18 +176,21 @@ class NativeConnection:
             raise MemoryError("sqlwasm: out of memory adding a module instance")
         return index
 
-    def bind_instance(
-        self, index: int, store: wasmtime.Store, memory: wasmtime.Memory | None, alloc: wasmtime.Func | None
-    ) -> None:
-        """Points the slot at store; without memory the slot refuses calls
-        (the instance is starting)."""
+    def bind_instance(self, index: int, store: tuple[int, int], memory: bytes | None, alloc: bytes | None) -> None:
+        """Points the slot at store (its native store and context pointers),
+        memory and alloc (native handle bytes); without memory the slot
+        refuses calls (the instance is starting)."""
+        if memory is not None and len(memory) != lib.sw_sizeof_memory():
+            raise ValueError(f"a memory handle is {lib.sw_sizeof_memory()} bytes")
+        if alloc is not None and len(alloc) != lib.sw_sizeof_func():
+            raise ValueError(f"a function handle is {lib.sw_sizeof_func()} bytes")
         lib.sw_conn_bind_instance(
             self._ptr,
             index,
-            _store_pointer(store),
-            _context_pointer(store),
-            ffi.new("char[]", _handle_bytes(memory._memory)) if memory is not None else ffi.NULL,
-            ffi.new("char[]", _handle_bytes(alloc._func)) if alloc is not None else ffi.NULL,
+            _pointer(store[0]),
+            _pointer(store[1]),
+            ffi.new("char[]", memory) if memory is not None else ffi.NULL,
+            ffi.new("char[]", alloc) if alloc is not None else ffi.NULL,
         )
 
     def instance_used(self, index: int) -> bool:
@@ -205,7 +213,7 @@ class NativeConnection:
         sql_name: str,
         export_name: str,
         kind: int,
-        funcs: Sequence[wasmtime.Func | None],
+        funcs: Sequence[bytes | None],
         abi: int,
         arg_types: Sequence[int],
         vararg_type: int,
@@ -247,5 +255,5 @@ class NativeConnection:
             raise Error(f"sqlwasm could not register {sql_name}: {ffi.string(errbuf).decode()}")
         return index
 
-    def rebind_function(self, index: int, funcs: Sequence[wasmtime.Func | None]) -> None:
+    def rebind_function(self, index: int, funcs: Sequence[bytes | None]) -> None:
         lib.sw_conn_rebind_function(self._ptr, index, *_funcs_argument(funcs))

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterable, Union
 
 import apsw
-import wasmtime
 
 from . import _connection, _engine
 from ._capabilities import check_imports
@@ -35,6 +34,10 @@ from ._wasmfile import MalformedModule, declared_memories, find_custom
 
 log = logging.getLogger("sqlwasm")
 
+# Binds the native part to the engine now: an engine whose handle types do
+# not match the native build is an ImportError when sqlwasm is imported.
+_engine.default()
+
 ModuleSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 
@@ -48,7 +51,7 @@ class Module:
     signer: str | None  # key id of a trusted signer; None if loaded unsigned/untrusted
     manifest: Manifest
     limits: Limits  # the runtime's limits tightened by the manifest's
-    _compiled: wasmtime.Module = field(repr=False)
+    _compiled: _engine.CompiledModule = field(repr=False)
     _runtime: "Runtime" = field(repr=False)
 
     @property
@@ -97,7 +100,7 @@ class Runtime:
         # False: never tell SQLite a guest function is deterministic, whatever
         # its manifest claims (a guest that lies corrupts expression indexes).
         self.trust_deterministic = trust_deterministic
-        self._compiled: dict[tuple[str, bool], wasmtime.Module] = {}
+        self._compiled: dict[tuple[str, _engine.EngineConfig], _engine.CompiledModule] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- load
@@ -130,10 +133,7 @@ class Runtime:
         manifest = manifest_from_json(manifests[0].payload(data), f"{label}: manifest")
         limits = self.limits.tightened_by(manifest.limits)
         digest = hashlib.sha256(data).hexdigest()
-        try:
-            compiled = self._compile(data, digest, manifest.name, fuel=limits.fuel is not None)
-        except ManifestError as exc:
-            raise _engine.refused_proposal(exc, manifest.name) from exc.__cause__
+        compiled = self._compile(data, digest, manifest.name, _engine.EngineConfig(fuel=limits.fuel is not None))
         check_exports(manifest, compiled)
         check_imports(manifest, compiled, self.grant)
         self._check_memory(manifest, data, limits)
@@ -154,15 +154,19 @@ class Runtime:
         log.warning("sqlwasm: loading module %s, which %s (allow_unsigned=True)", label, problem)
         return None
 
-    def _compile(self, data: bytes, digest: str, name: str, *, fuel: bool) -> wasmtime.Module:
+    def _compile(self, data: bytes, digest: str, name: str, config: _engine.EngineConfig) -> _engine.CompiledModule:
         with self._lock:
-            compiled = self._compiled.get((digest, fuel))
+            compiled = self._compiled.get((digest, config))
             if compiled is None:
                 try:
-                    compiled = wasmtime.Module(_engine.engine(fuel=fuel), data)
-                except wasmtime.WasmtimeError as exc:
-                    raise ManifestError(f"module '{name}' is not valid wasm: {_engine.wasmtime_cause(exc)}") from exc
-                self._compiled[(digest, fuel)] = compiled
+                    compiled = _engine.default().compile(config, data)
+                except _engine.InvalidWasm as exc:
+                    if exc.proposal is not None:
+                        message = f"module '{name}' uses {exc.proposal}, which sqlwasm does not enable"
+                    else:
+                        message = f"module '{name}' is not valid wasm: {exc.cause}"
+                    raise ManifestError(message) from exc.__cause__
+                self._compiled[(digest, config)] = compiled
             return compiled
 
     @staticmethod

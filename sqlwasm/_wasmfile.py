@@ -1,7 +1,7 @@
 """Reading and writing the section structure of a wasm binary.
 
 Only the framing is parsed here (magic, version, section ids and sizes, custom
-section names); validating the code is wasmtime's job.
+section names); validating the code is the engine's job.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class DeclaredMemory:
 
 def declared_memories(data: bytes) -> list[DeclaredMemory]:
     """The memories a module defines itself (its memory section), exported or
-    not; wasmtime-py only shows exported ones."""
+    not; a compiled module's interface only shows exported ones."""
     found = []
     for section in sections(data):
         if section.id != MEMORY_SECTION_ID:
@@ -149,7 +149,7 @@ class DeclaredTable:
 def declared_tables(data: bytes) -> list[DeclaredTable]:
     """The tables a module defines itself (its table section). Reads only
     the encodings of the proposals sqlwasm enables (a funcref or externref
-    table with 32-bit limits): call it on modules wasmtime has validated."""
+    table with 32-bit limits): call it on modules the engine has validated."""
     found = []
     for section in sections(data):
         if section.id != TABLE_SECTION_ID:

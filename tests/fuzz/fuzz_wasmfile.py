@@ -23,7 +23,7 @@ import sys
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["sqlwasm"]):
-    from sqlwasm._engine import engine
+    from sqlwasm._engine_wasmtime import engine
     from sqlwasm._wasmfile import (
         MAGIC,
         DeclaredMemory,
