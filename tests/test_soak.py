@@ -43,7 +43,7 @@ SPIN_TIMEOUT_MS = 20
 # here), so a leak of one connection's store per cycle would be ~850 MB over
 # the soak. 8 MiB catches any leak above ~840 bytes a cycle or 8 bytes a call.
 RSS_TOLERANCE = 8 * 1024 * 1024
-# Every store's memory reserves 4 GiB of address space (sqlwasm/_engine.py
+# Every store's memory reserves 4 GiB of address space (sqlwasm/_engine_wasmtime.py
 # MEMORY_RESERVATION): a single store that outlives its connection is over this.
 ADDRESS_SPACE_TOLERANCE = 2 * 1024 * 1024 * 1024
 # A child that runs longer is hung: it dumps every thread's stack and exits.
