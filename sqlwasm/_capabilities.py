@@ -16,11 +16,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ._engine import CompiledModule, FuncType, GuestMemory, HostFunction
 from ._errors import CapabilityError, MarshallingError
-from ._manifest import Manifest
+
+if TYPE_CHECKING:
+    from ._manifest import Manifest
 
 log = logging.getLogger("sqlwasm")
 
@@ -42,13 +44,49 @@ class HostImport:
     results: tuple[str, ...]
 
 
-# (import module, import name) -> what provides it. docs/security.md has this table.
-HOST_IMPORTS: dict[tuple[str, str], HostImport] = {
-    ("sqlwasm", "log"): HostImport("log", ("i32", "i32", "i32"), ()),
-    (WASI, "clock_time_get"): HostImport("clock", ("i32", "i64", "i32"), ("i32",)),
-    (WASI, "clock_res_get"): HostImport("clock", ("i32", "i32"), ("i32",)),
-    (WASI, "random_get"): HostImport("random", ("i32", "i32"), ("i32",)),
+@dataclass(frozen=True)
+class Capability:
+    """What a capability lets a guest do, and what that means for SQLite."""
+
+    name: str
+    # (import module, import name) -> its wasm signature (params, results)
+    imports: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+    # Functions of a module with it may still be deterministic (log: yes;
+    # clock and random: their results differ between calls).
+    deterministic: bool
+
+
+# The one registry of capabilities. Any capability makes a module's functions
+# callable only from top-level SQL (SQLITE_DIRECTONLY): its guest can reach
+# the host. docs/security.md has this table.
+CAPABILITIES: dict[str, Capability] = {
+    c.name: c
+    for c in (
+        Capability("log", {("sqlwasm", "log"): (("i32", "i32", "i32"), ())}, deterministic=True),
+        Capability(
+            "clock",
+            {
+                (WASI, "clock_time_get"): (("i32", "i64", "i32"), ("i32",)),
+                (WASI, "clock_res_get"): (("i32", "i32"), ("i32",)),
+            },
+            deterministic=False,
+        ),
+        Capability("random", {(WASI, "random_get"): (("i32", "i32"), ("i32",))}, deterministic=False),
+    )
 }
+
+# (import module, import name) -> what provides it.
+HOST_IMPORTS: dict[tuple[str, str], HostImport] = {
+    key: HostImport(c.name, *signature) for c in CAPABILITIES.values() for key, signature in c.imports.items()
+}
+
+
+def sqlite_call_flags(capabilities: Iterable[str], declared_deterministic: bool) -> tuple[bool, bool]:
+    """(direct_only, deterministic) for a function of a module with these
+    capabilities whose manifest claims declared_deterministic."""
+    capabilities = tuple(capabilities)
+    deterministic = declared_deterministic and all(CAPABILITIES[c].deterministic for c in capabilities)
+    return bool(capabilities), deterministic
 
 
 def check_imports(manifest: Manifest, compiled: CompiledModule, granted: Iterable[str]) -> None:

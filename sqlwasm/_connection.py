@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _engine, _native
 from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
-from ._capabilities import host_functions
+from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
 from ._manifest import ALLOC_EXPORT, FunctionSpec, Manifest
 
@@ -26,15 +26,9 @@ log = logging.getLogger("sqlwasm")
 
 
 def _call_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool) -> tuple[bool, bool]:
-    """(direct_only, deterministic) for SQLite. A function whose guest can
-    reach the host is callable only from top-level SQL, never from a view or
-    trigger someone else planted; the manifest's deterministic claim is
-    believed only with trust_deterministic, and never with clock or random."""
-    direct_only = bool(manifest.capabilities)
-    deterministic = (
-        spec.deterministic and trust_deterministic and not {"clock", "random"} & set(manifest.capabilities)
-    )
-    return direct_only, deterministic
+    """(direct_only, deterministic) for SQLite, from the capability registry;
+    the manifest's deterministic claim counts only with trust_deterministic."""
+    return sqlite_call_flags(manifest.capabilities, spec.deterministic and trust_deterministic)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._abi import ABIS, BATCH_MAX_ARGS, EXPORT_SLOTS, KINDS, VALUE_TYPES
+from ._capabilities import CAPABILITIES as _CAPABILITY_REGISTRY
 from ._engine import CompiledModule, FuncType, MemoryType, interface
 from ._errors import ManifestError
 from ._limits import limit_problem
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 # VALUE_TYPES, ABIS and KINDS (names -> native numbers) come from _abi.
 RAW_WASM_TYPES = {"integer": "i64", "real": "f64"}
 
-CAPABILITIES = ("log", "clock", "random")
+CAPABILITIES = tuple(_CAPABILITY_REGISTRY)  # the known names, from the one registry
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
 # The exports an aggregate or window function names, in the native order.
 EXPORT_ROLES = tuple(EXPORT_SLOTS)
