@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import apsw
-
 from . import _engine
+from . import _host_apsw as _host
 from ._build import CompileError, build, pack, write_module
 from ._errors import Error, ManifestError, SignatureError
 from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
@@ -157,7 +156,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace) -> apsw.Connection:
+def _open(args: argparse.Namespace) -> Any:
     runtime = Runtime(trusted_keys=args.trust, allow_unsigned=args.allow_unsigned)
     return runtime.connect(args.db, args.load)
 
@@ -165,12 +164,7 @@ def _open(args: argparse.Namespace) -> apsw.Connection:
 def cmd_query(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
-        cursor = conn.execute(args.sql)
-        try:
-            names = [d[0] for d in cursor.getdescription()]
-        except apsw.ExecutionCompleteError:  # no rows, or not a query
-            names = []
-        rows = cursor.fetchall()
+        names, rows = _host.query(conn, args.sql)
     except UnicodeDecodeError as exc:  # APSW decodes every TEXT value as UTF-8
         raise Error(
             f"a result is TEXT that is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
@@ -192,11 +186,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    import apsw.shell
-
-    conn = _open(args)
-    shell = apsw.shell.Shell(db=conn)
-    shell.cmdloop()  # type: ignore[no-untyped-call]
+    _host.interactive_shell(_open(args))
     return 0
 
 
@@ -285,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CompileError as exc:  # the one line, then the compiler's own words
         print(f"sqlwasm: error: {printable(exc.summary)}\n{exc.diagnostics}", file=sys.stderr)
         return 1
-    except (Error, apsw.Error) as exc:
+    except (Error, _host.HostError) as exc:
         # One line whatever the message holds: a guest's error text is
         # untrusted and must not forge output lines or drive the terminal.
         print(f"sqlwasm: error: {printable(str(exc))}", file=sys.stderr)
