@@ -33,16 +33,16 @@ def _call_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: 
 
 @dataclass
 class _Installed:
-    """One module in one connection: its native slot and current instance."""
+    """One module in one connection: its native instance and functions, and its current store and instance."""
 
     module: Module
-    slot: int
-    function_slots: list[int]
+    instance_index: int  # the native instance (sw_conn_add_instance)
+    function_indexes: list[int]  # its native functions (sw_conn_add_function)
     store: _engine.Store
     instance: _engine.Instance | None
 
 
-class _Attachment:
+class _ConnectionState:
     """What sqlwasm keeps for one connection: the native state and the wasm
     stores it points into.
 
@@ -72,8 +72,8 @@ class _Attachment:
 
 
 # Attachments of open connections, by sqlite3* address and by native address.
-_attachments: dict[int, _Attachment] = {}
-_by_native: dict[int, _Attachment] = {}
+_states: dict[int, _ConnectionState] = {}
+_by_native: dict[int, _ConnectionState] = {}
 _attach_lock = threading.RLock()
 _exiting = False
 _reaper_pid = 0  # the process the reaper thread runs in (threads do not survive fork)
@@ -82,12 +82,12 @@ _reaper_pid = 0  # the process the reaper thread runs in (threads do not survive
 _builtins_by_library: dict[int, frozenset[str]] = {}
 
 
-def _builtin_names(attachment: _Attachment) -> frozenset[str]:
-    """The built-in function names of the attachment's SQLite library (with _attach_lock held)."""
-    library = attachment.native.library()
+def _builtin_names(state: _ConnectionState) -> frozenset[str]:
+    """The built-in function names of the state's SQLite library (with _attach_lock held)."""
+    library = state.native.library()
     found = _builtins_by_library.get(library)
     if found is None:
-        found = _builtins_by_library[library] = attachment.native.builtin_function_names()
+        found = _builtins_by_library[library] = state.native.builtin_function_names()
     return found
 
 
@@ -96,11 +96,11 @@ def _reap_closed() -> None:
     if _exiting:
         return
     while (address := _native.take_closed()) is not None:
-        attachment = _by_native.pop(address, None)
-        if attachment is not None:
-            if _attachments.get(attachment.db) is attachment:
-                del _attachments[attachment.db]
-            attachment.closed()  # the last references to its stores
+        state = _by_native.pop(address, None)
+        if state is not None:
+            if _states.get(state.db) is state:
+                del _states[state.db]
+            state.closed()  # the last references to its stores
         _native.free_closed(address)
 
 
@@ -120,13 +120,13 @@ def _reap_when_closed() -> None:
                 _reap_closed()
 
 
-def _attachment(conn: Any) -> _Attachment:
+def _state_of(conn: Any) -> _ConnectionState:
     global _reaper_pid
     _reap_closed()
-    found = _attachments.get(_host.handle(conn))
+    found = _states.get(_host.handle(conn))
     if found is None:
-        found = _Attachment(conn)
-        _attachments[found.db] = found
+        found = _ConnectionState(conn)
+        _states[found.db] = found
         _by_native[found.native.address] = found
         if _reaper_pid != os.getpid():
             _reaper_pid = os.getpid()
@@ -144,8 +144,8 @@ def _keep_stores_at_exit() -> None:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(_by_native))
 
 
-def _function_slots(spec: FunctionSpec, instance: _engine.Instance) -> list[bytes | None]:
-    """The native handles of the function's exports by native slot (a
+def _export_handles(spec: FunctionSpec, instance: _engine.Instance) -> list[bytes | None]:
+    """The native handles of the function's exports by native export slot (a
     scalar's one export takes step's)."""
     slots = {**EXPORT_SLOTS, "main": MAIN_SLOT}
     funcs: list[bytes | None] = [None] * FUNC_SLOTS
@@ -160,26 +160,26 @@ def install(conn: Any, module: Module, *, replace: bool, trust_deterministic: bo
     """Registers the module's functions (and wasm_call) in an open connection."""
     with _attach_lock:
         _host.handle(conn)  # raises if the connection is closed
-        _install(conn, _attachment(conn), module, replace=replace, trust_deterministic=trust_deterministic)
+        _install(conn, _state_of(conn), module, replace=replace, trust_deterministic=trust_deterministic)
 
 
 def _install(
-    conn: Any, attachment: _Attachment, module: Module, *, replace: bool, trust_deterministic: bool
+    conn: Any, state: _ConnectionState, module: Module, *, replace: bool, trust_deterministic: bool
 ) -> None:
     name = module.name
-    if name in attachment.installed:
+    if name in state.installed:
         raise Error(f"module '{name}' is already installed in this connection")
     for spec in module.functions:
-        owner = attachment.function_owner.get(spec.name.lower())
+        owner = state.function_owner.get(spec.name.lower())
         if owner is not None:
             raise ManifestError(f"module '{name}': function '{spec.name}' is already provided by module '{owner}'")
-    if attachment.native.statement_active():
+    if state.native.statement_active():
         # SQLite cannot delete functions then, so an install could not be undone.
         raise Error(
             f"module '{name}': cannot install while a statement is running on this connection; "
             "finish or reset it first"
         )
-    builtins = sorted(spec.name for spec in module.functions if spec.name.lower() in _builtin_names(attachment))
+    builtins = sorted(spec.name for spec in module.functions if spec.name.lower() in _builtin_names(state))
     if builtins:
         raise ManifestError(f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions")
     # A function of the same name taking the same number of arguments, or any
@@ -188,7 +188,7 @@ def _install(
         {(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions}
         | {(spec.name, -1) for spec in module.functions}
     )
-    existing = attachment.native.functions_exist(signatures)
+    existing = state.native.functions_exist(signatures)
     clashes = sorted({name for (name, _), found in zip(signatures, existing) if found})
     if clashes and not replace:
         raise ManifestError(
@@ -197,7 +197,7 @@ def _install(
         )
 
     store = _new_store(module)
-    slot = attachment.native.add_instance(
+    instance_index = state.native.add_instance(
         name,
         store.pointers(),
         max_result_bytes=module.limits.max_result_bytes,
@@ -205,18 +205,18 @@ def _install(
         timeout_ms=module.limits.timeout_ms or 0,
         host_calls=bool(module.capabilities),
     )
-    installed = _Installed(module, slot, [], store, None)
+    installed = _Installed(module, instance_index, [], store, None)
     try:
-        installed.instance = instance = _instantiate(attachment, slot, module, store)
+        installed.instance = instance = _instantiate(state, instance_index, module, store)
         for spec in module.functions:
             direct_only, deterministic = _call_flags(module.manifest, spec, trust_deterministic=trust_deterministic)
-            installed.function_slots.append(
-                attachment.native.add_function(
-                    slot,
+            installed.function_indexes.append(
+                state.native.add_function(
+                    instance_index,
                     sql_name=spec.name,
                     export_name=spec.export,
                     kind=KINDS[spec.kind],
-                    funcs=_function_slots(spec, instance),
+                    funcs=_export_handles(spec, instance),
                     abi=ABIS[spec.abi],
                     arg_types=[VALUE_TYPES[t] for t in spec.args],
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
@@ -226,26 +226,28 @@ def _install(
                     deterministic=deterministic,
                 )
             )
-        if module.manifest.instance == "statement" and not attachment.per_statement:
-            _host.watch_statements(conn, _TRACE_ID, _statement_hook(attachment))
+        if module.manifest.instance == "statement" and not state.per_statement:
+            _host.watch_statements(conn, _TRACE_ID, _statement_hook(state))
     except BaseException:
-        _roll_back(attachment, installed)
+        _roll_back(state, installed)
         raise
-    attachment.installed[name] = installed
+    state.installed[name] = installed
     for spec in module.functions:
-        attachment.function_owner[spec.name.lower()] = name
+        state.function_owner[spec.name.lower()] = name
     if module.manifest.instance == "statement":
-        attachment.per_statement.append(installed)
+        state.per_statement.append(installed)
 
 
 def _new_store(module: Module) -> _engine.Store:
     return _engine.default().new_store(module._compiled.config, module.limits.memory_pages)
 
 
-def _instantiate(attachment: _Attachment, slot: int, module: Module, store: _engine.Store) -> _engine.Instance:
-    """Instantiates module in store (slot already points at store, so
-    its time limit covers the start function) and binds the slot."""
-    hosted = host_functions(module.manifest, lambda msg: attachment.native.host_error(slot, msg))
+def _instantiate(
+    state: _ConnectionState, instance_index: int, module: Module, store: _engine.Store
+) -> _engine.Instance:
+    """Instantiates module in store (the native instance already points at
+    store, so its time limit covers the start function) and binds it."""
+    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg))
     instance = _engine.default().instantiate(
         store,
         module._compiled,
@@ -254,47 +256,48 @@ def _instantiate(attachment: _Attachment, slot: int, module: Module, store: _eng
         where=f"module '{module.name}'",
         timeout_ms=module.limits.timeout_ms,
     )
-    _bind(attachment, slot, store, instance)
+    _bind(state, instance_index, store, instance)
     return instance
 
 
-def _bind(attachment: _Attachment, slot: int, store: _engine.Store, instance: _engine.Instance) -> None:
-    attachment.native.bind_instance(slot, store.pointers(), instance.memory_handle, instance.func_handle(ALLOC_EXPORT))
+def _bind(state: _ConnectionState, instance_index: int, store: _engine.Store, instance: _engine.Instance) -> None:
+    alloc = instance.func_handle(ALLOC_EXPORT)
+    state.native.bind_instance(instance_index, store.pointers(), instance.memory_handle, alloc)
 
 
-def _refresh(attachment: _Attachment, installed: _Installed) -> None:
+def _refresh(state: _ConnectionState, installed: _Installed) -> None:
     """Swaps in a fresh instance (modules with instance = "statement")."""
     store = _new_store(installed.module)
     old_store = installed.store
     try:
-        attachment.native.bind_instance(installed.slot, store.pointers(), None, None)
-        instance = _instantiate(attachment, installed.slot, installed.module, store)
+        state.native.bind_instance(installed.instance_index, store.pointers(), None, None)
+        instance = _instantiate(state, installed.instance_index, installed.module, store)
     except BaseException:
         assert installed.instance is not None
-        _bind(attachment, installed.slot, old_store, installed.instance)
+        _bind(state, installed.instance_index, old_store, installed.instance)
         raise
-    for spec, fn_slot in zip(installed.module.functions, installed.function_slots):
-        attachment.native.rebind_function(fn_slot, _function_slots(spec, instance))
+    for spec, function_index in zip(installed.module.functions, installed.function_indexes):
+        state.native.rebind_function(function_index, _export_handles(spec, instance))
     installed.store, installed.instance = store, instance
 
 
 _TRACE_ID = "sqlwasm.fresh-instance-per-statement"
 
 
-def _roll_back(attachment: _Attachment, installed: _Installed) -> None:
+def _roll_back(state: _ConnectionState, installed: _Installed) -> None:
     """Undoes a partial install. A registration SQLite will not delete keeps
     its store alive for the connection's lifetime (the function stays callable)."""
     kept = False
-    for fn_slot in installed.function_slots:
-        if attachment.native.remove_function(fn_slot) != 0:
+    for function_index in installed.function_indexes:
+        if state.native.remove_function(function_index) != 0:
             kept = True
     if kept:
-        attachment.orphans.append(installed)
+        state.orphans.append(installed)
     else:
-        attachment.native.remove_instance(installed.slot)
+        state.native.remove_instance(installed.instance_index)
 
 
-def _statement_hook(attachment: _Attachment) -> Callable[[int, bool], None]:
+def _statement_hook(state: _ConnectionState) -> Callable[[int, bool], None]:
     """Before each outermost statement, replace every per-statement instance
     that the previous statements used.
 
@@ -303,7 +306,7 @@ def _statement_hook(attachment: _Attachment) -> Callable[[int, bool], None]:
     (a trigger, or SQL run from inside a function) shares its instance:
     swapping then would pull state from under the running statement.
     """
-    running = attachment.running_statements
+    running = state.running_statements
 
     def on_statement(statement: int, started: bool) -> None:
         if not started:
@@ -311,13 +314,13 @@ def _statement_hook(attachment: _Attachment) -> Callable[[int, bool], None]:
             return
         outermost = not running
         running.add(statement)
-        if not outermost or not attachment.native.open:
+        if not outermost or not state.native.open:
             return
-        for installed in attachment.per_statement:
+        for installed in state.per_statement:
             # used == False also while the guest is running (never swap then)
-            if attachment.native.instance_used(installed.slot):
+            if state.native.instance_used(installed.instance_index):
                 try:
-                    _refresh(attachment, installed)
+                    _refresh(state, installed)
                 except Error as exc:
                     log.warning("sqlwasm: keeping the old instance of '%s': %s", installed.module.name, exc)
 
