@@ -185,6 +185,7 @@ BUILD_COMMAND_PLACES = sorted(
         *DOCUMENTS,
         *(REPO / "extensions").glob("**/README*"),
         *(REPO / "extensions" / "sdk").glob("*.h"),
+        *(REPO / "extensions").glob("*/*.c"),
         *(REPO / "benchmarks").glob("**/*.[ch]"),
         *(REPO / "benchmarks").glob("**/*.md"),
         *(REPO / "tools").glob("**/*"),

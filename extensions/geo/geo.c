@@ -12,7 +12,7 @@
  *     the even-odd rule over all rings (so holes exclude their inside);
  *     points exactly on an edge may go either way.
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/geo/geo.c -o geo.wasm
  */
 #include <math.h>

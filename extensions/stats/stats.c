@@ -21,7 +21,7 @@
  * stores it as NULL); where it could arrive anyway it is rejected or treated
  * as non-finite.
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/stats/stats.c -o stats.wasm
  */
 #include <float.h>

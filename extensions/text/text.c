@@ -19,7 +19,7 @@
  *   text_soundex(s)                 American Soundex of the ASCII letters
  *   text_trigram_similarity(a, b)   pg_trgm-style trigram similarity
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/text/text.c -o text.wasm
  */
 #include "sqlwasm.h"
