@@ -33,9 +33,16 @@ size_t sw_stack_left(void)
     return here > end ? here - end : 0;
 }
 
+/* What a call into inst's guest needs left: the wasm frames, wasmtime's and
+   sqlwasm's own frames, and the host functions' frames if it has any. */
+static inline size_t sw_stack_needed(const sw_instance *inst)
+{
+    return (size_t)SW_MAX_WASM_STACK + SW_CALL_STACK_RESERVE + inst->host_stack;
+}
+
 static inline int sw_stack_enough(const sw_instance *inst)
 {
-    return sw_stack_left() >= SW_MAX_WASM_STACK + SW_CALL_STACK_RESERVE + inst->host_stack;
+    return sw_stack_left() >= sw_stack_needed(inst);
 }
 
 static __attribute__((noinline, cold)) void sw_report_stack(sqlite3_context *ctx, const sw_function *f)
@@ -43,6 +50,5 @@ static __attribute__((noinline, cold)) void sw_report_stack(sqlite3_context *ctx
     sw_errorf(ctx, f->inst->conn->api,
               "%s: not enough native stack left on this thread to call the guest safely "
               "(%zu bytes left, %zu needed; the host is nested too deeply or the thread's stack is too small)",
-              f->label, sw_stack_left(),
-              (size_t)SW_MAX_WASM_STACK + SW_CALL_STACK_RESERVE + f->inst->host_stack);
+              f->label, sw_stack_left(), sw_stack_needed(f->inst));
 }

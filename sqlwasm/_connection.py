@@ -17,7 +17,7 @@ from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
-from ._manifest import ALLOC_EXPORT, FunctionSpec, Manifest
+from ._manifest import ALLOC_EXPORT, FunctionSpec
 
 if TYPE_CHECKING:
     from ._runtime import Module
@@ -25,15 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlwasm")
 
 
-def _call_flags(manifest: Manifest, spec: FunctionSpec, *, trust_deterministic: bool) -> tuple[bool, bool]:
-    """(direct_only, deterministic) for SQLite, from the capability registry;
-    the manifest's deterministic claim counts only with trust_deterministic."""
-    return sqlite_call_flags(manifest.capabilities, spec.deterministic and trust_deterministic)
-
-
 @dataclass
 class _Installed:
-    """One module in one connection: its native instance and functions, and its current store and instance."""
+    """One module in one connection: its native instance and functions, and
+    its current store and instance."""
 
     module: Module
     instance_index: int  # the native instance (sw_conn_add_instance)
@@ -71,7 +66,7 @@ class _ConnectionState:
         self.orphans.clear()
 
 
-# Attachments of open connections, by sqlite3* address and by native address.
+# States of open connections, by sqlite3* address and by native address.
 _states: dict[int, _ConnectionState] = {}
 _by_native: dict[int, _ConnectionState] = {}
 _attach_lock = threading.RLock()
@@ -158,8 +153,7 @@ def _export_handles(spec: FunctionSpec, instance: _engine.Instance) -> list[byte
 
 def install(conn: Any, module: Module, *, replace: bool, trust_deterministic: bool) -> None:
     """Registers the module's functions (and wasm_call) in an open connection."""
-    with _attach_lock:
-        _host.handle(conn)  # raises if the connection is closed
+    with _attach_lock:  # _state_of raises if the connection is closed
         _install(conn, _state_of(conn), module, replace=replace, trust_deterministic=trust_deterministic)
 
 
@@ -185,11 +179,10 @@ def _install(
     # A function of the same name taking the same number of arguments, or any
     # number (variadic, like SQLite's coalesce), would be replaced or shadowed.
     signatures = sorted(
-        {(spec.name, -1 if spec.varargs else len(spec.args)) for spec in module.functions}
-        | {(spec.name, -1) for spec in module.functions}
+        {(spec.name, n_args) for spec in module.functions for n_args in (-1, -1 if spec.varargs else len(spec.args))}
     )
     existing = state.native.functions_exist(signatures)
-    clashes = sorted({name for (name, _), found in zip(signatures, existing) if found})
+    clashes = sorted({sql_name for (sql_name, _), found in zip(signatures, existing) if found})
     if clashes and not replace:
         raise ManifestError(
             f"module '{name}': the connection already has functions named {', '.join(clashes)} "
@@ -209,7 +202,10 @@ def _install(
     try:
         installed.instance = instance = _instantiate(state, instance_index, module, store)
         for spec in module.functions:
-            direct_only, deterministic = _call_flags(module.manifest, spec, trust_deterministic=trust_deterministic)
+            # The manifest's deterministic claim counts only with trust_deterministic.
+            direct_only, deterministic = sqlite_call_flags(
+                module.manifest.capabilities, spec.deterministic and trust_deterministic
+            )
             installed.function_indexes.append(
                 state.native.add_function(
                     instance_index,
@@ -302,9 +298,10 @@ def _statement_hook(state: _ConnectionState) -> Callable[[int, bool], None]:
     that the previous statements used.
 
     The host reports a statement when it starts (also for each trigger it
-    fires, under the same statement id) and when it is reset. A statement that starts while another is running
-    (a trigger, or SQL run from inside a function) shares its instance:
-    swapping then would pull state from under the running statement.
+    fires, under the same statement id) and when it is reset. A statement
+    that starts while another is running (a trigger, or SQL run from inside
+    a function) shares its instance: swapping then would pull state from
+    under the running statement.
     """
     running = state.running_statements
 
