@@ -86,6 +86,7 @@ struct sw_instance {
     int stop_reason;        /* why the epoch callback stopped the guest */
     int depth;              /* calls into the guest in progress (reentrancy guard) */
     int used;               /* called since the last bind */
+    uint64_t calls;         /* calls into the guest so far */
     int removed;            /* its install was rolled back: wasm_call skips it */
     size_t host_stack;      /* native stack its host functions may need below the wasm frames */
     char host_error[200];   /* set by a failing host function */

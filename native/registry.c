@@ -212,6 +212,20 @@ int sw_conn_instance_used(sw_conn *conn, int instance)
     return inst->used && !inst->depth; /* never report one that is running */
 }
 
+int64_t sw_conn_call_ms_left(sw_conn *conn, int instance)
+{
+    const sw_instance *inst = conn->instances[instance];
+    if (!inst->depth || !inst->timeout_ticks)
+        return -1;
+    uint64_t elapsed = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED) - inst->call_started;
+    return elapsed >= inst->timeout_ticks ? 0 : (int64_t)(inst->timeout_ticks - elapsed) * SW_TICK_MS;
+}
+
+uint64_t sw_conn_instance_calls(sw_conn *conn, int instance)
+{
+    return conn->instances[instance]->calls;
+}
+
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message)
 {
     sw_instance *inst = conn->instances[instance];

@@ -139,6 +139,13 @@ void sw_conn_rebind_function(sw_conn *conn, int function, const void *funcs, uns
 /* Whether the instance has been called since the last bind (then cleared). */
 int sw_conn_instance_used(sw_conn *conn, int instance);
 
+/* For host functions, while the instance's guest call runs: the
+   milliseconds left before its time limit (-1: no limit, or no call
+   running), and the number of calls into the guest so far (the current
+   call's identity). */
+int64_t sw_conn_call_ms_left(sw_conn *conn, int instance);
+uint64_t sw_conn_instance_calls(sw_conn *conn, int instance);
+
 /* A host function (Python) failed while the guest was calling it: the SQL
    error will say this instead of wasmtime's generic trap message. */
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message);

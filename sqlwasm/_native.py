@@ -203,6 +203,16 @@ class NativeConnection:
         """Unregisters a function; SQLite's result code (0 on success)."""
         return int(lib.sw_conn_remove_function(self._ptr, index))
 
+    def call_ms_left(self, index: int) -> int | None:
+        """Milliseconds left before the time limit of the instance's running
+        guest call; None when it has no limit or no call is running."""
+        left = int(lib.sw_conn_call_ms_left(self._ptr, index))
+        return None if left < 0 else left
+
+    def instance_calls(self, index: int) -> int:
+        """Calls into the instance's guest so far: the running call's identity."""
+        return int(lib.sw_conn_instance_calls(self._ptr, index))
+
     def host_error(self, index: int, message: str) -> None:
         lib.sw_conn_host_error(self._ptr, index, message.encode("utf-8", errors="replace"))
 
