@@ -173,16 +173,32 @@ def _install(
             f"module '{name}': cannot install while a statement is running on this connection; "
             "finish or reset it first"
         )
-    builtins = sorted(spec.name for spec in module.functions if spec.name.lower() in _builtin_names(state))
+    builtins = sorted(
+        spec.name
+        for spec in module.functions
+        if spec.name.lower() in _builtin_names(state)
+        or (spec.kind == "table" and state.native.builtin_table(spec.name))
+    )
     if builtins:
-        raise ManifestError(f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions")
+        raise ManifestError(
+            f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions or table functions"
+        )
     # A function of the same name taking the same number of arguments, or any
-    # number (variadic, like SQLite's coalesce), would be replaced or shadowed.
+    # number (variadic, like SQLite's coalesce), would be replaced or shadowed;
+    # a table function would replace a virtual table module.
     signatures = sorted(
-        {(spec.name, n_args) for spec in module.functions for n_args in (-1, -1 if spec.varargs else len(spec.args))}
+        {
+            (spec.name, n_args)
+            for spec in module.functions
+            if spec.kind != "table"
+            for n_args in (-1, -1 if spec.varargs else len(spec.args))
+        }
     )
     existing = state.native.functions_exist(signatures)
     clashes = sorted({sql_name for (sql_name, _), found in zip(signatures, existing) if found})
+    clashes += sorted(
+        spec.name for spec in module.functions if spec.kind == "table" and state.native.module_exists(spec.name)
+    )
     if clashes and not replace:
         raise ManifestError(
             f"module '{name}': the connection already has functions named {', '.join(clashes)} "
@@ -216,10 +232,12 @@ def _install(
                     abi=ABIS[spec.abi],
                     arg_types=[VALUE_TYPES[t] for t in spec.args],
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
-                    returns=VALUE_TYPES[spec.returns],
+                    returns=VALUE_TYPES.get(spec.returns, 0),
                     null_call=spec.null == "call",
                     direct_only=direct_only,
                     deterministic=deterministic,
+                    column_types=[VALUE_TYPES[t] for _, t in spec.columns],
+                    table_schema=_table_schema(spec) if spec.kind == "table" else None,
                 )
             )
         if module.manifest.instance == "statement" and not state.per_statement:
@@ -232,6 +250,15 @@ def _install(
         state.function_owner[spec.name.lower()] = name
     if module.manifest.instance == "statement":
         state.per_statement.append(installed)
+
+
+def _table_schema(spec: FunctionSpec) -> str:
+    """The CREATE TABLE a table function declares to SQLite: its output
+    columns, then its arguments as hidden columns."""
+    declared = {"integer": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "any": ""}
+    columns = [f'"{name}" {declared[type_]}'.rstrip() for name, type_ in spec.columns]
+    columns += [f"{hidden} HIDDEN" for hidden in spec.hidden_columns]
+    return f"CREATE TABLE x({', '.join(columns)})"
 
 
 def _new_store(module: Module) -> _engine.Store:
