@@ -134,7 +134,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 where = ", ".join(f"{role} {name}" for role, name in f["exports"].items())
             else:
                 where = f"export {f['export']}"
-            say(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['kind']}, {f['abi']}, {where}]")
+            if f["kind"] == "table":  # rows of its declared columns
+                result = "table(" + ", ".join(f"{c['name']} {c['type']}" for c in f["columns"]) + ")"
+            else:
+                result = f["returns"]
+            say(f"  {f['name']}({args_text}) -> {result}  [{f['kind']}, {f['abi']}, {where}]")
     say("exports")
     for e in info["exports"]:
         say(f"  {e['name']}: {e['type']}")

@@ -347,3 +347,19 @@ def test_manifest_round_trips_through_json() -> None:
     assert manifest_from_json(parsed.to_bytes()) == parsed
     assert parsed.functions[0].columns == (("i", "integer"), ("twice", "integer"))
     assert parsed.functions[0].hidden_columns == ("arg1", "arg2")
+
+
+def test_inspect_shows_columns_and_roles(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from conftest import wasm_module
+
+    from sqlwasm._cli import main
+
+    path = Path(str(tmp_path)) / "tbl.wasm"
+    path.write_bytes(wasm_module(SERIES_WAT, manifest(SERIES, name="tbl")))
+    assert main(["inspect", str(path)]) == 0
+    assert (
+        "  series(integer, integer) -> table(i integer, twice integer)  "
+        "[table, msgpack, open open, next next, close close]"
+    ) in capsys.readouterr().out.splitlines()
