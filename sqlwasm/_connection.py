@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,6 +18,7 @@ from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
+from ._guest_sql import GuestSql, SqlGrant
 from ._manifest import ALLOC_EXPORT, FunctionSpec
 
 if TYPE_CHECKING:
@@ -50,6 +52,9 @@ class _ConnectionState:
     """
 
     def __init__(self, conn: Any) -> None:
+        # For the sql capability's queries. A plain weak reference: a closed
+        # or collected connection only makes them fail.
+        self.connection = weakref.ref(conn)
         self.db = _host.handle(conn)
         self.native = _host.attach(conn)
         self.installed: dict[str, _Installed] = {}
@@ -270,7 +275,8 @@ def _instantiate(
 ) -> _engine.Instance:
     """Instantiates module in store (the native instance already points at
     store, so its time limit covers the start function) and binds it."""
-    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg))
+    sql = _guest_sql(state, instance_index, module) if "sql" in module.capabilities else None
+    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg), sql)
     instance = _engine.default().instantiate(
         store,
         module._compiled,
@@ -281,6 +287,32 @@ def _instantiate(
     )
     _bind(state, instance_index, store, instance)
     return instance
+
+
+def _sql_grant(module: Module) -> SqlGrant:
+    return SqlGrant(module.name, frozenset(module.capabilities), module.sql_tables)
+
+
+def _guest_sql(state: _ConnectionState, instance_index: int, module: Module) -> GuestSql:
+    """The sql imports of one instance of module in state's connection."""
+
+    def grant_of_function(name: str) -> SqlGrant | None:
+        owner = state.function_owner.get(name)
+        if owner is None:
+            return None
+        return _sql_grant(state.installed[owner].module)
+
+    native = state.native
+    return GuestSql(
+        connection=state.connection,
+        run_query=_host.run_query,
+        grant=_sql_grant(module),
+        grant_of_function=grant_of_function,
+        call_ms_left=lambda: native.call_ms_left(instance_index),
+        calls=lambda: native.instance_calls(instance_index),
+        timeout_ms=module.limits.timeout_ms,
+        max_result_bytes=module.limits.max_result_bytes,
+    )
 
 
 def _bind(state: _ConnectionState, instance_index: int, store: _engine.Store, instance: _engine.Instance) -> None:
