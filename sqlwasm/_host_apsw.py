@@ -81,12 +81,12 @@ def run_query(
     # A query run from inside another guest's query answers to the application, not to that guest's policy.
     application = saved.application if isinstance(saved, _Authorizer) else saved
     authorizer = _Authorizer(policy, application)
-    cursor = conn.cursor()
+    cursor = _plain_cursor(conn)
 
     def lookup(lookup_sql: str, lookup_params: Sequence[Any]) -> list[tuple[Any, ...]]:
         authorizer.internal = True
         try:
-            return list(conn.execute(lookup_sql, lookup_params, can_cache=False))
+            return list(_plain_cursor(conn).execute(lookup_sql, lookup_params, can_cache=False))
         finally:
             authorizer.internal = False
 
@@ -115,6 +115,15 @@ def run_query(
         finally:
             conn.set_progress_handler(None, id=authorizer)
             conn.authorizer = saved
+
+
+def _plain_cursor(conn: apsw.Connection) -> apsw.Cursor:
+    """A cursor that the application's exec and row tracers do not touch (they
+    would see, or change, a guest's rows)."""
+    cursor = conn.cursor()
+    cursor.exec_trace = lambda _cursor, _sql, _bindings: True
+    cursor.row_trace = lambda _cursor, row: row
+    return cursor
 
 
 class _Authorizer:

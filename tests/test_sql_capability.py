@@ -770,3 +770,12 @@ def test_values_round_trip_through_params_and_rows(open_db: Any, values: list[An
         assert rows(conn, "SELECT 1 WHERE 0") == []
         return
     assert rows(conn, "SELECT " + ", ".join("?" * len(values)), values) == [values]
+
+
+def test_the_applications_tracers_neither_see_nor_change_guest_rows(open_db: Any) -> None:
+    conn = open_db()
+    traced: list[str] = []
+    conn.exec_trace = lambda _cursor, sql, _bindings: traced.append(sql) or True
+    conn.row_trace = lambda _cursor, row: ("changed",) * len(row) if len(row) == 2 else row  # not q's own row
+    assert rows(conn, "SELECT count(*), lower('A') FROM readings") == [[3, "a"]]
+    assert traced == ["SELECT q(?)"]
