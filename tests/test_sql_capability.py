@@ -779,3 +779,74 @@ def test_the_applications_tracers_neither_see_nor_change_guest_rows(open_db: Any
     conn.row_trace = lambda _cursor, row: ("changed",) * len(row) if len(row) == 2 else row  # not q's own row
     assert rows(conn, "SELECT count(*), lower('A') FROM readings") == [[3, "a"]]
     assert traced == ["SELECT q(?)"]
+
+
+# ------------------------------------------------------- table functions
+
+# tf_pair(n): a table function of a module without capabilities: rows [1], [2].
+PAIR = (
+    MEMORY
+    + """
+  (data (i32.const 256) "\\92\\91\\01\\91\\02\\90")
+  (global $done (mut i32) (i32.const 0))
+  (func (export "sqlwasm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "open") (param i32 i32) (result i32) (global.set $done (i32.const 0)) (i32.const 0))
+  (func (export "next") (param i32) (result i64)
+    (if (result i64) (global.get $done)
+      (then (i64.const 0x0000010500000001))
+      (else (global.set $done (i32.const 1)) (i64.const 0x0000010000000005))))
+  (func (export "close") (param i32))
+"""
+)
+
+
+def pair_module(build: Build, capabilities: list[str]) -> bytes:
+    function = {
+        "name": "tf_pair",
+        "kind": "table",
+        "abi": "msgpack",
+        "args": ["integer"],
+        "columns": [{"name": "value", "type": "integer"}],
+        "exports": {"open": "open", "next": "next", "close": "close"},
+    }
+    return build(PAIR, manifest(function, name="tf", capabilities=capabilities))
+
+
+def test_table_functions_follow_the_function_rule(build: Build, session_key: Ed25519PrivateKey) -> None:
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.execute(SCHEMA)
+        sql_runtime(session_key, {"sql": ["readings"]}).install(conn, build(GUEST, guest_manifest()))
+        sql_runtime(session_key, ["random"]).install(conn, pair_module(build, []))
+        assert rows(conn, "SELECT value FROM tf_pair(1)") == [[1], [2]]
+        assert rows(conn, "SELECT count(*) FROM tf_pair(1)") == [[2]]
+    finally:
+        conn.close()
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.execute(SCHEMA)
+        sql_runtime(session_key, {"sql": ["readings"]}).install(conn, build(GUEST, guest_manifest()))
+        sql_runtime(session_key, ["random"]).install(conn, pair_module(build, ["random"]))
+        assert "tf_pair() belongs to module 'tf', which may do more" in error_of(conn, "SELECT value FROM tf_pair(1)")
+        assert "tf_pair() belongs to module 'tf'" in error_of(conn, "SELECT count(*) FROM tf_pair(1)")
+    finally:
+        conn.close()
+
+
+def test_a_query_may_call_graph_only_with_its_tables(build: Build, session_key: Ed25519PrivateKey) -> None:
+    from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+    graph = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY], grant={"sql": ["edges"]})
+    for q_grant, allowed in (({"sql": ["readings"]}, False), ({"sql": ["edges", "readings"]}, True), (["sql"], True)):
+        conn = apsw.Connection(":memory:")
+        try:
+            conn.execute(SCHEMA + "CREATE TABLE edges(src, dst); INSERT INTO edges VALUES (1, 2), (2, 3);")
+            sql_runtime(session_key, q_grant).install(conn, build(GUEST, guest_manifest()))
+            graph.install(conn, module_path("graph"))
+            sql = "SELECT node, depth FROM graph_reachable(1)"
+            if allowed:
+                assert rows(conn, sql) == [[1, 0], [2, 1], [3, 2]]  # the graph's own queries nest inside q's
+            else:
+                assert "graph_reachable() belongs to module 'graph'" in error_of(conn, sql)
+        finally:
+            conn.close()
