@@ -210,11 +210,9 @@ static int sw_table_fetch(sw_table_cursor *cur, const sw_function *f)
         sw_cell v;
         uint64_t detail = 0;
         sw_reader whole = {cur->batch, cur->batch + len};
-        if (sw_msgpack_value(&whole, 0, &v, &detail) == SW_DECODE_OK && v.kind == SW_VALUE_GUEST_ERROR) {
-            uint32_t shown = v.n > 500 ? 500 : v.n;
-            while (shown < v.n && shown > 0 && (((const uint8_t *)v.p)[shown] & 0xc0) == 0x80)
-                shown--; /* cut on a character boundary */
-            sw_errorf(NULL, api, "%s: %.*s", f->label, (int)shown, (const char *)v.p);
+        if (sw_msgpack_value(&whole, 0, &v, &detail) == SW_DECODE_OK && v.kind == SW_VALUE_GUEST_ERROR &&
+            whole.p == whole.end) {
+            sw_report_guest_error(NULL, f, v.p, v.n);
         } else {
             sw_errorf(NULL, api, "%s: next must return an array of rows or {\"error\": text}", f->label);
         }
