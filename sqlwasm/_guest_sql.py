@@ -35,8 +35,10 @@ SQLITE_DIRECTONLY = 0x80000  # a function's flag, as PRAGMA function_list shows 
 # The built-in eponymous virtual tables a query may read even when the grant
 # lists tables: they compute from their arguments and read nothing stored.
 HARMLESS_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
-# sqlite_schema answers to these names; with every table granted it may be read.
+# The schema tables, as the authorizer names them: every database has one
+# (main's may be read when every table is granted); temp's has its own name.
 SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema"})
+TEMP_SCHEMA_TABLES = frozenset({"sqlite_temp_master", "sqlite_temp_schema"})
 
 MAX_OPEN_CURSORS = 64  # per instance
 QUERY_MAX_ROWS = 1_000_000  # rows held by one instance's open cursors
@@ -182,10 +184,7 @@ class QueryPolicy:
         grant covers, or an allowed table function (no other eponymous
         virtual table). A name read without its database (count(*)) must be
         in main alone, or be one of the query's own CTEs or subqueries."""
-        schemas = {
-            table: {"main"} if table in SCHEMA_TABLES else {row[0] for row in lookup(_SCHEMAS_OF, [table])}
-            for table in self._reads
-        }
+        schemas = {table: self._schemas_of(table, lookup) for table in self._reads}
         modules: set[str] | None = None  # virtual table modules, looked up when needed
         for table in sorted(self._reads):
             where = schemas[table]
@@ -206,6 +205,16 @@ class QueryPolicy:
                 self._refuse(f"{table!r} may not be read by a query")
                 return False
         return True
+
+    def _schemas_of(self, table: str, lookup: Lookup) -> set[str]:
+        """The databases that have a table or view named table."""
+        if table in TEMP_SCHEMA_TABLES:
+            return {"temp"}
+        if table in SCHEMA_TABLES:
+            # Without its database, it may be any attached database's.
+            databases = {row[0] for row in lookup("SELECT name FROM pragma_database_list", [])}
+            return {"main"} if table not in self._unqualified_reads else databases - {"temp"}
+        return {row[0] for row in lookup(_SCHEMAS_OF, [table])}
 
     def progress(self) -> bool:
         """The progress handler: True stops the query (the caller's time is up)."""

@@ -402,6 +402,17 @@ def test_attached_databases_are_not_main(open_db: Any) -> None:
     assert "in database 'other'" in error_of(conn, "SELECT count(*) FROM other.hidden")
     conn.execute("CREATE TABLE other.readings(a)")
     assert "outside the main database" in error_of(conn, "SELECT count(*) FROM readings")
+    assert "in database 'other'" in error_of(conn, "SELECT count(*) FROM other.sqlite_master")
+    assert "outside the main database" in error_of(conn, "SELECT count(*) FROM sqlite_master")  # which one?
+    assert rows(conn, "SELECT count(*) FROM sqlite_master WHERE type IS NOT NULL") == [[7]]
+
+
+def test_the_temp_schema_table_is_not_main(open_db: Any) -> None:
+    conn = open_db()
+    conn.execute("CREATE TEMP TABLE scratch(a)")
+    assert "outside the main database" in error_of(conn, "SELECT count(*) FROM sqlite_temp_master")
+    assert "in database 'temp'" in error_of(conn, "SELECT count(*) FROM temp.sqlite_master")
+    assert "in database 'temp'" in error_of(conn, "SELECT name FROM sqlite_temp_schema")
 
 
 # ---------------------------------------------------------- table scope
