@@ -574,9 +574,13 @@ def geo_grid_polygon(polygon: str, step: float) -> list[GridRow]:
     edges = _grid_edges(polygon, step)
     if not edges:
         return []
-    vs = [v for u1, v1, u2, v2 in edges for v in (v1, v2)]
+    # only rows some edge meets can have cells (the others are between
+    # disjoint rings, so outside)
+    edge_rows = set()
+    for u1, v1, u2, v2 in edges:
+        edge_rows.update(range(math.floor(min(v1, v2)), math.floor(max(v1, v2)) + 1))
     out = []
-    for row in range(math.floor(min(vs)), math.floor(max(vs)) + 1):
+    for row in sorted(edge_rows):
         marked = sorted(m for m in (_marked_columns(e, row) for e in edges) if m is not None)
         columns: set[int] = set()
         previous_last: int | None = None

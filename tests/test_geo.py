@@ -735,3 +735,16 @@ def test_grid_polygon_many_batches(geo: apsw.Connection) -> None:
     assert got == [r[:2] for r in ref.geo_grid_polygon(text, 0.07)]
     assert len(got) > 50_000
     assert rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, 0.07) LIMIT 2", text) == got[:2]
+
+
+def test_grid_polygon_skips_rows_between_rings(geo: apsw.Connection) -> None:
+    """Two specks 80 degrees apart in the finest grid: about 5 * 10^14 rows
+    lie between them, and none has a cell."""
+    step = ref.GRID_MIN_STEP
+    specks = wkt([[(0.0, 0.0), (4 * step, 0.0), (4 * step, 4 * step), (0.0, 0.0)],
+                  [(0.0, 80.0), (4 * step, 80.0), (4 * step, 80.0 + 4 * step), (0.0, 80.0)]])
+    got = rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, ?)", specks, step)
+    assert got == [r[:2] for r in ref.geo_grid_polygon(specks, step)]
+    north = math.floor(80.0 / step)
+    assert got[0] == (0, 0) and got[-1][0] >= north
+    assert {i for i, _ in got} <= set(range(5)) | set(range(north, north + 6))

@@ -871,11 +871,26 @@ static void polygon_row(grid_cursor *g) {
     g->span_count = spans;
 }
 
+/* The first row from `from` on that some edge meets (edges meet the rows
+ * floor(min v) .. floor(max v)); INT64_MAX when there is none. Rows that no
+ * edge meets have no cells, and between far-apart rings there may be 2^50
+ * of them: they are skipped, not scanned. */
+static int64_t next_edge_row(const grid_cursor *g, int64_t from) {
+    int64_t best = INT64_MAX;
+    for (uint32_t i = 0; i < g->edge_count; i++) {
+        const grid_edge *e = &g->edges[i];
+        int64_t lo = (int64_t)floor(fmin(e->v1, e->v2)), hi = (int64_t)floor(fmax(e->v1, e->v2));
+        if (hi >= from && (lo > from ? lo : from) < best) best = lo > from ? lo : from;
+    }
+    return best;
+}
+
 /* Move to the first cell of the next row that has any; 0 when none is left. */
 static int grid_next_row(grid_cursor *g) {
     for (;;) {
         if (g->started) g->row++;
         g->started = 1;
+        if (g->polygon) g->row = next_edge_row(g, g->row);
         if (g->row > g->row_last) return 0;
         if (g->polygon) {
             polygon_row(g);
