@@ -861,3 +861,21 @@ def test_a_query_may_call_graph_only_with_its_tables(build: Build, session_key: 
                 assert "graph_reachable() belongs to module 'graph'" in error_of(conn, sql)
         finally:
             conn.close()
+
+
+@given(texts=st.lists(st.text(max_size=40), max_size=30), cap=st.integers(1, 300))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_batches_fit_the_buffer_and_keep_the_rows_in_order(open_db: Any, texts: list[str], cap: int) -> None:
+    conn = open_db()
+    conn.execute("CREATE TABLE words(n INTEGER PRIMARY KEY, w TEXT)")
+    conn.executemany("INSERT INTO words(w) VALUES (?)", [(t,) for t in texts])
+    ((blob,),) = conn.execute("SELECT q(?)", (request("SELECT w FROM words ORDER BY n", cap=cap),)).fetchall()
+    values = answers(blob)
+    batches, last = values[:-1], values[-1]
+    assert all(isinstance(b, list) and b and len(msgpack.packb(b)) <= cap for b in batches)
+    delivered = [row for batch in batches for row in batch]
+    assert delivered == [[t] for t in texts[: len(delivered)]]
+    if last == []:
+        assert len(delivered) == len(texts)
+    else:  # the next row does not fit: -(bytes needed), more than cap
+        assert last == -len(msgpack.packb([[texts[len(delivered)]]])) and -last > cap
