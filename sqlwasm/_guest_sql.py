@@ -57,6 +57,15 @@ _ACTION_NAMES = {
 }  # fmt: skip
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(name: str) -> str:
+    """name as SQLite compares names: only ASCII letters ignore case
+    (str.lower would also fold 'É' into 'é', which SQLite keeps apart)."""
+    return name.translate(_ASCII_LOWER)
+
+
 class QueryError(Error):
     """A guest's query failed or was refused; the guest gets the message as a value."""
 
@@ -68,7 +77,7 @@ class QueryStopped(TrapError):
 @dataclass(frozen=True)
 class SqlGrant:
     """What the host granted a module's queries: tables=None is every table
-    and view of the main schema; else only these (lower-case) names."""
+    and view of the main schema; else only these names (ascii_lower)."""
 
     module: str
     capabilities: frozenset[str]
@@ -117,7 +126,7 @@ class QueryPolicy:
         if action in (SQLITE_SELECT, SQLITE_RECURSIVE):
             return SQLITE_OK
         if action == SQLITE_READ:
-            table = (arg1 or "").lower()
+            table = ascii_lower(arg1 or "")
             # SQLite names no database when a statement reads no column of
             # a table (count(*)): check_statement finds where it can be.
             if db is None and arg2 == "":
@@ -135,7 +144,7 @@ class QueryPolicy:
             self._reads.add(table)
             return SQLITE_OK
         if action == SQLITE_FUNCTION:
-            name = (arg2 or "").lower()
+            name = ascii_lower(arg2 or "")
             function_grant = self.grant_of_function(name)
             if function_grant is not None:
                 if not self.grant.covers(function_grant):
@@ -172,7 +181,11 @@ class QueryPolicy:
         rows = lookup("SELECT name, flags FROM pragma_function_list", [])
         # SQLite marks its risky built-ins DIRECTONLY too (load_extension, fts3_tokenizer, sqlite_log, ...).
         direct_only = sorted(
-            {name.lower() for name, flags in rows if flags & SQLITE_DIRECTONLY and name.lower() in self._functions}
+            {
+                ascii_lower(name)
+                for name, flags in rows
+                if flags & SQLITE_DIRECTONLY and ascii_lower(name) in self._functions
+            }
         )
         if direct_only:
             self._refuse(f"{direct_only[0]}() may only be called from top-level SQL (SQLITE_DIRECTONLY)")
@@ -194,7 +207,7 @@ class QueryPolicy:
                     return False
                 if not where:
                     if modules is None:
-                        modules = {row[0].lower() for row in lookup("SELECT name FROM pragma_module_list", [])}
+                        modules = {ascii_lower(row[0]) for row in lookup("SELECT name FROM pragma_module_list", [])}
                     if table not in modules:
                         continue  # the query's own CTE or subquery
             if "main" in where:

@@ -15,6 +15,7 @@ import apsw
 from . import _connection, _engine
 from ._capabilities import check_imports
 from ._errors import CapabilityError, Error, ManifestError, SignatureError
+from ._guest_sql import ascii_lower
 from ._limits import (
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MEMORY_PAGES,
@@ -63,7 +64,7 @@ def parse_grant(grant: Grant) -> tuple[frozenset[str], frozenset[str] | None]:
                         f"grant['sql'] must be True, False or a non-empty list of table and view names, got {value!r}"
                     )
                 names.add(name)
-                tables = frozenset(t.lower() for t in listed)  # SQLite's names ignore ASCII case
+                tables = frozenset(map(ascii_lower, listed))  # SQLite's names ignore ASCII case only
             else:
                 raise CapabilityError(
                     f"grant[{name!r}] must be True or False (only 'sql' takes a list of tables), got {value!r}"

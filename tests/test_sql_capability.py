@@ -447,6 +447,15 @@ def test_scoped_grant_reads_only_the_listed_tables(open_db: Any) -> None:
         assert "was not granted to module 'q'" in message, (sql, message)
 
 
+def test_table_names_ignore_ascii_case_only(open_db: Any) -> None:
+    conn = open_db(grant={"sql": ["ÉTUDE", "Readings"]})
+    conn.execute('CREATE TABLE "étude"(secret); CREATE TABLE "ÉTUDE"(open)')  # two tables for SQLite
+    conn.execute("""INSERT INTO "étude" VALUES ('shh'); INSERT INTO "ÉTUDE" VALUES ('hello')""")
+    assert rows(conn, 'SELECT * FROM "ÉTUDE"') == [["hello"]]
+    assert rows(conn, "SELECT count(*) FROM READINGS") == [[3]]
+    assert "'étude' was not granted" in error_of(conn, 'SELECT * FROM "étude"')
+
+
 def test_a_view_cannot_widen_the_table_list(open_db: Any) -> None:
     # v2 reads v, which reads secret: granting v2 alone grants nothing.
     conn = open_db(grant={"sql": ["v2"]})
