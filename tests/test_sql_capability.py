@@ -888,3 +888,42 @@ def test_batches_fit_the_buffer_and_keep_the_rows_in_order(open_db: Any, texts: 
         assert len(delivered) == len(texts)
     else:  # the next row does not fit: -(bytes needed), more than cap
         assert last == -len(msgpack.packb([[texts[len(delivered)]]])) and -last > cap
+
+
+def test_connections_in_threads_query_their_own_databases(build: Build, session_key: Ed25519PrivateKey) -> None:
+    runtime = sql_runtime(session_key)
+    data = runtime.load(build(GUEST, guest_manifest()))
+    failures: list[BaseException] = []
+
+    def work(number: int) -> None:
+        conn = apsw.Connection(":memory:")
+        try:
+            conn.execute("CREATE TABLE mine(n)")
+            conn.execute("INSERT INTO mine VALUES (?)", (number,))
+            runtime.install(conn, data)
+            for i in range(200):
+                assert rows(conn, "SELECT n + ? FROM mine", [i]) == [[number + i]]
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_per_statement_instances_query_too(build: Build, session_key: Ed25519PrivateKey) -> None:
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.execute(SCHEMA)
+        sql_runtime(session_key).install(conn, build(GUEST, {**guest_manifest(), "instance": "statement"}))
+        for _ in range(3):
+            assert rows(conn, "SELECT count(*) FROM readings") == [[3]]
+        ((first, second),) = conn.execute("SELECT q(?), q(?)", (request("SELECT 1"), request("SELECT 2"))).fetchall()
+        assert answers(first) == [[[1]], []] and answers(second) == [[[2]], []]
+    finally:
+        conn.close()
