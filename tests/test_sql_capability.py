@@ -927,3 +927,10 @@ def test_per_statement_instances_query_too(build: Build, session_key: Ed25519Pri
         assert answers(first) == [[[1]], []] and answers(second) == [[[2]], []]
     finally:
         conn.close()
+
+
+def test_vacuum_into_writes_no_file(open_db: Any, tmp_path: Any) -> None:
+    # VACUUM has no authorizer action: sqlite3_stmt_readonly stops it before its first step.
+    target = tmp_path / "copy.db"
+    assert "the statement writes (sqlite3_stmt_readonly)" in error_of(open_db(), f"VACUUM INTO '{target}'")
+    assert not target.exists()
