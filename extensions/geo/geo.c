@@ -611,9 +611,13 @@ int64_t contains(const uint8_t *row, uint32_t len) {
  * ------------------------------------------------------------------------ */
 
 #define GRID_MIN_STEP (180.0 / 1125899906842624.0) /* 180 / 2^50 */
+/* A next() of geo_grid_polygon sets up no more rows once its rows so far
+ * visited this many edges (about 10 ms here). */
+#define GRID_WORK_PER_CALL (1u << 20)
 
 typedef struct {
     double u1, v1, u2, v2;
+    int64_t lo, hi; /* the rows it meets: floor(min v) .. floor(max v) */
 } grid_edge;
 
 typedef struct grid_cursor {
@@ -629,16 +633,20 @@ typedef struct grid_cursor {
     int64_t col_first, col_last;
     /* geo_grid_polygon */
     int polygon;
-    grid_edge *edges;
+    grid_edge *edges; /* sorted by lo once parsed */
     uint32_t edge_count, edge_cap;
-    int64_t *marks;      /* column intervals marked by edges: 2 per edge */
-    double *crossings;   /* u of the ray crossings at the row's centre line */
+    uint32_t *active;     /* the edges meeting the current row */
+    uint32_t active_count;
+    uint32_t next_edge;   /* edges[next_edge..] have not reached a row yet */
+    int64_t *marks;       /* column intervals marked by edges: 2 per edge */
+    double *crossings;    /* u of the ray crossings at the row's centre line */
 } grid_cursor;
 
 static void grid_free(grid_cursor *g) {
     sqlwasm_result_free(g->error);
     free(g->spans);
     free(g->edges);
+    free(g->active);
     free(g->marks);
     free(g->crossings);
     free(g);
@@ -733,6 +741,13 @@ static void grid_add_edge(polygon_parser *p, double x1, double y1, double x2, do
     e->v1 = y1 / g->step;
     e->u2 = x2 / g->step;
     e->v2 = y2 / g->step;
+    e->lo = (int64_t)floor(fmin(e->v1, e->v2));
+    e->hi = (int64_t)floor(fmax(e->v1, e->v2));
+}
+
+static int compare_edge_lo(const void *pa, const void *pb) {
+    int64_t a = ((const grid_edge *)pa)->lo, b = ((const grid_edge *)pb)->lo;
+    return (a > b) - (a < b);
 }
 
 SQLWASM_EXPORT(grid_polygon_open)
@@ -763,16 +778,16 @@ int32_t grid_polygon_open(const uint8_t *row, uint32_t len) {
     g->spans = (int64_t *)malloc((size_t)n * 4 * sizeof(int64_t));
     g->marks = (int64_t *)malloc((size_t)n * 2 * sizeof(int64_t));
     g->crossings = (double *)malloc((size_t)n * sizeof(double));
-    if (g->spans == NULL || g->marks == NULL || g->crossings == NULL)
+    g->active = (uint32_t *)malloc((size_t)n * sizeof(uint32_t));
+    if (g->spans == NULL || g->marks == NULL || g->crossings == NULL || g->active == NULL)
         return grid_failed(g, sqlwasm_return_error("out of memory"));
-    double v_min = g->edges[0].v1, v_max = v_min;
-    for (uint32_t i = 0; i < n; i++) {
-        const grid_edge *e = &g->edges[i];
-        v_min = fmin(v_min, fmin(e->v1, e->v2));
-        v_max = fmax(v_max, fmax(e->v1, e->v2));
-    }
-    g->row = (int64_t)floor(v_min);
-    g->row_last = (int64_t)floor(v_max);
+    /* rows are visited in order; edges join the active list as rows reach
+     * them and leave after their last row */
+    qsort(g->edges, n, sizeof(grid_edge), compare_edge_lo);
+    g->row = g->edges[0].lo;
+    g->row_last = g->edges[0].hi;
+    for (uint32_t i = 1; i < n; i++)
+        if (g->edges[i].hi > g->row_last) g->row_last = g->edges[i].hi;
     return grid_handle(g);
 }
 
@@ -834,16 +849,17 @@ static uint32_t crossings_after(const double *xs, uint32_t count, double u) {
 static void polygon_row(grid_cursor *g) {
     int64_t row = g->row;
     uint32_t marked = 0;
-    for (uint32_t i = 0; i < g->edge_count; i++)
-        if (edge_columns(&g->edges[i], row, &g->marks[2 * marked], &g->marks[2 * marked + 1]))
+    for (uint32_t k = 0; k < g->active_count; k++)
+        if (edge_columns(&g->edges[g->active[k]], row, &g->marks[2 * marked],
+                         &g->marks[2 * marked + 1]))
             marked++;
     qsort(g->marks, marked, 2 * sizeof(int64_t), compare_interval);
 
     /* the ray crossings of the band's centre line */
     double pv = (double)row + 0.5;
-    uint32_t crossing_count = 0;
-    for (uint32_t i = 0; i < g->edge_count; i++) {
-        const grid_edge *e = &g->edges[i];
+    uint32_t crossing_count = 0; /* a crossing edge meets the row: it is active */
+    for (uint32_t k = 0; k < g->active_count; k++) {
+        const grid_edge *e = &g->edges[g->active[k]];
         if ((e->v1 > pv) != (e->v2 > pv))
             g->crossings[crossing_count++] = (e->u2 - e->u1) * (pv - e->v1) / (e->v2 - e->v1) + e->u1;
     }
@@ -871,18 +887,23 @@ static void polygon_row(grid_cursor *g) {
     g->span_count = spans;
 }
 
-/* The first row from `from` on that some edge meets (edges meet the rows
- * floor(min v) .. floor(max v)); INT64_MAX when there is none. Rows that no
- * edge meets have no cells, and between far-apart rings there may be 2^50
- * of them: they are skipped, not scanned. */
-static int64_t next_edge_row(const grid_cursor *g, int64_t from) {
-    int64_t best = INT64_MAX;
-    for (uint32_t i = 0; i < g->edge_count; i++) {
-        const grid_edge *e = &g->edges[i];
-        int64_t lo = (int64_t)floor(fmin(e->v1, e->v2)), hi = (int64_t)floor(fmax(e->v1, e->v2));
-        if (hi >= from && (lo > from ? lo : from) < best) best = lo > from ? lo : from;
+/* Polygon mode: move to the next row that some edge meets (rows no edge
+ * meets have no cells; between far-apart rings there may be 2^50 of them)
+ * and update the active edges. 0 when no edge is left. */
+static int polygon_next_edge_row(grid_cursor *g) {
+    uint32_t kept = 0;
+    for (uint32_t k = 0; k < g->active_count; k++)
+        if (g->edges[g->active[k]].hi >= g->row) g->active[kept++] = g->active[k];
+    g->active_count = kept;
+    if (kept == 0) {
+        if (g->next_edge == g->edge_count) return 0;
+        if (g->edges[g->next_edge].lo > g->row) g->row = g->edges[g->next_edge].lo;
     }
-    return best;
+    while (g->next_edge < g->edge_count && g->edges[g->next_edge].lo <= g->row) {
+        if (g->edges[g->next_edge].hi >= g->row) g->active[g->active_count++] = g->next_edge;
+        g->next_edge++;
+    }
+    return 1;
 }
 
 /* Move to the first cell of the next row that has any; 0 when none is left. */
@@ -890,7 +911,10 @@ static int grid_next_row(grid_cursor *g) {
     for (;;) {
         if (g->started) g->row++;
         g->started = 1;
-        if (g->polygon) g->row = next_edge_row(g, g->row);
+        if (g->polygon && !polygon_next_edge_row(g)) {
+            g->row = g->row_last + 1;
+            return 0;
+        }
         if (g->row > g->row_last) return 0;
         if (g->polygon) {
             polygon_row(g);
@@ -916,9 +940,14 @@ int64_t grid_next(int32_t h) {
     if (g->error) return g->error;
     sqlwasm_batch b;
     sqlwasm_batch_begin(&b);
+    uint64_t work = 0; /* edges visited setting up rows in this call */
     while (!sqlwasm_batch_full(&b)) {
         if (!g->started || g->span_at == g->span_count) {
+            /* many long edges make rows costly: return what there is rather
+             * than run into the time limit (a batch is never empty here) */
+            if (b.rows > 0 && work >= GRID_WORK_PER_CALL) break;
             if (g->row > g->row_last || !grid_next_row(g)) break;
+            work += g->active_count + 1;
         }
         double i = (double)g->row, j = (double)g->col, step = g->step;
         sqlwasm_batch_row(&b, 8);
