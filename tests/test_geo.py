@@ -748,3 +748,15 @@ def test_grid_polygon_skips_rows_between_rings(geo: apsw.Connection) -> None:
     north = math.floor(80.0 / step)
     assert got[0] == (0, 0) and got[-1][0] >= north
     assert {i for i, _ in got} <= set(range(5)) | set(range(north, north + 6))
+
+
+def test_grid_polygon_with_thousands_of_edges_per_row(geo: apsw.Connection) -> None:
+    """A comb of 8,000 teeth inside one column of 1-degree cells: every row
+    meets 16,000 edges, so next() returns before its batch is full (it caps
+    the edges it visits per call) and resumes at the next row."""
+    points = []
+    for k in range(8000):
+        points += [(k * 0.0001, -40.0), (k * 0.0001 + 0.00005, 40.0)]
+    points += [(points[-1][0] + 0.00005, -40.5), (0.0, -40.5), points[0]]
+    got = rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, 1)", wkt([points]))
+    assert got == [(i, 0) for i in range(-41, 41)]
