@@ -30,11 +30,15 @@ from ._errors import Error, MarshallingError, TrapError
 # SQLite's authorizer action codes (sqlite3.h, stable across versions).
 SQLITE_OK, SQLITE_DENY = 0, 1
 SQLITE_READ, SQLITE_SELECT, SQLITE_FUNCTION, SQLITE_RECURSIVE = 20, 21, 31, 33
+SQLITE_PRAGMA = 19
 SQLITE_DIRECTONLY = 0x80000  # a function's flag, as PRAGMA function_list shows it
 
 # The built-in eponymous virtual tables a query may read even when the grant
 # lists tables: they compute from their arguments and read nothing stored.
 HARMLESS_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
+# Pragmas that only read a counter, without an argument (FTS5 reads
+# data_version while it answers a query).
+READ_ONLY_PRAGMAS = frozenset({"data_version"})
 # The schema tables, as the authorizer names them: every database has one
 # (main's may be read when every table is granted); temp's has its own name.
 SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema"})
@@ -151,6 +155,8 @@ class QueryPolicy:
                     return self._refuse(self._borrowing(name, function_grant))
             else:
                 self._functions.add(name)
+            return SQLITE_OK
+        if action == SQLITE_PRAGMA and ascii_lower(arg1 or "") in READ_ONLY_PRAGMAS and arg2 is None:
             return SQLITE_OK
         what = _ACTION_NAMES.get(action, f"action {action}")
         target = next((a for a in (arg1, arg2) if a), None)

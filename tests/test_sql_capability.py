@@ -934,3 +934,18 @@ def test_vacuum_into_writes_no_file(open_db: Any, tmp_path: Any) -> None:
     target = tmp_path / "copy.db"
     assert "the statement writes (sqlite3_stmt_readonly)" in error_of(open_db(), f"VACUUM INTO '{target}'")
     assert not target.exists()
+
+
+def test_fts5_tables_are_readable_with_their_shadow_tables(open_db: Any) -> None:
+    shadow = ["docs_data", "docs_idx", "docs_content", "docs_docsize", "docs_config"]
+    for grant, allowed in ((["sql"], True), ({"sql": ["docs"]}, False), ({"sql": ["docs", *shadow]}, True)):
+        conn = open_db(grant=grant)
+        conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body); INSERT INTO docs VALUES ('hello world'), ('bye')")
+        sql = "SELECT body FROM docs WHERE docs MATCH 'hello'"
+        if allowed:
+            assert rows(conn, sql) == [["hello world"]]
+        else:
+            assert "table 'docs_" in error_of(conn, sql)
+    # FTS5 reads PRAGMA data_version, the one pragma a query may read; nothing may set it
+    assert len(rows(open_db(), "PRAGMA data_version")) == 1
+    assert "PRAGMA 'data_version'" in error_of(open_db(), "PRAGMA data_version = 3")
