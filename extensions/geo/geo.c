@@ -1,6 +1,8 @@
 /*
  * geo.c - the "geo" sqlwasm module: great-circle geometry on a spherical
- * Earth, geohash encoding/decoding and point-in-polygon.
+ * Earth, geohash encoding/decoding, point-in-polygon, and the table
+ * functions geo_grid and geo_grid_polygon (the cells of a degree grid that
+ * cover a box or a polygon; see "Grids" below).
  *
  * Conventions shared by all functions:
  *   - angles are given and returned in degrees, distances in kilometres;
@@ -10,7 +12,9 @@
  *     longitude 180 belong to the last cell;
  *   - geo_contains works in the plane with x = longitude, y = latitude and
  *     the even-odd rule over all rings (so holes exclude their inside);
- *     points exactly on an edge may go either way.
+ *     points exactly on an edge may go either way;
+ *   - grid cells are half-open too: a point is in cell
+ *     (floor(lat / step), floor(lon / step)).
  *
  * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/geo/geo.c -o geo.wasm
