@@ -649,7 +649,8 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert out.startswith("sqlwasm demo: ")
     for name in ("geo", "stats"):
-        assert f"  module '{name}' 1.0.0, signed by key " in out
+        version = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY]).load(module_path(name)).version
+        assert f"  module '{name}' {version}, signed by key " in out
     assert "2,000 readings" in out
     for title, _, _ in QUERIES:
         assert title in out
