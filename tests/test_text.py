@@ -296,3 +296,16 @@ def test_early_stops_free_the_cursor(conn: apsw.Connection) -> None:
     for _ in range(60):
         assert table_rows(conn, "SELECT token, position FROM text_tokens(?) LIMIT 2", s) == [("ab", 0), ("ab", 1)]
         assert table_rows(conn, "SELECT ngram FROM text_ngrams(?, 2) LIMIT 1", s) == [("ab",)]
+
+
+def test_batches_fit_a_small_result_limit() -> None:
+    """A host may lower max_result_bytes far below its 16 MiB default; the
+    batches (at most 32 KiB plus one row) still fit 40,000 bytes."""
+    small = shipped("text", max_result_bytes=40_000)
+    try:
+        s = " ".join(f"w{i}" for i in range(50_000))
+        assert table_rows(small, "SELECT count(*), max(length(ngram)) FROM text_ngrams(?, 1000)", s) == [
+            (len(s) - 999, 1000)]
+        assert table_rows(small, "SELECT count(*) FROM text_tokens(?)", s) == [(50_000,)]
+    finally:
+        small.close()
