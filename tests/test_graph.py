@@ -176,3 +176,25 @@ def test_demo_query() -> None:
         assert conn.execute(DEMO).fetchall() == [(0, "ada"), (1, "grace, alan"), (2, "edsger"), (3, "barbara")]
     finally:
         conn.close()
+
+
+def test_the_demos_rail_query() -> None:
+    """sqlwasm demo: the cities one and two changes from London, from the
+    demo's own data, query and grant."""
+    from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+    from sqlwasm._demo import GRANT, MODULES, QUERIES, RAIL_LINKS, build_sample
+
+    runtime = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY], grant=GRANT)
+    conn = runtime.connect(":memory:", [module_path(name) for name in MODULES])
+    try:
+        build_sample(conn, 10)
+        (sql,) = [sql for title, sql, _ in QUERIES if "graph_reachable" in title]
+        rows = {changes: set(cities.split(", ")) for changes, _, cities in conn.execute(sql).fetchall()}
+        neighbours = {b for a, b in RAIL_LINKS if a == "London"} | {a for a, b in RAIL_LINKS if b == "London"}
+        assert rows[1] == neighbours
+        second = {b for a, b in RAIL_LINKS if a in neighbours} | {a for a, b in RAIL_LINKS if b in neighbours}
+        assert rows[2] == second - neighbours - {"London"}
+        assert set().union(*rows.values()) == {name for link in RAIL_LINKS for name in link} - {"London"}
+    finally:
+        conn.close()
