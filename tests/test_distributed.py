@@ -1,0 +1,266 @@
+"""sqlwasm.distributed on a real dask.distributed cluster (2 worker processes,
+shared by this file), over shard files built with the shipped geo and stats
+modules."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from pathlib import Path
+from typing import Iterator
+
+import apsw
+import pytest
+from conftest import MEMORY, fn, manifest, wasm_module
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from distributed import Client, LocalCluster
+from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+
+import sqlwasm
+from sqlwasm import distributed
+from sqlwasm.distributed import MapPlan, ShardError
+
+MODULES = [module_path("geo"), module_path("stats")]
+KEYS = [EXAMPLES_PUBLIC_KEY]
+LONDON = (51.5074, -0.1278)
+COUNTRIES = [("GB", 51.5, -0.1), ("FR", 48.9, 2.4), ("DE", 52.5, 13.4)]
+
+# Readings near London (geo_haversine, a scalar wasm filter), and their
+# median per country (stats_median, a wasm aggregate).
+NEAR_LONDON = f"geo_haversine(lat, lon, {LONDON[0]}, {LONDON[1]}) < 600"
+SINGLE_FILE_MEDIANS = (
+    f"SELECT country, stats_median(pm25), count(*) FROM readings WHERE {NEAR_LONDON} GROUP BY country ORDER BY country"
+)
+MAP_NEAR_LONDON = f"SELECT country, pm25 FROM readings WHERE {NEAR_LONDON}"
+REDUCE_MEDIANS = "SELECT country, stats_median(pm25), count(*) FROM map GROUP BY country ORDER BY country"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster) as started,
+    ):
+        yield started
+
+
+def readings(rng: random.Random, count: int) -> list[tuple[str, float, float, float]]:
+    rows = []
+    for _ in range(count):
+        country, lat, lon = rng.choice(COUNTRIES)
+        rows.append((country, lat + rng.gauss(0, 1), lon + rng.gauss(0, 1), round(rng.lognormvariate(2.3, 0.5), 2)))
+    return rows
+
+
+def write_shard(path: Path, rows: list[tuple[str, float, float, float]], p: float = 0.9) -> Path:
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE readings(country TEXT, lat REAL, lon REAL, pm25 REAL); CREATE TABLE meta(p REAL)")
+    with conn:
+        conn.executemany("INSERT INTO readings VALUES (?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO meta VALUES (?)", (p,))
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> tuple[list[Path], Path]:
+    """Five shards of uneven size, and one file holding all their rows."""
+    rng = random.Random(10)
+    parts = [readings(rng, count) for count in (300, 1, 250, 40, 500)]
+    paths = [write_shard(tmp_path / f"shard-{i}.db", rows) for i, rows in enumerate(parts)]
+    whole = write_shard(tmp_path / "whole.sqlite", [row for rows in parts for row in rows])
+    return paths, whole
+
+
+def single_file(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlwasm.connect(str(path), MODULES, trusted_keys=KEYS)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_map_only_returns_every_shards_rows_in_shard_order(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    sql = "SELECT country, round(geo_haversine(lat, lon, 51.5074, -0.1278), 3) AS km FROM readings"
+    rows = distributed.query(paths, sql, modules=MODULES, trusted_keys=KEYS, client=client)
+    expected = [row for path in paths for row in single_file(path, sql)]
+    assert rows == expected
+    assert len(rows) == 1091
+
+
+def test_map_reduce_equals_the_single_file_answer(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, whole = shards
+    rows = distributed.query(paths, MAP_NEAR_LONDON, REDUCE_MEDIANS, modules=MODULES, trusted_keys=KEYS, client=client)
+    expected = single_file(whole, SINGLE_FILE_MEDIANS)
+    assert rows == expected
+    assert [country for country, _, _ in rows] == ["FR", "GB"]  # DE is too far from London
+
+
+def test_glob_matches_sorted_shards(client: Client, shards: tuple[list[Path], Path], tmp_path: Path) -> None:
+    paths, _ = shards
+    sql = "SELECT count(*) AS n, sum(pm25) AS total FROM readings"
+    by_glob = distributed.query(str(tmp_path / "shard-*.db"), sql, modules=MODULES, trusted_keys=KEYS, client=client)
+    assert by_glob == [single_file(path, sql)[0] for path in sorted(paths)]
+    with pytest.raises(sqlwasm.Error, match=r"no file matches the shard pattern '.*nothing-\*\.db'"):
+        distributed.query(str(tmp_path / "nothing-*.db"), sql, modules=MODULES, trusted_keys=KEYS, client=client)
+
+
+def test_tiny_shards_share_tasks(client: Client, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    paths = [write_shard(tmp_path / f"tiny-{i:02}.db", readings(rng, 5)) for i in range(40)]
+    before = sum(counts["tasks"] for counts in client.run(distributed.worker_counts).values())
+    rows = distributed.query(
+        paths, "SELECT count(*) AS n FROM readings", "SELECT sum(n), count(*) FROM map",
+        modules=MODULES, trusted_keys=KEYS, client=client,
+    )
+    after = sum(counts["tasks"] for counts in client.run(distributed.worker_counts).values())
+    assert rows == [(200, 40)]
+    assert after - before == 8  # 4 tasks per worker thread, not 40
+
+
+def test_group_shards_balances_sizes_and_keeps_large_shards_alone() -> None:
+    paths = [f"s{i}" for i in range(10)]
+    sizes = [100, 1, 1, 1, 1, 1, 1, 1, 1, 50]
+    groups = distributed.group_shards(paths, sizes, threads=1)
+    assert sorted(path for group in groups for path in group) == sorted(paths)
+    assert groups[0] == ("s0",) and groups[1] == ("s9",)  # the heaviest tasks first
+    assert len(groups) == 4
+    big = 64 << 20
+    assert distributed.group_shards(["a", "b", "c"], [big, big, big], threads=1) == [("a",), ("b",), ("c",)]
+    assert len(distributed.group_shards([f"t{i}" for i in range(100)], [10] * 100, threads=2)) == 8
+
+
+def test_a_guest_error_on_one_shard_names_that_shard(client: Client, tmp_path: Path) -> None:
+    rng = random.Random(4)
+    good = [write_shard(tmp_path / f"good-{i}.db", readings(rng, 20)) for i in range(3)]
+    bad = write_shard(tmp_path / "bad.db", readings(rng, 20), p=7.0)
+    sql = "SELECT stats_percentile(pm25, (SELECT p FROM meta)) AS p90 FROM readings"
+    with pytest.raises(ShardError) as info:
+        distributed.query([*good, bad], sql, modules=MODULES, trusted_keys=KEYS, client=client)
+    assert info.value.path == str(bad)
+    assert str(bad) in str(info.value)
+    assert "stats.stats_percentile: p must be between 0 and 1, got 7" in str(info.value)
+
+
+def test_an_sql_error_on_a_shard_names_the_shard(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    with pytest.raises(ShardError, match=r"shard .*shard-\d\.db: SQLError: no such column: altitude"):
+        distributed.query(paths, "SELECT altitude FROM readings", modules=MODULES, trusted_keys=KEYS, client=client)
+
+
+def test_a_missing_shard_is_an_error_and_never_created(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    missing = paths[0].parent / "missing.db"
+    with pytest.raises(ShardError, match=r"missing\.db: No such file"):
+        distributed.query([*paths, missing], "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client)
+    # The worker refuses it too, should it vanish after the caller looked.
+    plan = plan_for([module_path("stats").read_bytes()], "SELECT 1")
+    with pytest.raises(ShardError, match=r"missing\.db: cannot open it read-only: no such file"):
+        client.submit(distributed.run_map_task, [str(missing)], plan, pure=False).result()
+    assert not missing.exists()
+
+
+def plan_for(modules: list[bytes], map_sql: str, *, keys: list[bytes] | None = None, allow_unsigned: bool = False) -> MapPlan:
+    """A plan as a worker receives it, built without the caller's checks."""
+    raw_keys = keys if keys is not None else list(distributed.trusted_key_bytes(KEYS))
+    return MapPlan(tuple(modules), tuple(raw_keys), allow_unsigned, ((), None), (), map_sql)
+
+
+UNSIGNED_WAT = f'(module {MEMORY} (func (export "add") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1))))'
+UNSIGNED = manifest(fn("t_add", export="add", args=["integer", "integer"]))
+
+
+def test_workers_refuse_unsigned_and_untrusted_modules(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    shard = [str(paths[0])]
+    unsigned = wasm_module(UNSIGNED_WAT, UNSIGNED)
+    with pytest.raises(sqlwasm.SignatureError, match="is not signed; refusing to load it"):
+        client.submit(distributed.run_map_task, shard, plan_for([unsigned], "SELECT t_add(1, 2)"), pure=False).result()
+    stranger = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    stats = module_path("stats").read_bytes()
+    with pytest.raises(sqlwasm.SignatureError, match="which is not in trusted_keys"):
+        plan = plan_for([stats], "SELECT 1", keys=[stranger])
+        client.submit(distributed.run_map_task, shard, plan, pure=False).result()
+    # Only an explicit allow_unsigned lets the worker run it.
+    plan = plan_for([unsigned], "SELECT t_add(40, 2) AS n", allow_unsigned=True)
+    [result] = client.submit(distributed.run_map_task, shard, plan, pure=False).result()
+    assert result.columns == ("n",) and result.rows == [(42,)]
+
+
+def test_the_caller_refuses_an_unsigned_module_before_any_work(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    unsigned = wasm_module(UNSIGNED_WAT, UNSIGNED)
+    with pytest.raises(sqlwasm.SignatureError, match="is not signed"):
+        distributed.query(paths, "SELECT 1", modules=[unsigned], trusted_keys=KEYS, client=client)
+
+
+def test_shards_are_read_only(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    before = [digest(path) for path in paths]
+    with pytest.raises(ShardError, match=r"map_sql must only read, and 'DELETE FROM readings' writes"):
+        distributed.query(paths, "DELETE FROM readings", modules=MODULES, trusted_keys=KEYS, client=client)
+    with pytest.raises(ShardError, match="map_sql must be one statement"):
+        distributed.query(paths, "SELECT 1; DELETE FROM readings", modules=MODULES, trusted_keys=KEYS, client=client)
+    # Below that check, the connection itself refuses to write, and to
+    # create a file with VACUUM INTO or ATTACH.
+    conn = distributed.open_shard(str(paths[0]))
+    with pytest.raises(apsw.ReadOnlyError):
+        conn.execute("DELETE FROM readings")
+    with pytest.raises(apsw.SQLError, match="too many attached databases"):
+        conn.execute("VACUUM INTO ?", (str(paths[0].parent / "copy.db"),))
+    with pytest.raises(apsw.SQLError, match="too many attached databases"):
+        conn.execute("ATTACH ? AS other", (str(paths[1]),))
+    conn.close()
+    assert [digest(path) for path in paths] == before
+    assert not (paths[0].parent / "copy.db").exists()
+
+
+def test_each_worker_verifies_and_compiles_a_module_set_once(client: Client, tmp_path: Path) -> None:
+    rng = random.Random(5)
+    paths = [write_shard(tmp_path / f"s-{i:02}.db", readings(rng, 3)) for i in range(24)]
+
+    def loads() -> int:
+        return sum(counts["loads"] for counts in client.run(distributed.worker_counts).values())
+
+    # timeout_ms=4321: a module set (modules, keys, options) no other test used.
+    options = {"modules": MODULES, "trusted_keys": KEYS, "client": client, "timeout_ms": 4321}
+    start = loads()
+    assert distributed.query(paths, "SELECT count(*) AS n FROM readings", "SELECT sum(n) FROM map", **options) == [(72,)]
+    first = loads() - start
+    assert 1 <= first <= 2  # 8 tasks over 24 shards: once per worker that ran any
+    assert distributed.query(paths, "SELECT count(*) AS n FROM readings", "SELECT sum(n) FROM map", **options) == [(72,)]
+    assert loads() - start == first
+
+
+def test_as_frame(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, whole = shards
+    frame = distributed.query(
+        paths, MAP_NEAR_LONDON, REDUCE_MEDIANS, modules=MODULES, trusted_keys=KEYS, client=client, as_frame=True
+    )
+    assert list(frame.columns) == ["country", "stats_median(pm25)", "count(*)"]
+    assert [tuple(row) for row in frame.itertuples(index=False)] == single_file(whole, SINGLE_FILE_MEDIANS)
+
+
+def test_reduce_errors_and_repeated_map_columns(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    with pytest.raises(distributed.ReduceError, match="'country'] appear more than once"):
+        distributed.query(
+            paths, "SELECT country, country FROM readings", "SELECT 1 FROM map", modules=MODULES, trusted_keys=KEYS, client=client
+        )
+    with pytest.raises(distributed.ReduceError, match="reduce_sql failed: SQLError: no such column: nope"):
+        distributed.query(paths, "SELECT country FROM readings", "SELECT nope FROM map", modules=MODULES, trusted_keys=KEYS, client=client)
+
+
+def test_without_a_client_a_local_cluster_is_started_and_closed(shards: tuple[list[Path], Path]) -> None:
+    paths, whole = shards
+    rows = distributed.query(paths, MAP_NEAR_LONDON, REDUCE_MEDIANS, modules=MODULES, trusted_keys=KEYS, workers=1)
+    assert rows == single_file(whole, SINGLE_FILE_MEDIANS)
