@@ -48,7 +48,7 @@ ModuleFile = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 # and a task holds at least MIN_TASK_BYTES of shards when there are enough.
 TASKS_PER_THREAD = 4
 MIN_TASK_BYTES = 8 << 20
-# Module sets a worker process keeps verified and compiled (most recent first out last).
+# Module sets a process keeps verified and compiled (the least recently used goes first).
 WORKER_CACHE_SIZE = 8
 
 
@@ -204,23 +204,20 @@ def query_with_columns(
     sizes = [shard_size(path) for path in paths]  # a missing shard fails here, before any work
     module_bytes = tuple(_read_module(module) for module in modules)
     key_bytes = trusted_key_bytes(trusted_keys)
-    grant_spec = canonical_grant(grant)
-    # Verified and compiled here too: a bad module fails before a cluster
-    # starts, and the reduce side needs them. Workers check for themselves.
-    runtime = Runtime(
-        trusted_keys=list(key_bytes), allow_unsigned=allow_unsigned, grant=grant_of(grant_spec), **runtime_options
-    )
-    loaded = [runtime.load(data) for data in module_bytes]
     plan = MapPlan(
-        module_bytes, key_bytes, allow_unsigned, grant_spec, tuple(sorted(runtime_options.items())), map_sql
+        module_bytes, key_bytes, allow_unsigned, canonical_grant(grant), tuple(sorted(runtime_options.items())), map_sql
     )
+    # Verified and compiled here too (cached as on the workers): a bad module
+    # fails before any work, and the reduce side needs them. Workers check
+    # for themselves.
+    loaded = loaded_modules(plan)
     with _cluster(client, workers) as active:
         results = _map_on(active, plan, paths, sizes, progress)
     columns = _agreed_columns(results)
     rows = [row for result in results for row in result.rows]
     if reduce_sql is None:
         return columns, rows
-    return _reduce(runtime, loaded, columns, rows, reduce_sql)
+    return _reduce(loaded, columns, rows, reduce_sql)
 
 
 def resolve_shards(shards: Shards) -> list[str]:
@@ -369,7 +366,7 @@ def _agreed_columns(results: list[ShardRows]) -> tuple[str, ...]:
 
 
 def _reduce(
-    runtime: Runtime, modules: list[Module], columns: tuple[str, ...], rows: list[Row], reduce_sql: str
+    loaded: Loaded, columns: tuple[str, ...], rows: list[Row], reduce_sql: str
 ) -> tuple[tuple[str, ...], list[Row]]:
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
@@ -379,8 +376,8 @@ def _reduce(
         )
     conn = apsw.Connection(":memory:")
     try:
-        for module in modules:
-            runtime.install(conn, module)
+        for module in loaded.modules:
+            loaded.runtime.install(conn, module)
         conn.execute(f"CREATE TABLE map({', '.join(_quoted(name) for name in columns)})")
         with conn:
             conn.executemany(f"INSERT INTO map VALUES ({', '.join('?' * len(columns))})", rows)
@@ -421,39 +418,42 @@ def select(conn: apsw.Connection, sql: str, what: str) -> tuple[tuple[str, ...],
     return described[0], rows
 
 
-# -------------------------------------------------------------- the workers
+# ------------------------------------------------ modules, on every process
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class Loaded:
     runtime: Runtime
     modules: tuple[Module, ...]
 
 
-class _WorkerState:
-    """Per worker process: the module sets it verified and compiled (a few,
-    least recently used out first), and counts that tests read."""
+class _ProcessState:
+    """Per process (each worker, and the caller): the module sets it verified
+    and compiled (a few, least recently used out first), and counts that tests
+    read."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.loaded: OrderedDict[tuple[Any, ...], _Loaded] = OrderedDict()
+        self.loaded: OrderedDict[tuple[Any, ...], Loaded] = OrderedDict()
         self.loads = 0  # module sets verified and compiled in this process
         self.tasks = 0  # map tasks run in this process
 
 
-_WORKER = _WorkerState()
+_PROCESS = _ProcessState()
 
 
 def worker_counts() -> dict[str, int]:
-    """This process's count of module sets loaded and map tasks run (through
-    ``client.run(worker_counts)``: one load per worker and module set)."""
-    with _WORKER.lock:
-        return {"loads": _WORKER.loads, "tasks": _WORKER.tasks}
+    """This process's count of module sets loaded and map tasks run (read on
+    the workers with ``client.run(worker_counts)``: one load per worker and
+    module set)."""
+    with _PROCESS.lock:
+        return {"loads": _PROCESS.loads, "tasks": _PROCESS.tasks}
 
 
-def _worker_modules(plan: MapPlan) -> _Loaded:
+def loaded_modules(plan: MapPlan) -> Loaded:
     """The plan's modules, verified against the plan's keys by this process
-    (never by trusting the caller's check) and compiled, once per process."""
+    (a worker never relies on the caller's check) and compiled, once per
+    process and module set."""
     key = (
         tuple(hashlib.sha256(data).digest() for data in plan.modules),
         plan.trusted_keys,
@@ -461,11 +461,10 @@ def _worker_modules(plan: MapPlan) -> _Loaded:
         plan.grant,
         plan.runtime_options,
     )
-    with _WORKER.lock:
-        _WORKER.tasks += 1
-        loaded = _WORKER.loaded.get(key)
+    with _PROCESS.lock:
+        loaded = _PROCESS.loaded.get(key)
         if loaded is not None:
-            _WORKER.loaded.move_to_end(key)
+            _PROCESS.loaded.move_to_end(key)
             return loaded
         runtime = Runtime(
             trusted_keys=list(plan.trusted_keys),
@@ -473,17 +472,19 @@ def _worker_modules(plan: MapPlan) -> _Loaded:
             grant=grant_of(plan.grant),
             **dict(plan.runtime_options),
         )
-        loaded = _Loaded(runtime, tuple(runtime.load(data) for data in plan.modules))
-        _WORKER.loads += 1
-        _WORKER.loaded[key] = loaded
-        while len(_WORKER.loaded) > WORKER_CACHE_SIZE:
-            _WORKER.loaded.popitem(last=False)
+        loaded = Loaded(runtime, tuple(runtime.load(data) for data in plan.modules))
+        _PROCESS.loads += 1
+        _PROCESS.loaded[key] = loaded
+        while len(_PROCESS.loaded) > WORKER_CACHE_SIZE:
+            _PROCESS.loaded.popitem(last=False)
         return loaded
 
 
 def run_map_task(paths: Sequence[str], plan: MapPlan) -> list[ShardRows]:
     """A Dask task: map_sql over each shard in turn, on a worker."""
-    loaded = _worker_modules(plan)
+    with _PROCESS.lock:
+        _PROCESS.tasks += 1
+    loaded = loaded_modules(plan)
     return [map_shard(loaded, path, plan.map_sql) for path in paths]
 
 
@@ -506,7 +507,7 @@ def open_shard(path: str) -> apsw.Connection:
     return conn
 
 
-def map_shard(loaded: _Loaded, path: str, map_sql: str) -> ShardRows:
+def map_shard(loaded: Loaded, path: str, map_sql: str) -> ShardRows:
     conn = open_shard(path)
     try:
         for module in loaded.modules:
