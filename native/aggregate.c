@@ -99,7 +99,7 @@ static void sw_agg_result(sqlite3_context *ctx, const sw_function *f, int fn)
         if (fn == SW_FN_FINAL && agg->live && (f->present & (1u << SW_FN_DROP))) {
             sw_val_raw vals[1];
             vals[0].i32 = agg->handle;
-            sw_guest_call(ctx, f, &f->funcs[SW_FN_DROP], sw_trap_in[SW_FN_DROP], vals, 1);
+            sw_guest_cleanup_call(ctx, f, &f->funcs[SW_FN_DROP], sw_trap_in[SW_FN_DROP], vals, 1);
             agg->live = 0;
         }
         return;

@@ -19,6 +19,12 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
                                                                const sw_wasmtime_func *func, const char *what,
                                                                sw_val_raw *vals, size_t n_vals);
 
+/* A call that frees guest state (close, drop): like sw_guest_call, but an
+   interrupt does not stop it (the statement being interrupted is what asks
+   for it); its time limit still does. */
+static int sw_guest_cleanup_call(sqlite3_context *ctx, const sw_function *f, const sw_wasmtime_func *func,
+                                 const char *what, sw_val_raw *vals, size_t n_vals);
+
 /* Makes sure the guest's argument buffer holds `bytes` (asking sqlwasm_alloc
    for a bigger one when it does not fit; see docs/abi.md). */
 static int sw_ensure_arg_buffer(sqlite3_context *ctx, const sw_function *f, size_t bytes);

@@ -168,6 +168,15 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
     return 1;
 }
 
+static int sw_guest_cleanup_call(sqlite3_context *ctx, const sw_function *f, const sw_wasmtime_func *func,
+                                 const char *what, sw_val_raw *vals, size_t n_vals)
+{
+    f->inst->cleanup = 1;
+    int ok = sw_guest_call(ctx, f, func, what, vals, n_vals);
+    f->inst->cleanup = 0;
+    return ok;
+}
+
 /* Runs on the guest's thread at each watchdog tick while it executes. */
 static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data, uint64_t *deadline_delta,
                                         uint8_t *update_kind)
@@ -184,7 +193,7 @@ static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data
         return wt.error_new("sqlwasm: time limit exceeded");
     }
     sw_conn *conn = inst->conn;
-    if (conn && conn->is_interrupted && conn->is_interrupted(conn->db)) {
+    if (!inst->cleanup && conn && conn->is_interrupted && conn->is_interrupted(conn->db)) {
         inst->stop_reason = SW_STOP_INTERRUPT;
         return wt.error_new("sqlwasm: interrupted");
     }

@@ -86,6 +86,7 @@ struct sw_instance {
     int stop_reason;        /* why the epoch callback stopped the guest */
     int depth;              /* calls into the guest in progress (reentrancy guard) */
     int used;               /* called since the last bind */
+    int cleanup;            /* the running call frees state: interrupts do not stop it */
     uint64_t calls;         /* calls into the guest so far */
     int removed;            /* its install was rolled back: wasm_call skips it */
     size_t host_stack;      /* native stack its host functions may need below the wasm frames */
@@ -100,6 +101,7 @@ struct sw_instance {
     uint8_t *mem_base;
     size_t mem_size_seen;
     char *name;
+    char *version; /* the module's, for partial aggregates' envelopes */
 };
 
 struct sw_function {

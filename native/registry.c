@@ -33,6 +33,7 @@ void sw_conn_free(sw_conn *conn)
     }
     for (int i = 0; i < conn->n_instances; i++) {
         free(conn->instances[i]->name);
+        free(conn->instances[i]->version);
         free(conn->instances[i]);
     }
     free(conn->functions);
@@ -138,15 +139,18 @@ sw_conn *sw_conn_open_loaded(char *errbuf, size_t errbuf_len)
     return conn;
 }
 
-int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
-                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms, int host_calls)
+int sw_conn_add_instance(sw_conn *conn, const char *module_name, const char *module_version, void *store,
+                         void *context, uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms,
+                         int host_calls)
 {
     sw_instance **grown = realloc(conn->instances, (size_t)(conn->n_instances + 1) * sizeof *grown);
     if (!grown)
         return -1;
     conn->instances = grown;
     sw_instance *inst = calloc(1, sizeof *inst);
-    if (!inst || !(inst->name = sw_strdup(module_name))) {
+    if (!inst || !(inst->name = sw_strdup(module_name)) || !(inst->version = sw_strdup(module_version))) {
+        if (inst)
+            free(inst->name);
         free(inst);
         return -1;
     }
@@ -252,6 +256,10 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
         (abi != SW_ABI_RAW && abi != SW_ABI_MSGPACK) ||
         (abi == SW_ABI_MSGPACK && !conn->instances[instance]->has_alloc) ||
         (abi == SW_ABI_RAW && (desc->vararg_type || desc->null_call)) ||
+        /* serialize and merge come together, for aggregates, and merge needs a buffer. */
+        (!(present & (1u << SW_FN_SERIALIZE)) != !(present & (1u << SW_FN_MERGE))) ||
+        ((present & (1u << SW_FN_MERGE)) &&
+         ((kind != SW_KIND_AGGREGATE && kind != SW_KIND_WINDOW) || !conn->instances[instance]->has_alloc)) ||
         /* step_batch rows are buffered in C as wasm values (see SW_BATCH_MAX_ARGS). */
         ((present & (1u << SW_FN_STEP_BATCH)) &&
          (kind != SW_KIND_AGGREGATE || abi != SW_ABI_RAW || n_args > SW_BATCH_MAX_ARGS ||
@@ -334,6 +342,26 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
         rc = api->create_window_function(conn->db, sql_name, n_arg, flags, f, sw_step_cbs[slot],
                                          sw_final_cbs[slot], sw_value_cbs[slot], sw_inverse_cbs[slot],
                                          sw_function_destroy);
+    if (rc == SQLITE_OK && (present & (1u << SW_FN_MERGE))) {
+        /* NAME_partial(args) and NAME_merge(partial): plain aggregates, also for a window. */
+        char partial[96], merge[96];
+        snprintf(partial, sizeof partial, "%s_partial", sql_name);
+        snprintf(merge, sizeof merge, "%s_merge", sql_name);
+        sw_conn_registered(conn);
+        rc = api->create_function_v2(conn->db, partial, n_arg, flags, f, NULL, sw_step_cbs[slot],
+                                     sw_partial_cbs[slot], sw_function_destroy);
+        if (rc == SQLITE_OK) {
+            sw_conn_registered(conn);
+            rc = api->create_function_v2(conn->db, merge, 1, flags, f, NULL, sw_merge_cbs[slot], sw_final_cbs[slot],
+                                         sw_function_destroy);
+        }
+        if (rc != SQLITE_OK) {
+            sw_errbuf(errbuf, errbuf_len, "registering %s: %s", rc == SQLITE_OK ? merge : partial,
+                      api->errmsg(conn->db));
+            sw_conn_remove_function(conn, index);
+            return -1;
+        }
+    }
     if (rc != SQLITE_OK) {
         sw_errbuf(errbuf, errbuf_len, "registering %s: %s", sql_name, api->errmsg(conn->db));
         return -1;
@@ -356,6 +384,14 @@ int sw_conn_remove_function(sw_conn *conn, int function)
                                          NULL);
     else
         rc = api->create_function_v2(conn->db, f->sql_name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+    if (f->present & (1u << SW_FN_MERGE)) {
+        char name[96];
+        snprintf(name, sizeof name, "%s_partial", f->sql_name);
+        int partial_rc = api->create_function_v2(conn->db, name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+        snprintf(name, sizeof name, "%s_merge", f->sql_name);
+        int merge_rc = api->create_function_v2(conn->db, name, 1, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL);
+        rc = rc != SQLITE_OK ? rc : partial_rc != SQLITE_OK ? partial_rc : merge_rc;
+    }
     if (rc == SQLITE_OK)
         f->removed = 1;
     return rc;

@@ -76,6 +76,15 @@ static const sqlite3_api_routines *sw_api_slots[SW_API_SLOTS];
     static void sw_value_cb_##k(sqlite3_context *ctx)                                    \
     {                                                                                    \
         sw_agg_result(ctx, sw_api_slots[k]->user_data(ctx), SW_FN_VALUE);                \
+    }                                                                                    \
+    static void sw_partial_cb_##k(sqlite3_context *ctx)                                  \
+    {                                                                                    \
+        sw_agg_partial(ctx, sw_api_slots[k]->user_data(ctx));                            \
+    }                                                                                    \
+    static void sw_merge_cb_##k(sqlite3_context *ctx, int argc, sqlite3_value **argv)   \
+    {                                                                                    \
+        (void)argc;                                                                      \
+        sw_agg_merge(ctx, sw_api_slots[k]->user_data(ctx), argv[0]);                     \
     }
 
 SW_SLOT_CALLBACKS(0)
@@ -93,6 +102,9 @@ static const sw_sql_cb sw_inverse_cbs[SW_API_SLOTS] = {sw_inverse_cb_0, sw_inver
 typedef void (*sw_final_cb)(sqlite3_context *);
 static const sw_final_cb sw_final_cbs[SW_API_SLOTS] = {sw_final_cb_0, sw_final_cb_1, sw_final_cb_2, sw_final_cb_3};
 static const sw_final_cb sw_value_cbs[SW_API_SLOTS] = {sw_value_cb_0, sw_value_cb_1, sw_value_cb_2, sw_value_cb_3};
+static const sw_final_cb sw_partial_cbs[SW_API_SLOTS] = {sw_partial_cb_0, sw_partial_cb_1, sw_partial_cb_2,
+                                                         sw_partial_cb_3};
+static const sw_sql_cb sw_merge_cbs[SW_API_SLOTS] = {sw_merge_cb_0, sw_merge_cb_1, sw_merge_cb_2, sw_merge_cb_3};
 
 /* The slot of a routines table, claiming a free one the first time. */
 static int sw_api_slot(const sqlite3_api_routines *api)

@@ -41,7 +41,8 @@ enum {
     SW_KIND_TABLE = 3,
 };
 /* A function's export slots. A scalar has only SW_FN_MAIN; for aggregates
-   and windows SW_FN_MAIN is step; a table function has open, next and close. */
+   and windows SW_FN_MAIN is step (serialize and merge, both or neither, add
+   NAME_partial and NAME_merge); a table function has open, next and close. */
 enum {
     SW_FN_MAIN = 0,
     SW_FN_INIT = 1,
@@ -53,7 +54,9 @@ enum {
     SW_FN_OPEN = 7,
     SW_FN_NEXT = 8,
     SW_FN_CLOSE = 9,
-    SW_FN_COUNT = 10,
+    SW_FN_SERIALIZE = 10,
+    SW_FN_MERGE = 11,
+    SW_FN_COUNT = 12,
 };
 /* A raw aggregate's step_batch buffers rows in C, so it takes at most this
    many arguments (the manifest refuses more). */
@@ -116,8 +119,9 @@ size_t sw_stack_left(void);
    timeout_ms 0: no time limit; fuel_per_call 0: no fuel metering; host_calls:
    the guest may call host functions (its calls need SW_HOST_STACK_RESERVE).
    Returns the slot's index, or -1 when out of memory. */
-int sw_conn_add_instance(sw_conn *conn, const char *module_name, void *store, void *context,
-                         uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms, int host_calls);
+int sw_conn_add_instance(sw_conn *conn, const char *module_name, const char *module_version, void *store,
+                         void *context, uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms,
+                         int host_calls);
 
 /* Points a slot at an instantiated module's memory and sqlwasm_alloc (or NULL).
    Also used to swap in a fresh store and instance. */

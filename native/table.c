@@ -123,7 +123,7 @@ static void sw_table_release(sw_table_cursor *cur, const sw_function *f)
     cur->live = 0;
     sw_val_raw vals[1];
     vals[0].i32 = cur->handle;
-    if (!sw_guest_call(NULL, f, &f->funcs[SW_FN_CLOSE], sw_trap_in[SW_FN_CLOSE], vals, 1))
+    if (!sw_guest_cleanup_call(NULL, f, &f->funcs[SW_FN_CLOSE], sw_trap_in[SW_FN_CLOSE], vals, 1))
         sw_pending_error[0] = '\0'; /* nothing to report it to: the rows are done */
 }
 

@@ -33,6 +33,8 @@ EXPORT_SLOTS: dict[str, int] = {
     "open": lib.SW_FN_OPEN,
     "next": lib.SW_FN_NEXT,
     "close": lib.SW_FN_CLOSE,
+    "serialize": lib.SW_FN_SERIALIZE,
+    "merge": lib.SW_FN_MERGE,
 }
 MAIN_SLOT: int = lib.SW_FN_MAIN
 FUNC_SLOTS: int = lib.SW_FN_COUNT

@@ -168,10 +168,11 @@ def _install(
     name = module.name
     if name in state.installed:
         raise Error(f"module '{name}' is already installed in this connection")
-    for spec in module.functions:
-        owner = state.function_owner.get(spec.name.lower())
+    sql_names = [sql_name for spec in module.functions for sql_name in (spec.name, *(spec.partial_names or ()))]
+    for sql_name in sql_names:
+        owner = state.function_owner.get(sql_name.lower())
         if owner is not None:
-            raise ManifestError(f"module '{name}': function '{spec.name}' is already provided by module '{owner}'")
+            raise ManifestError(f"module '{name}': function '{sql_name}' is already provided by module '{owner}'")
     if state.native.statement_active():
         # SQLite cannot delete functions then, so an install could not be undone.
         raise Error(
@@ -179,10 +180,8 @@ def _install(
             "finish or reset it first"
         )
     builtins = sorted(
-        spec.name
-        for spec in module.functions
-        if spec.name.lower() in _builtin_names(state)
-        or (spec.kind == "table" and state.native.builtin_table(spec.name))
+        {sql_name for sql_name in sql_names if sql_name.lower() in _builtin_names(state)}
+        | {spec.name for spec in module.functions if spec.kind == "table" and state.native.builtin_table(spec.name)}
     )
     if builtins:
         raise ManifestError(
@@ -193,10 +192,10 @@ def _install(
     # a table function would replace a virtual table module.
     signatures = sorted(
         {
-            (spec.name, n_args)
+            (sql_name, n)
             for spec in module.functions
-            if spec.kind != "table"
-            for n_args in (-1, -1 if spec.varargs else len(spec.args))
+            for sql_name, n_args in spec.sql_signatures
+            for n in {-1, n_args}
         }
     )
     existing = state.native.functions_exist(signatures)
@@ -214,6 +213,7 @@ def _install(
     instance_index = state.native.add_instance(
         name,
         store.pointers(),
+        module_version=module.version,
         max_result_bytes=module.limits.max_result_bytes,
         fuel_per_call=module.limits.fuel or 0,
         timeout_ms=module.limits.timeout_ms or 0,
@@ -252,7 +252,8 @@ def _install(
         raise
     state.installed[name] = installed
     for spec in module.functions:
-        state.function_owner[spec.name.lower()] = name
+        for sql_name in (spec.name, *(spec.partial_names or ())):
+            state.function_owner[sql_name.lower()] = name
     if module.manifest.instance == "statement":
         state.per_statement.append(installed)
 

@@ -68,6 +68,24 @@ class FunctionSpec:
     columns: tuple[tuple[str, str], ...] = ()  # a table function's output columns: (name, type)
 
     @property
+    def partial_names(self) -> tuple[str, str] | None:
+        """An aggregate with serialize and merge: the SQL names of its
+        partial (same arguments) and merge (one BLOB) functions."""
+        if "merge" not in dict(self.role_exports):
+            return None
+        return f"{self.name}_partial", f"{self.name}_merge"
+
+    @property
+    def sql_signatures(self) -> tuple[tuple[str, int], ...]:
+        """(SQL name, number of arguments, -1: any) of every SQL function this
+        registers; a table function registers a module instead (none)."""
+        if self.kind == "table":
+            return ()
+        n_args = -1 if self.varargs else len(self.args)
+        partial = self.partial_names
+        return ((self.name, n_args),) + (((partial[0], n_args), (partial[1], 1)) if partial else ())
+
+    @property
     def hidden_columns(self) -> tuple[str, ...]:
         """A table function's arguments, as the hidden columns SQLite binds
         them to: arg1, arg2, ..."""
@@ -180,6 +198,8 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
             raise _fail(where, "'open', 'next' and 'close' are for table functions (kind = 'table')")
         if kind == "aggregate" and {"value", "inverse"} & set(exports):
             raise _fail(where, "'value' and 'inverse' are for window functions (kind = 'window')")
+        if len({"serialize", "merge"} & set(exports)) == 1:
+            raise _fail(where, "'serialize' and 'merge' come together (they make NAME_partial and NAME_merge)")
         role_exports = tuple((r, exports[r]) for r in EXPORT_ROLES if r in exports)
         export = exports["open" if kind == "table" else "step"]
     abi = _require(obj, "abi", str, where)
@@ -214,6 +234,8 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
     null = _optional(obj, "null", str, "strict", where)
     if null not in NULL_POLICIES:
         raise _fail(where, f"null must be 'strict' or 'call', got {null!r}")
+    if "merge" in dict(role_exports) and len(name) > 56:
+        raise _fail(where, "a name of at most 56 characters leaves room for the suffixes _partial and _merge")
     if "step_batch" in dict(role_exports) and (kind != "aggregate" or abi != "raw"):
         raise _fail(where, "'step_batch' is for raw aggregates (kind = 'aggregate', abi = 'raw')")
     if "step_batch" in dict(role_exports) and len(args) > BATCH_MAX_ARGS:
@@ -305,9 +327,10 @@ def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
     functions = tuple(_parse_function(f, f"{where}: functions[{i}]") for i, f in enumerate(raw_functions))
     seen: set[str] = set()
     for f in functions:
-        if f.name.lower() in seen:
-            raise _fail(where, f"function '{f.name}' is declared twice")
-        seen.add(f.name.lower())
+        for sql_name in (f.name, *(f.partial_names or ())):
+            if sql_name.lower() in seen:
+                raise _fail(where, f"function '{sql_name}' is declared twice")
+            seen.add(sql_name.lower())
     return Manifest(name, version, functions, description, tuple(capabilities), dict(limits), instance)
 
 
@@ -396,6 +419,10 @@ def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
         return ["i32", "i32", "i32"], []
     if role == "open":
         return ["i32", "i32"], ["i32"]
+    if role == "serialize":
+        return ["i32"], ["i64"]
+    if role == "merge":
+        return ["i32", "i32", "i32"], ["i32"]
     if role == "next":
         return ["i32"], ["i64"]
     return ["i32"], []  # drop, close
@@ -425,11 +452,12 @@ def check_exports(manifest: Manifest, module: CompiledModule | object) -> None:
                     f"but the {f.abi} ABI with the declared types needs "
                     f"({', '.join(want[0])}) -> ({', '.join(want[1])})"
                 )
-    if any(f.abi == "msgpack" or "step_batch" in f.exports for f in manifest.functions):
+    if any(f.abi == "msgpack" or {"step_batch", "merge"} & set(f.exports) for f in manifest.functions):
         alloc = exports.get(ALLOC_EXPORT)
         if not isinstance(alloc, FuncType) or (alloc.params, alloc.results) != (("i32",), ("i32",)):
             raise ManifestError(
-                f"{where}: msgpack functions and step_batch need an export '{ALLOC_EXPORT}' of type (i32) -> (i32)"
+                f"{where}: msgpack functions, step_batch and merge need an export '{ALLOC_EXPORT}' of type "
+                "(i32) -> (i32)"
             )
 
 

@@ -168,6 +168,7 @@ class NativeConnection:
         module_name: str,
         store: tuple[int, int],
         *,
+        module_version: str,
         max_result_bytes: int,
         fuel_per_call: int,
         timeout_ms: int,
@@ -179,6 +180,7 @@ class NativeConnection:
         index: int = lib.sw_conn_add_instance(
             self._ptr,
             module_name.encode(),
+            module_version.encode(),
             _pointer(store[0]),
             _pointer(store[1]),
             max_result_bytes,

@@ -363,3 +363,15 @@ def test_inspect_shows_columns_and_roles(tmp_path: object, capsys: pytest.Captur
         "  series(integer, integer) -> table(i integer, twice integer)  "
         "[table, msgpack, open open, next next, close close]"
     ) in capsys.readouterr().out.splitlines()
+
+
+def test_interrupt_inside_next_still_closes_the_handle(conn: apsw.Connection) -> None:
+    # The interrupted statement's own reset calls close: the interrupt must not stop that call too.
+    import threading
+
+    timer = threading.Timer(0.2, conn.interrupt)
+    timer.start()
+    with pytest.raises(apsw.SQLError, match="tbl.series: interrupted"):
+        conn.execute("SELECT * FROM series(?, 5)", (MODE_LOOP,)).fetchall()
+    timer.join()
+    assert live(conn) == 0
