@@ -205,6 +205,44 @@ def test_any_batch_gives_typed_rows_or_a_named_error(replay_conn: apsw.Connectio
     ).fetchall() == [(1,)]
 
 
+# rec_go(0): opens a cursor, then reads it with the packed query_next, whose
+# host side calls the guest's sqlwasm_alloc, which reads the cursor again
+# with query_next, and so on: host and guest frames pile up without end.
+REENTRANT_ALLOC = """
+  (import "sqlwasm" "query" (func $query (param i32 i32 i32 i32) (result i32)))
+  (import "sqlwasm" "query_next" (func $next (param i32) (result i64)))
+  (import "sqlwasm" "query_close" (func $close (param i32)))
+  (memory (export "memory") 16)
+  (data (i32.const 1024) "SELECT 1")
+  (global $cursor (mut i32) (i32.const 0))
+  (func (export "sqlwasm_alloc") (param $n i32) (result i32)
+    (if (global.get $cursor) (then (drop (call $next (global.get $cursor)))))
+    (i32.const 262144))
+  (func (export "go") (param i64) (result i64)
+    (global.set $cursor (call $query (i32.const 1024) (i32.const 8) (i32.const 0) (i32.const 0)))
+    (drop (call $next (global.get $cursor)))
+    (global.set $cursor (i32.const 0))
+    (i64.const 0))
+  (func (export "calm") (param i64) (result i64)
+    (global.set $cursor (i32.const 0))
+    (i64.const 1))
+"""
+
+
+def test_sqlwasm_alloc_reentering_query_next_fails_cleanly(build: Build, session_key: Ed25519PrivateKey) -> None:
+    module = build(
+        REENTRANT_ALLOC,
+        manifest(fn("rec_go", export="go"), fn("rec_calm", export="calm"), name="rec", capabilities=["sql"]),
+    )
+    conn = sql_runtime(session_key).connect(":memory:", [module])
+    try:
+        with pytest.raises(apsw.SQLError, match=r"rec\.rec_go: host function sqlwasm\.query_next failed"):
+            conn.execute("SELECT rec_go(0)").fetchall()
+        assert conn.execute("SELECT rec_calm(0), 40 + 2").fetchall() == [(1, 42)]
+    finally:
+        conn.close()
+
+
 # ------------------------------------------------------------------- time
 
 # instr() compares the needle at every position of the haystack: one VM
@@ -292,6 +330,68 @@ def test_a_query_cannot_make_the_host_hold_far_more_than_the_guests_limits(open_
     except QueryFailed:
         pass  # refusing the query is fine too
     assert apsw.memory_high_water() - before < 64 << 20
+
+
+# fl_flood(n): queries "SELECT ?" with params = a msgpack array of n nils
+# (n + 5 bytes of guest memory); returns what query_next wrote (bytes).
+FLOOD = """
+  (import "sqlwasm" "query" (func $query (param i32 i32 i32 i32) (result i32)))
+  (import "sqlwasm" "query_next" (func $next (param i32 i32 i32) (result i32)))
+  (import "sqlwasm" "query_close" (func $close (param i32)))
+  (memory (export "memory") 40)
+  (data (i32.const 16) "SELECT ?")
+  (func (export "sqlwasm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "flood") (param $n i64) (result i64)
+    (i32.store8 (i32.const 4096) (i32.const 0xdd))
+    (i32.store8 (i32.const 4097) (i32.wrap_i64 (i64.shr_u (local.get $n) (i64.const 24))))
+    (i32.store8 (i32.const 4098) (i32.wrap_i64 (i64.shr_u (local.get $n) (i64.const 16))))
+    (i32.store8 (i32.const 4099) (i32.wrap_i64 (i64.shr_u (local.get $n) (i64.const 8))))
+    (i32.store8 (i32.const 4100) (i32.wrap_i64 (local.get $n)))
+    (memory.fill (i32.const 4101) (i32.const 0xc0) (i32.wrap_i64 (local.get $n)))
+    (i64.extend_i32_s
+      (call $next
+        (call $query (i32.const 16) (i32.const 8) (i32.const 4096) (i32.add (i32.wrap_i64 (local.get $n)) (i32.const 5)))
+        (i32.const 64) (i32.const 900))))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_guest_sql._decode_params unpacks every parameter before SQLite sees the statement: 1 byte of "
+    "guest memory per nil becomes an 8-byte list slot (a 256 MiB guest: 2 GB of host memory and seconds of "
+    "host time), though SQLite binds at most 32766 parameters",
+)
+def test_params_beyond_what_sqlite_can_bind_are_refused_before_decoding(
+    build: Build, session_key: Ed25519PrivateKey
+) -> None:
+    import tracemalloc
+
+    module = build(FLOOD, manifest(fn("fl_flood", export="flood"), name="fl", capabilities=["sql"]))
+    conn = sql_runtime(session_key).connect(":memory:", [module])
+    try:
+        tracemalloc.start()
+        try:
+            ((written,),) = conn.execute("SELECT fl_flood(500000)").fetchall()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert written > 0  # an error value
+        assert peak < 1 << 20
+    finally:
+        conn.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/security.md guarantee 2: the wall clock and randomness are the 'clock' and 'random' "
+    "capabilities, but a module granted only 'sql' reads both through SQLite's built-ins (julianday('now'), "
+    "unixepoch('now', 'subsec'), random(), randomblob())",
+)
+@pytest.mark.parametrize(
+    "sql", ["SELECT unixepoch('now', 'subsec')", "SELECT julianday('now')", "SELECT randomblob(32)", "SELECT random()"]
+)
+def test_sql_alone_lends_neither_the_clock_nor_randomness(open_db: Any, sql: str) -> None:
+    assert guest_error(open_db(), sql)
 
 
 # ------------------------------------------------------------------ scope
