@@ -38,15 +38,23 @@ COUNTRIES = [
     ("PT", 38.7, -9.1), ("AT", 48.2, 16.4),
 ]  # fmt: skip
 NEAR = "geo_haversine(lat, lon, 51.5074, -0.1278) < 1500"  # the scalar wasm filter
-PARTIAL_QUERY = (
-    f"SELECT country, stats_median_partial(pm25) AS part FROM readings WHERE {NEAR} GROUP BY country",
-    "SELECT country, stats_median_merge(part) FROM map GROUP BY country ORDER BY country",
-)
-ROWS_QUERY = (
-    f"SELECT country, pm25 FROM readings WHERE {NEAR}",
-    "SELECT country, stats_median(pm25) FROM map GROUP BY country ORDER BY country",
-)
-SINGLE_QUERY = f"SELECT country, stats_median(pm25) FROM readings WHERE {NEAR} GROUP BY country ORDER BY country"
+# name -> (map_sql and reduce_sql through partials, the same shipping the
+# filtered rows, the single-file query): the issue's median, whose partial
+# holds every value, and stddev, whose partial is a few numbers.
+QUERIES = {
+    name: (
+        (
+            f"SELECT country, {agg}_partial(pm25) AS part FROM readings WHERE {NEAR} GROUP BY country",
+            f"SELECT country, {agg}_merge(part) FROM map GROUP BY country ORDER BY country",
+        ),
+        (
+            f"SELECT country, pm25 FROM readings WHERE {NEAR}",
+            f"SELECT country, {agg}(pm25) FROM map GROUP BY country ORDER BY country",
+        ),
+        f"SELECT country, {agg}(pm25) FROM readings WHERE {NEAR} GROUP BY country ORDER BY country",
+    )
+    for name, agg in (("median", "stats_median"), ("stddev", "stats_stddev"))
+}
 
 
 def build_shard(path: Path, rows: int) -> None:
@@ -78,9 +86,10 @@ def has_partials() -> bool:
 
 def in_one_process(
     runtime: sqlwasm.Runtime, modules: list[sqlwasm.Module], paths: list[Path], map_sql: str, reduce_sql: str
-) -> list[Any]:
+) -> tuple[list[Any], float]:
     """The same map and reduce, the shards one after another in this process
-    (the modules verified and compiled beforehand, as Dask's workers keep them)."""
+    (the modules verified and compiled beforehand, as Dask's workers keep
+    them). Returns the rows and the seconds the reduce took."""
     conn = runtime.connect(":memory:", modules)
     columns: tuple[str, ...] = ()
     for path in paths:
@@ -91,9 +100,11 @@ def in_one_process(
             conn.execute(f"CREATE TABLE map({', '.join(columns)})")
         conn.executemany(f"INSERT INTO map VALUES ({', '.join('?' * len(columns))})", rows)
         shard.close()
+    started = time.perf_counter()
     result = conn.execute(reduce_sql).fetchall()
+    reduce_seconds = time.perf_counter() - started
     conn.close()
-    return result
+    return result, reduce_seconds
 
 
 def best(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
@@ -125,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     from dask.distributed import Client, LocalCluster
 
     partials = has_partials()
-    map_sql, reduce_sql = PARTIAL_QUERY if partials else ROWS_QUERY
     with workdir() as tmp:
         tmpdir = Path(tmp)
         started = time.perf_counter()
@@ -139,15 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             build_shard(path, 1000)
         print(f"built {args.shards} shards x {args.rows:,} rows and {args.tiny} x 1,000 rows "
               f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
-        expected = sqlwasm.connect(str(whole), MODULES, trusted_keys=KEYS).execute(SINGLE_QUERY).fetchall()
-
         runtime = sqlwasm.Runtime(trusted_keys=KEYS)
         modules = [runtime.load(path) for path in MODULES]
-        sequential, answer = best(args.repeats, lambda: in_one_process(runtime, modules, paths, map_sql, reduce_sql))
-        if answer != expected:
-            raise SystemExit(f"one process: wrong answer {answer} != {expected}")
-        tiny_sequential, _ = best(args.repeats, lambda: in_one_process(runtime, modules, tiny, map_sql, reduce_sql))
-
+        single = runtime.connect(str(whole), modules)
         started = time.perf_counter()
         with (
             LocalCluster(
@@ -158,45 +162,54 @@ def main(argv: list[str] | None = None) -> int:
         ):  # fmt: skip
             cluster_start = time.perf_counter() - started
 
-            def on_dask(shards: list[Path]) -> Callable[[], Any]:
+            def on_dask(shards: list[Path], map_sql: str, reduce_sql: str) -> Callable[[], Any]:
                 return lambda: distributed.query(
                     shards, map_sql, reduce_sql, modules=MODULES, trusted_keys=KEYS, client=client
                 )
 
-            first_query, _ = best(1, on_dask(paths))  # includes each worker's verify + compile
-            on_cluster, answer = best(args.repeats, on_dask(paths))
-            if answer != expected:
-                raise SystemExit(f"Dask: wrong answer {answer} != {expected}")
-            tiny_dask, _ = best(args.repeats, on_dask(tiny))
+            seconds: dict[str, dict[str, float]] = {}
+            for name, (partial_query, rows_query, single_sql) in QUERIES.items():
+                map_sql, reduce_sql = partial_query if partials else rows_query
+                expected = single.execute(single_sql).fetchall()
+                measured = seconds[name] = {}
+                measured["one process"], (answer, measured["reduce in one process"]) = best(
+                    args.repeats, lambda: in_one_process(runtime, modules, paths, map_sql, reduce_sql)
+                )
+                check(name, "one process", answer, expected)
+                measured["dask first query"], _ = best(1, on_dask(paths, map_sql, reduce_sql))
+                measured["dask"], answer = best(args.repeats, on_dask(paths, map_sql, reduce_sql))
+                check(name, "Dask", answer, expected)
+
+            map_sql, reduce_sql = QUERIES["median"][0] if partials else QUERIES["median"][1]
+            tiny_sequential, _ = best(args.repeats, lambda: in_one_process(runtime, modules, tiny, map_sql, reduce_sql))
+            tiny_dask, _ = best(args.repeats, on_dask(tiny, map_sql, reduce_sql))
             sizes = [path.stat().st_size for path in tiny]
             tasks = len(distributed.group_shards([str(path) for path in tiny], sizes, args.workers))
+        single.close()
 
         shard_bytes = paths[0].stat().st_size
-        back = {
-            "median partial (stats_median_partial)": shipped_bytes(paths[0], PARTIAL_QUERY[0]) if partials else None,
-            "variance partial (stats_variance_partial)": shipped_bytes(
-                paths[0],
-                f"SELECT country, stats_variance_partial(pm25) FROM readings WHERE {NEAR} GROUP BY country",
-            ) if partials else None,
-            "filtered rows (country, pm25)": shipped_bytes(paths[0], ROWS_QUERY[0]),
-        }  # fmt: skip
+        back = {"filtered rows (country, pm25)": shipped_bytes(paths[0], QUERIES["median"][1][0])}
+        if partials:
+            back["median partials (stats_median_partial)"] = shipped_bytes(paths[0], QUERIES["median"][0][0])
+            back["stddev partials (stats_stddev_partial)"] = shipped_bytes(paths[0], QUERIES["stddev"][0][0])
 
-    speedup = sequential / on_cluster
+    ratios = {f"{name}: one process / dask": times["one process"] / times["dask"] for name, times in seconds.items()}
     per_tiny_ms = tiny_dask / args.tiny * 1e3
-    print(f"{args.shards} shards x {args.rows:,} rows, median per country of the readings a wasm filter keeps "
-          f"({'partials' if partials else 'shipping rows: no stats_median_partial in this stats module'}), "
-          f"best of {args.repeats}")  # fmt: skip
-    print(f"  one process, shards in sequence: {sequential:.3f} s")
-    print(f"  Dask, {args.workers} worker processes:   {on_cluster:.3f} s  ({speedup:.2f}x; "
-          f"first query {first_query:.3f} s with verify + compile; cluster start {cluster_start:.1f} s)")  # fmt: skip
+    how = "through partials" if partials else "shipping the filtered rows (this stats module has no partials)"
+    print(f"{args.shards} shards x {args.rows:,} rows: per country, an aggregate of the readings a wasm filter "
+          f"keeps, {how}; best of {args.repeats}; Dask cluster start {cluster_start:.1f} s")  # fmt: skip
+    for name, measured in seconds.items():
+        print(f"  {name}: one process {measured['one process']:.3f} s (of which reduce "
+              f"{measured['reduce in one process']:.3f} s), Dask with {args.workers} workers {measured['dask']:.3f} s: "
+              f"{ratios[f'{name}: one process / dask']:.2f}x (first query, verify + compile on each worker: "
+              f"{measured['dask first query']:.3f} s)")  # fmt: skip
     print(f"  bytes shipped back per shard (shard file {shard_bytes:,} bytes):")
     for label, size in back.items():
-        if size is not None:
-            print(f"    {label:45} {size:>12,}  ({size / shard_bytes:.2%} of the shard)")
+        print(f"    {label:42} {size:>12,}  ({size / shard_bytes:.3%} of the shard)")
     print(f"  {args.tiny} tiny shards (1,000 rows) in {tasks} tasks: {per_tiny_ms:.2f} ms per shard on Dask, "
           f"{tiny_sequential / args.tiny * 1e3:.2f} ms in one process")  # fmt: skip
     checks = {
-        f"Dask with {args.workers} workers >= 1.6x one process": speedup >= 1.6,
+        f"median: Dask with {args.workers} workers >= 1.6x one process": ratios["median: one process / dask"] >= 1.6,
         "tiny shards <= 5 ms each with grouping": per_tiny_ms <= 5.0,
     }
     print_checks(checks)
@@ -208,13 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "repeats": args.repeats,
             "partials": partials,
-            "seconds": {
-                "one process": sequential,
-                "dask": on_cluster,
-                "dask first query": first_query,
-                "cluster start": cluster_start,
-            },
-            "ratios": {"one process / dask": speedup},
+            "cluster_start_seconds": cluster_start,
+            "seconds": seconds,
+            "ratios": ratios,
             "shard_bytes": shard_bytes,
             "bytes_back_per_shard": back,
             "tiny": {
@@ -228,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {path}")
     return 0
+
+
+def check(name: str, where: str, answer: list[Any], expected: list[Any]) -> None:
+    """Order statistics must be equal; a merged stddev within 1e-9 relative."""
+    same = len(answer) == len(expected) and all(
+        a[0] == e[0] and abs(a[1] - e[1]) <= 1e-9 * abs(e[1]) for a, e in zip(answer, expected)
+    )
+    if not same or (name == "median" and answer != expected):
+        raise SystemExit(f"{name}, {where}: wrong answer {answer} != {expected}")
 
 
 def build_whole(path: Path, shards: list[Path]) -> None:
