@@ -254,12 +254,14 @@ def group_shards(paths: Sequence[str], sizes: Sequence[int], threads: int) -> li
     Within a task the shards keep their order; the heaviest tasks come first."""
     wanted = max(-(-sum(sizes) // MIN_TASK_BYTES), TASKS_PER_THREAD * max(threads, 1))
     count = min(len(paths), wanted)
-    loads: list[tuple[int, int]] = [(0, index) for index in range(count)]
+    # (bytes, shards, task): of equally light tasks the one with fewest
+    # shards comes first, so empty files do not all land in one task.
+    loads: list[tuple[int, int, int]] = [(0, 0, index) for index in range(count)]
     members: list[list[int]] = [[] for _ in range(count)]
     for shard in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
-        total, index = heapq.heappop(loads)
+        total, held, index = heapq.heappop(loads)
         members[index].append(shard)
-        heapq.heappush(loads, (total + sizes[shard], index))
+        heapq.heappush(loads, (total + sizes[shard], held + 1, index))
     by_weight = sorted(members, key=lambda group: -sum(sizes[i] for i in group))
     return [tuple(paths[i] for i in sorted(group)) for group in by_weight]
 

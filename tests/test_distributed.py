@@ -15,6 +15,8 @@ import pytest
 from conftest import MEMORY, fn, manifest, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from distributed import Client, LocalCluster
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 import sqlwasm
@@ -105,11 +107,17 @@ def test_map_reduce_equals_the_single_file_answer(client: Client, shards: tuple[
     assert [country for country, _, _ in rows] == ["FR", "GB"]  # DE is too far from London
 
 
-def test_glob_matches_sorted_shards(client: Client, shards: tuple[list[Path], Path], tmp_path: Path) -> None:
+def test_glob_matches_sorted_shards(
+    client: Client, shards: tuple[list[Path], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths, _ = shards
     sql = "SELECT count(*) AS n, sum(pm25) AS total FROM readings"
-    by_glob = distributed.query(str(tmp_path / "shard-*.db"), sql, modules=MODULES, trusted_keys=KEYS, client=client)
+    key_text = EXAMPLES_PUBLIC_KEY.read_text(encoding="utf-8")  # a key as text, not a path
+    by_glob = distributed.query(
+        str(tmp_path / "shard-*.db"), sql, modules=MODULES, trusted_keys=key_text, client=client, progress=True
+    )
     assert by_glob == [single_file(path, sql)[0] for path in sorted(paths)]
+    assert "100% Completed" in capsys.readouterr().out  # Dask's progress bar
     with pytest.raises(sqlwasm.Error, match=r"no file matches the shard pattern '.*nothing-\*\.db'"):
         distributed.query(str(tmp_path / "nothing-*.db"), sql, modules=MODULES, trusted_keys=KEYS, client=client)
 
@@ -264,3 +272,35 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(shards: tuple[li
     paths, whole = shards
     rows = distributed.query(paths, MAP_NEAR_LONDON, REDUCE_MEDIANS, modules=MODULES, trusted_keys=KEYS, workers=1)
     assert rows == single_file(whole, SINGLE_FILE_MEDIANS)
+
+
+SQL_VALUES = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
+    st.binary(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(SQL_VALUES, SQL_VALUES), max_size=20))
+def test_map_rows_reach_reduce_sql_unchanged(rows: list[tuple[object, object]]) -> None:
+    """Table map has no declared types: every SQLite value arrives as the shard gave it."""
+    loaded = distributed.loaded_modules(plan_for([module_path("stats").read_bytes()], "unused"))
+    columns, back = distributed._reduce(loaded, ("a", 'b "quoted"'), rows, 'SELECT a, "b ""quoted""" FROM map ORDER BY rowid')
+    assert columns == ("a", 'b "quoted"')
+    assert back == rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=1 << 30), min_size=1, max_size=60), st.integers(min_value=1, max_value=8))
+def test_grouping_keeps_every_shard_once_and_balances_sizes(sizes: list[int], threads: int) -> None:
+    paths = [f"s{i}" for i in range(len(sizes))]
+    groups = distributed.group_shards(paths, sizes, threads)
+    assert sorted(path for group in groups for path in group) == sorted(paths)
+    assert all(group for group in groups)
+    assert len(groups) == min(len(paths), max(-(-sum(sizes) // distributed.MIN_TASK_BYTES), 4 * threads))
+    loads = [sum(sizes[int(path[1:])] for path in group) for group in groups]
+    assert loads == sorted(loads, reverse=True)  # the heaviest first
+    assert max(loads) <= sum(sizes) / len(groups) + max(sizes)  # largest first onto the lightest: within one shard
