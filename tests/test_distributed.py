@@ -159,6 +159,37 @@ def test_a_guest_error_on_one_shard_names_that_shard(client: Client, tmp_path: P
     assert "stats.stats_percentile: p must be between 0 and 1, got 7" in str(info.value)
 
 
+CHECK_WAT = f"""(module {MEMORY}
+  (func $deeper (param i64) (result i64) (i64.add (call $deeper (i64.add (local.get 0) (i64.const 1))) (i64.const 1)))
+  (func (export "check") (param i64) (result i64)
+    (if (i64.eq (local.get 0) (i64.const 7)) (then unreachable))
+    (if (i64.eq (local.get 0) (i64.const 9)) (then (return (call $deeper (local.get 0)))))
+    (local.get 0)))"""
+CHECK = manifest(fn("t_check", export="check"))
+
+
+@pytest.mark.parametrize("value, message", [(7, "trap (unreachable)"), (9, "trap (stack overflow)")])
+def test_a_guest_trap_on_one_shard_names_that_shard_and_the_workers_survive(
+    client: Client, tmp_path: Path, value: int, message: str
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    module = wasm_module(CHECK_WAT, CHECK, key=key)
+    paths = []
+    for i, values in enumerate([[1, 2], [3, value], [5, 6]]):
+        conn = apsw.Connection(str(tmp_path / f"n-{i}.db"))
+        conn.execute("CREATE TABLE n(x INTEGER)")
+        conn.executemany("INSERT INTO n VALUES (?)", [(v,) for v in values])
+        conn.close()
+        paths.append(tmp_path / f"n-{i}.db")
+    options = {"modules": [module], "trusted_keys": [key.public_key().public_bytes_raw()], "client": client}
+    with pytest.raises(ShardError) as info:
+        distributed.query(paths, "SELECT t_check(x) AS x FROM n", **options)
+    assert info.value.path == str(paths[1])
+    assert f"t.t_check: {message}" in str(info.value)
+    # The same workers answer the next query.
+    assert distributed.query(paths[::2], "SELECT t_check(x) AS x FROM n", "SELECT sum(x) FROM map", **options) == [(14,)]
+
+
 def test_an_sql_error_on_a_shard_names_the_shard(client: Client, shards: tuple[list[Path], Path]) -> None:
     paths, _ = shards
     with pytest.raises(ShardError, match=r"shard .*shard-\d\.db: SQLError: no such column: altitude"):
