@@ -335,3 +335,16 @@ def test_grouping_keeps_every_shard_once_and_balances_sizes(sizes: list[int], th
     loads = [sum(sizes[int(path[1:])] for path in group) for group in groups]
     assert loads == sorted(loads, reverse=True)  # the heaviest first
     assert max(loads) <= sum(sizes) / len(groups) + max(sizes)  # largest first onto the lightest: within one shard
+
+
+def test_arguments_refused_before_any_work(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    with pytest.raises(sqlwasm.Error, match="no shards given"):
+        distributed.query([], "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client)
+    with pytest.raises(sqlwasm.Error, match="with a client, size the client's cluster instead"):
+        distributed.query(paths, "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client, workers=2)
+    loaded = sqlwasm.Runtime(trusted_keys=KEYS).load(module_path("stats"))
+    with pytest.raises(sqlwasm.Error, match="module 'stats' is loaded already; pass its .wasm path or bytes"):
+        distributed.query(paths, "SELECT 1", modules=[loaded], trusted_keys=KEYS, client=client)
+    with pytest.raises(ShardError, match="not a regular file"):
+        distributed.query([paths[0].parent], "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client)
