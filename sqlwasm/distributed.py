@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import heapq
+import inspect
 import logging
 import os
 import stat
@@ -38,6 +39,10 @@ from ._signing import _ONE_KEY, PUBLIC_KEY_TAG, TrustedKey, load_public_key, par
 if TYPE_CHECKING:
     from dask.distributed import Client
 
+# The rest (the task function, grouping, the per-process module cache) is
+# public for tests, benchmarks and the CLI, but not the API.
+__all__ = ["ReduceError", "ShardError", "query", "query_with_columns"]
+
 SQLValue = Union[None, int, float, str, bytes]
 Row = tuple[SQLValue, ...]
 Shards = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
@@ -48,6 +53,11 @@ ModuleFile = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 # and a task holds at least MIN_TASK_BYTES of shards when there are enough.
 TASKS_PER_THREAD = 4
 MIN_TASK_BYTES = 8 << 20
+# What **runtime_options may hold: Runtime's limits and policies (the keys,
+# allow_unsigned and grant have their own parameters).
+RUNTIME_OPTIONS = tuple(
+    name for name in inspect.signature(Runtime).parameters if name not in ("trusted_keys", "allow_unsigned", "grant")
+)
 # Module sets a process keeps verified and compiled (the least recently used goes first).
 WORKER_CACHE_SIZE = 8
 
@@ -200,6 +210,9 @@ def query_with_columns(
         raise Error("workers sizes the cluster query() starts; with a client, size the client's cluster instead")
     if workers is not None and workers < 1:
         raise Error(f"workers must be at least 1, got {workers}")
+    unknown = sorted(set(runtime_options) - set(RUNTIME_OPTIONS))
+    if unknown:
+        raise Error(f"unknown options {unknown}; the Runtime's are {', '.join(RUNTIME_OPTIONS)}")
     paths = resolve_shards(shards)
     sizes = [shard_size(path) for path in paths]  # a missing shard fails here, before any work
     module_bytes = tuple(_read_module(module) for module in modules)

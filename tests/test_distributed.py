@@ -346,5 +346,7 @@ def test_arguments_refused_before_any_work(client: Client, shards: tuple[list[Pa
     loaded = sqlwasm.Runtime(trusted_keys=KEYS).load(module_path("stats"))
     with pytest.raises(sqlwasm.Error, match="module 'stats' is loaded already; pass its .wasm path or bytes"):
         distributed.query(paths, "SELECT 1", modules=[loaded], trusted_keys=KEYS, client=client)
+    with pytest.raises(sqlwasm.Error, match=r"unknown options \['timeout'\]; the Runtime's are timeout_ms, fuel, "):
+        distributed.query(paths, "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client, timeout=5)
     with pytest.raises(ShardError, match="not a regular file"):
         distributed.query([paths[0].parent], "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client)
