@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import apsw
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import pytest
-from conftest import MEMORY, Build, fn, manifest, shipped
+from conftest import MEMORY, Build, fn, manifest, shipped, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -237,6 +237,58 @@ def test_sqlwasm_alloc_reentering_query_next_fails_cleanly(build: Build, session
         conn.close()
 
 
+# stuck(n): next hands out the rows [1], [2] forever; close never returns.
+STUCK_CLOSE = r"""
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 256) "\92\91\01\91\02")
+  (func (export "sqlwasm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "open") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "next") (param i32) (result i64) (i64.const 0x0000010000000005))
+  (func (export "close") (param i32) (loop $forever (br $forever)))
+)
+"""
+STUCK = {
+    "name": "stuck",
+    "kind": "table",
+    "abi": "msgpack",
+    "args": ["integer"],
+    "columns": [{"name": "v", "type": "integer"}],
+    "exports": {"open": "open", "next": "next", "close": "close"},
+}
+# Run in a child process: the breach is a hang.
+INTERRUPT_A_SCAN = """
+import sys, threading, apsw, sqlwasm
+conn = sqlwasm.connect(":memory:", [open(sys.argv[1], "rb").read()], allow_unsigned=True, timeout_ms=None)
+threading.Timer(0.2, conn.interrupt).start()
+try:
+    conn.execute("SELECT count(*) FROM stuck(1)").fetchall()
+except apsw.Error as exc:
+    print(type(exc).__name__)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="close (and an aggregate's drop) calls are no longer stopped by interrupt() (d4b5a0a, so that an "
+    "interrupted scan still closes its handles); with timeout_ms=None nothing bounds them: a close that "
+    "never returns hangs the statement, and interrupt() cannot end it",
+)
+def test_interrupt_ends_a_scan_whose_close_never_returns(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    module = tmp_path / "stuck.wasm"
+    module.write_bytes(wasm_module(STUCK_CLOSE, manifest(STUCK, name="sk")))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", INTERRUPT_A_SCAN, str(module)], capture_output=True, text=True, timeout=6
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the statement was still running 6 s after interrupt()")
+    assert done.stdout.strip() == "InterruptError", done.stderr
+
+
 # ------------------------------------------------------------------- time
 
 # instr() compares the needle at every position of the haystack: one VM
@@ -407,7 +459,7 @@ def test_params_beyond_what_sqlite_can_bind_are_refused_before_decoding(
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert written > 0  # an error value
+        assert isinstance(written, int) and written > 0  # an error value
         assert peak < 1 << 20
     finally:
         conn.close()
@@ -492,12 +544,8 @@ def test_quoting_and_case_reach_the_granted_main_table(open_db: Any) -> None:
         assert rows(conn, sql) == [[3]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a false refusal, not a breach: for a row-less read SQLite names the database as typed ('MAIN'), "
-    "and QueryPolicy.authorize compares it with 'main' exactly",
-)
 def test_main_spelled_in_capitals_is_main(open_db: Any) -> None:
+    # Refused while QueryPolicy.authorize compared the database name (as typed) with 'main' exactly.
     assert rows(open_db(), "SELECT count(*) FROM MAIN.readings") == [[3]]
 
 
@@ -567,7 +615,7 @@ def counting_function(conn: apsw.Connection, name: str, table: str) -> None:
     """An ordinary application function name() (not DIRECTONLY) that counts
     the rows of table with its own SQL, as helpers do."""
 
-    def count() -> int:
+    def count(*_: apsw.SQLiteValue) -> int:
         ((found,),) = conn.execute(f"SELECT count(*) FROM {table}").fetchall()
         assert isinstance(found, int)
         return found
