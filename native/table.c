@@ -139,6 +139,7 @@ static void sw_table_reset(sw_table_cursor *cur, const sw_function *f)
     cur->done = 0;
     cur->eof = 1;
     cur->rows_left = 0;
+    cur->rows.p = cur->rows.end = NULL; /* what was left of the last batch is dropped */
     cur->rowid = 0;
 }
 

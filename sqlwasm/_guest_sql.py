@@ -109,9 +109,17 @@ class QueryPolicy:
     """One query's rules, as SQLite reports what the statement does."""
 
     def __init__(
-        self, grant: SqlGrant, grant_of_function: Callable[[str], SqlGrant | None], out_of_time: Callable[[], bool]
+        self,
+        grant: SqlGrant,
+        grant_of_function: Callable[[str], SqlGrant | None],
+        out_of_time: Callable[[], bool],
+        max_value_bytes: int | None = None,
     ) -> None:
         self.grant = grant
+        # The longest string or blob the query may make (SQLITE_LIMIT_LENGTH
+        # while it runs): bounds the host memory a query holds, and the work
+        # one built-in call on it can take between two progress checks.
+        self.max_value_bytes = max_value_bytes
         self.grant_of_function = grant_of_function  # sqlwasm functions (and table functions) by lower-case name
         self.out_of_time = out_of_time
         self.refusal: str | None = None  # why the query was refused (the first reason)
@@ -136,7 +144,7 @@ class QueryPolicy:
             # a table (count(*)): check_statement finds where it can be.
             if db is None and arg2 == "":
                 self._unqualified_reads.add(table)
-            elif db != "main":
+            elif (db or "").lower() != "main":  # SQLite passes the name as typed: MAIN.t
                 return self._refuse(f"reading {arg1!r} in database {db!r}: only the main database may be read")
             if table in self._reads:
                 return SQLITE_OK
@@ -144,6 +152,8 @@ class QueryPolicy:
             if function_grant is not None and not self.grant.covers(function_grant):
                 return self._refuse(self._borrowing(table, function_grant))
             in_scope = self.grant.tables is None or table in self.grant.tables
+            # Refused here, not later: SQL an application function runs while the
+            # query steps is authorized here but never reaches check_statement.
             if not in_scope and function_grant is None and table not in HARMLESS_TABLE_FUNCTIONS:
                 return self._refuse(f"table {arg1!r} was not granted to module '{self.grant.module}'")
             self._reads.add(table)
@@ -445,7 +455,9 @@ class GuestSql:
                 raise QueryError(f"the rows exceed {QUERY_MAX_ROWS} (for all open cursors of the instance together)")
             cursor.rows.append(encoded)
 
-        policy = QueryPolicy(self.grant, self._grant_of_function, lambda: self._call_ms_left() == 0)
+        policy = QueryPolicy(
+            self.grant, self._grant_of_function, lambda: self._call_ms_left() == 0, self._max_result_bytes
+        )
         try:
             self._run_query(conn, sql, params, policy, on_row)
         except QueryStopped:

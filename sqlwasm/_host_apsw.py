@@ -97,6 +97,9 @@ def run_query(
     # prepares again (after a schema change) is authorized again by the policy.
     conn.authorizer = authorizer
     conn.set_progress_handler(policy.progress, PROGRESS_STEPS, id=authorizer)
+    saved_length = conn.limit(apsw.SQLITE_LIMIT_LENGTH)
+    if policy.max_value_bytes is not None:
+        conn.limit(apsw.SQLITE_LIMIT_LENGTH, min(saved_length, max(policy.max_value_bytes, 1)))
     try:
         cursor.exec_trace = before_statement
         for row in cursor.execute(sql, params, can_cache=False):
@@ -113,6 +116,7 @@ def run_query(
         try:
             cursor.close(True)
         finally:
+            conn.limit(apsw.SQLITE_LIMIT_LENGTH, saved_length)
             conn.set_progress_handler(None, id=authorizer)
             conn.authorizer = saved
 

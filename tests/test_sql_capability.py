@@ -441,6 +441,10 @@ def test_scoped_grant_reads_only_the_listed_tables(open_db: Any) -> None:
         "SELECT * FROM readings WHERE place IN (SELECT token FROM secret)",
         "WITH s AS (SELECT * FROM secret) SELECT * FROM s",
         "SELECT * FROM v",
+        "SELECT count(*) FROM v",
+        "SELECT count(*) FROM v2",
+        "SELECT count(*) FROM MAIN.secret",
+        "WITH x AS (SELECT * FROM secret) SELECT count(*) FROM x",
         "SELECT name, sql FROM sqlite_schema",
     ):
         message = error_of(conn, sql)
