@@ -544,7 +544,7 @@ def test_query_table(capsys: pytest.CaptureFixture[str]) -> None:
 def test_query_json(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = query(capsys, "SELECT geo_geohash_encode(57.64911, 10.40744, 11) AS h, x'00ff10' AS b, NULL AS n, 1.5 AS r", "--json")
     assert status == 0
-    assert json.loads(out) == [{"h": "u4pruydqqvj", "b": "00ff10", "n": None, "r": 1.5}]
+    assert json.loads(out) == [{"h": "u4pruydqqvj", "b": {"$base64": "AP8Q"}, "n": None, "r": 1.5}]  # a blob is not a string
 
 
 def test_query_csv(capsys: pytest.CaptureFixture[str]) -> None:
@@ -560,7 +560,7 @@ def test_query_blob_as_hex_in_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_query_without_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "data.db"
-    status, out, _ = run(capsys, "query", db, "CREATE TABLE t(x)", "--load", GEO, "--trust", EXAMPLES_PUB)
+    status, out, _ = run(capsys, "query", db, "CREATE TABLE t(x)", "--load", GEO, "--trust", EXAMPLES_PUB, "--create")
     assert status == 0 and out == ""
     status, out, _ = run(capsys, "query", db, "SELECT x FROM t", "--load", GEO, "--trust", EXAMPLES_PUB, "--json")
     assert status == 0 and json.loads(out) == []
@@ -585,7 +585,10 @@ def test_query_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert "syntax error" in failed(capsys, "query", ":memory:", "SELEC 1")
     message = failed(capsys, "query", ":memory:", "SELECT geo_geohash_encode(0, 0, 99)", "--load", GEO, "--trust", EXAMPLES_PUB)
     assert message.startswith("geo.geo_geohash_encode: ")
-    assert "cannot read module" in failed(capsys, "query", ":memory:", "SELECT 1", "--load", tmp_path / "none.wasm")
+    missing = tmp_path / "none.wasm"
+    assert failed(capsys, "query", ":memory:", "SELECT 1", "--load", missing) == (
+        f"no module {missing}: not a file, nor the name of a shipped example (geo, stats, text)"
+    )
 
 
 def test_query_untrusted_module_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,159 @@
+"""`sqlwasm query` and `sqlwasm shell` in a real pseudo-terminal: Ctrl-C
+(the terminal's \\x03, delivered as SIGINT) stops a long query at once."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MEMORY, fn, manifest, wasm_module
+
+WAT = MEMORY + '(func (export "add") (param i64 i64) (result i64) local.get 0 local.get 1 i64.add)'
+
+# Creating a table in an attached file shows the test when the SQL has
+# started; then a count to 10**9 through a wasm function (minutes of work).
+LONG_SQL = (
+    "ATTACH '{marker}' AS m; CREATE TABLE m.started(x); "
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+    "SELECT sum(t_add(i, 1)) FROM n;"
+)
+
+
+class Terminal:
+    """A command on the slave side of a pseudo-terminal, as its controlling
+    terminal; the test types on the master side and reads what it shows."""
+
+    def __init__(self, *argv: str, cwd: Path) -> None:
+        exe = shutil.which("sqlwasm")
+        assert exe is not None, "the sqlwasm console script is not installed (pip install -e .)"
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: its own session, the pty its terminal
+            os.chdir(cwd)
+            os.execv(exe, [exe, *argv])
+        self.output = b""
+        self.status: int | None = None
+
+    def read(self, seconds: float) -> None:
+        """Reads what the terminal shows for up to `seconds`."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.005))
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 65536)
+                except OSError:  # the child has gone: the slave side is closed
+                    return
+
+    def wait_for(self, text: bytes, seconds: float) -> float:
+        """Seconds until `text` is shown (fails after `seconds`)."""
+        start = time.monotonic()
+        while text not in self.output:
+            assert time.monotonic() - start < seconds, (text, self.output.decode(errors="replace"))
+            self.read(0.001)
+        return time.monotonic() - start
+
+    def wait_exit(self, seconds: float) -> float:
+        """Seconds until the command exits; its status in self.status."""
+        start = time.monotonic()
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                return time.monotonic() - start
+            assert time.monotonic() - start < seconds, self.output.decode(errors="replace")
+            self.read(0.001)
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def close(self) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+            except ProcessLookupError:
+                pass
+        os.close(self.fd)
+
+
+def wait_until_started(marker: Path, terminal: Terminal) -> None:
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.stat().st_size > 0):
+        assert time.monotonic() < deadline, terminal.output.decode(errors="replace")
+        terminal.read(0.005)
+    terminal.read(0.2)  # well into the count
+
+
+@pytest.fixture
+def module(tmp_path: Path) -> Path:
+    path = tmp_path / "t.wasm"
+    path.write_bytes(wasm_module(WAT, manifest(fn("t_add", export="add", args=["integer", "integer"]))))
+    return path
+
+
+def test_ctrl_c_stops_a_query(tmp_path: Path, module: Path) -> None:
+    marker = tmp_path / "started.db"
+    terminal = Terminal(
+        "query", ":memory:", "--load", str(module), "--allow-unsigned", LONG_SQL.format(marker=marker), cwd=tmp_path
+    )
+    try:
+        wait_until_started(marker, terminal)
+        terminal.type("\x03")
+        shown = terminal.wait_for(b"interrupted", 10)
+        exited = shown + terminal.wait_exit(10)
+    finally:
+        terminal.close()
+    assert shown < 0.1, f"'interrupted' {1e3 * shown:.0f} ms after Ctrl-C"
+    assert exited < 0.5, f"exit {1e3 * exited:.0f} ms after Ctrl-C"
+    assert terminal.status == 130
+    text = terminal.output.decode()
+    assert "Traceback" not in text and "error" not in text
+    assert text.rstrip().endswith("interrupted")
+
+
+def test_ctrl_c_in_the_shell_returns_to_the_prompt(tmp_path: Path, module: Path) -> None:
+    marker = tmp_path / "started.db"
+    terminal = Terminal("shell", ":memory:", "--load", str(module), "--allow-unsigned", cwd=tmp_path)
+    try:
+        terminal.wait_for(b"sqlite> ", 30)
+        terminal.type(LONG_SQL.format(marker=marker) + "\n")
+        wait_until_started(marker, terminal)
+        before = len(terminal.output)
+        terminal.type("\x03")
+        shown = terminal.wait_for(b"interrupted", 10)
+        terminal.wait_for(b"sqlite> ", 10)
+        assert b"sqlite> " in terminal.output[before:]
+        # The shell and its modules still work.
+        terminal.type("SELECT t_add(40, 2) AS answer;\n")
+        terminal.wait_for(b"42", 10)
+        terminal.type("\x04")  # end of input: the shell exits
+        terminal.wait_exit(10)
+    finally:
+        terminal.close()
+    assert shown < 0.1, f"'interrupted' {1e3 * shown:.0f} ms after Ctrl-C"
+    assert terminal.status == 0
+    assert "Traceback" not in terminal.output.decode()
+
+
+def test_ctrl_c_at_the_shell_prompt(tmp_path: Path, module: Path) -> None:
+    """At the prompt Ctrl-C abandons the line being typed, as in sqlite3."""
+    terminal = Terminal("shell", ":memory:", "--load", str(module), "--allow-unsigned", cwd=tmp_path)
+    try:
+        terminal.wait_for(b"sqlite> ", 30)
+        terminal.type("SELECT 'abandoned'")
+        terminal.wait_for(b"abandoned'", 10)
+        terminal.type("\x03")
+        terminal.wait_for(b"^C", 10)
+        terminal.type("SELECT t_add(1, 2) AS three;\n")
+        terminal.wait_for(b"3 ", 10)
+        terminal.type(".exit\n")
+        terminal.wait_exit(10)
+    finally:
+        terminal.close()
+    assert terminal.status == 0
+    assert "Traceback" not in terminal.output.decode()
