@@ -421,3 +421,22 @@ def test_missing_module_file_is_an_error_and_file_not_found(tmp_path: Path) -> N
     assert isinstance(exc.value, FileNotFoundError) and isinstance(exc.value, sqlwasm.ModuleFileNotFoundError)
     assert exc.value.filename == str(missing)
     assert str(exc.value) == f"cannot read module {missing}: No such file or directory"
+
+
+# ------------------------------------------------------------ documentation
+
+
+def test_cli_doc_names_every_exit_status() -> None:
+    text = (REPO / "docs" / "cli.md").read_text()
+    for status in ("status 1", "status 2", "status 130"):
+        assert status in text
+
+
+def test_python_doc_names_every_public_name() -> None:
+    text = (REPO / "docs" / "python.md").read_text()
+    for name in sqlwasm.__all__:
+        assert f"`{name}" in text or f"sqlwasm.{name}" in text, name
+    for name in sqlwasm.__all__:
+        value = getattr(sqlwasm, name)
+        if isinstance(value, type) and issubclass(value, sqlwasm.Error):
+            assert f"`{name}`" in text, name
