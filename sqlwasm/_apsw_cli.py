@@ -4,6 +4,7 @@ column names and changes, SQLite's errors, and the interactive shell."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -11,6 +12,7 @@ import apsw
 import apsw.shell
 
 from ._interrupt import CtrlC
+from ._progress import Progress
 from ._runtime import Module
 
 # The errors SQLite and APSW raise (the CLI reports them in one line).
@@ -34,13 +36,17 @@ class Result:
     names: list[str]  # the columns of the last statement; none for one that returns no rows
     rows: list[tuple[Any, ...]]
     changed: int | None  # rows inserted, updated or deleted; None for a statement that only reads
+    timings: list[tuple[str, float]]  # (statement, seconds) for each statement run
 
 
-def run(conn: apsw.Connection, sql: str, bindings: Bindings = ()) -> Result:
-    """Runs sql (every statement in it) and fetches the rows."""
+def run(conn: apsw.Connection, sql: str, bindings: Bindings = (), progress: Progress | None = None) -> Result:
+    """Runs sql (every statement in it) and fetches the rows, counting them
+    in progress."""
     seen: dict[str, Any] = {}
+    starts: list[tuple[str, float]] = []
 
     def before_each_statement(cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
+        starts.append((statement, time.perf_counter()))
         # Prepared but not yet run: the columns are known even if no row comes.
         seen["names"] = [d[0] for d in cursor.get_description()]
         seen["changes_rows"] = not cursor.is_readonly and _CHANGES_ROWS.match(statement) is not None
@@ -49,10 +55,17 @@ def run(conn: apsw.Connection, sql: str, bindings: Bindings = ()) -> Result:
     changes_before = conn.total_changes()
     cursor = conn.cursor()
     cursor.exec_trace = before_each_statement
-    rows = cursor.execute(sql, bindings).fetchall()
+    rows = []
+    for row in cursor.execute(sql, bindings):
+        rows.append(row)
+        if progress is not None:
+            progress.rows += 1
+    ended = time.perf_counter()
     names = seen.get("names", [])
     changed = conn.total_changes() - changes_before if seen.get("changes_rows") and not names else None
-    return Result(names, rows, changed)
+    ends = [start for _, start in starts[1:]] + [ended]
+    timings = [(statement, end - start) for (statement, start), end in zip(starts, ends)]
+    return Result(names, rows, changed, timings)
 
 
 def error_offset(exc: BaseException) -> int | None:

@@ -21,6 +21,7 @@ from ._errors import Error, ManifestError, SignatureError
 from ._interrupt import CtrlC
 from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, limit_problem
 from ._manifest import CAPABILITIES, MANIFEST_SECTION, manifest_from_json, manifest_from_toml
+from ._progress import Progress
 from ._runtime import Module, Runtime
 from ._signing import check_signature, generate_keypair, load_private_key, load_trusted_keys, sign
 from ._table import cell_text, format_table, printable
@@ -374,8 +375,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     with CtrlC() as ctrl_c:
         conn, _ = loader.connect(args)
         try:
-            with ctrl_c.statement(conn):
-                result = _apsw.run(conn, sql, bindings)
+            progress = Progress(sys.stderr, args.progress or sys.stderr.isatty())
+            with ctrl_c.statement(conn), progress:
+                result = _apsw.run(conn, sql, bindings, progress)
         except UnicodeDecodeError as exc:  # APSW decodes every TEXT value as UTF-8
             raise Error(
                 f"a result is TEXT that is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
@@ -393,6 +395,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         finally:
             conn.close()
     names, rows = result.names, result.rows
+    if args.timer:
+        for statement, seconds in result.timings:
+            print(f"time: {1e3 * seconds:.1f} ms  {printable(' '.join(statement.split()))[:60]}", file=sys.stderr)
     if args.json:
         print(json.dumps([{n: _json_value(v) for n, v in zip(names, row)} for row in rows], indent=1))
     elif args.csv:
@@ -415,7 +420,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
     conn, modules = loader.connect(args)
     try:
         with CtrlC() as ctrl_c:
-            return _apsw.Shell(conn, modules, loader, ctrl_c).run(args.sql)
+            shell = _apsw.Shell(conn, modules, loader, ctrl_c)
+            shell.timer = args.timer
+            return shell.run(args.sql)
     finally:
         conn.close()
 
@@ -604,10 +611,16 @@ def parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help='print a JSON array of objects (blobs as {"$base64": ...})')
     fmt.add_argument("--csv", action="store_true", help="print CSV with a header (blobs as hex)")
     p.add_argument("--null", metavar="TEXT", help="show NULL as TEXT (default: NULL in a table, empty in CSV)")
+    p.add_argument("--timer", action="store_true", help="print the time of each statement (on stderr)")
+    p.add_argument(
+        "--progress", action="store_true",
+        help="show elapsed time and rows so far on stderr even when it is not a terminal",
+    )
 
     p = command("shell", cmd_shell, "APSW's interactive shell with modules loaded")
     _add_database_options(p)
     p.add_argument("sql", type=_utf8, nargs="?", metavar="SQL", help="run this SQL (or dot command) and exit")
+    p.add_argument("--timer", action="store_true", help="print the time of each statement (the shell's .timer on)")
 
     p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
     p.add_argument("--rows", type=_positive, default=200_000, metavar="N", help="number of sample readings")

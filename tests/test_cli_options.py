@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -440,3 +441,13 @@ def test_python_doc_names_every_public_name() -> None:
         value = getattr(sqlwasm, name)
         if isinstance(value, type) and issubclass(value, sqlwasm.Error):
             assert f"`{name}`" in text, name
+
+
+def test_timer(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "query", ":memory:", "CREATE TABLE t(x);\n INSERT INTO t VALUES (1); SELECT x FROM t", "--timer")
+    assert status == 0 and out.splitlines()[-1] == "1"
+    lines = err.splitlines()
+    assert [re.sub(r"^time: \d+\.\d ms  ", "", line) for line in lines] == [
+        "CREATE TABLE t(x);", "INSERT INTO t VALUES (1);", "SELECT x FROM t"
+    ]
+    assert all(re.match(r"time: \d+\.\d ms  ", line) for line in lines)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -157,3 +160,58 @@ def test_ctrl_c_at_the_shell_prompt(tmp_path: Path, module: Path) -> None:
         terminal.close()
     assert terminal.status == 0
     assert "Traceback" not in terminal.output.decode()
+
+
+# Rows that come slowly: one per million numbers counted through wasm.
+SLOW_ROWS_SQL = (
+    "ATTACH '{marker}' AS m; CREATE TABLE m.started(x); "
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+    "SELECT i FROM n WHERE t_add(i, 0) % 1000000 = 0;"
+)
+
+
+def test_progress_on_a_terminal(tmp_path: Path, module: Path) -> None:
+    marker = tmp_path / "started.db"
+    terminal = Terminal(
+        "query", ":memory:", "--load", str(module), "--allow-unsigned", SLOW_ROWS_SQL.format(marker=marker),
+        cwd=tmp_path,
+    )
+    try:
+        wait_until_started(marker, terminal)
+        terminal.wait_for(b" rows so far", 10)
+        terminal.type("\x03")
+        terminal.wait_for(b"interrupted", 10)
+        terminal.wait_exit(10)
+    finally:
+        terminal.close()
+    assert terminal.status == 130
+    # One line rewritten in place, cleared before the next output.
+    shown = terminal.output.split(b"\r")
+    assert any(re.match(rb"\d+\.\d s, [\d,]+ rows so far\x1b\[K", part) for part in shown), shown
+    assert b"\x1b[Kinterrupted" in terminal.output
+
+
+def test_progress_only_on_a_pipe_when_asked(tmp_path: Path, module: Path) -> None:
+    exe = shutil.which("sqlwasm")
+    assert exe is not None
+    procs = {}
+    for asked in (False, True):
+        marker = tmp_path / f"started-{asked}.db"
+        argv = [exe, "query", ":memory:", "--load", str(module), "--allow-unsigned", SLOW_ROWS_SQL.format(marker=marker)]
+        proc = subprocess.Popen(argv + (["--progress"] if asked else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs[asked] = (proc, marker)
+    deadline = time.monotonic() + 30
+    while not all(marker.exists() and marker.stat().st_size > 0 for _, marker in procs.values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(1.6)  # progress starts after a second
+    errors = {}
+    for asked, (proc, _) in procs.items():
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        errors[asked] = err.decode()
+    assert "rows so far" not in errors[False] and errors[False].endswith("interrupted\n")
+    lines = errors[True].splitlines()
+    assert any(re.fullmatch(r"progress: \d+\.\d s, [\d,]+ rows so far", line) for line in lines), lines
+    assert "\x1b" not in errors[True] and lines[-1] == "interrupted"
