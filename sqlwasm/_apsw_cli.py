@@ -17,6 +17,8 @@ from ._runtime import Module
 
 # The errors SQLite and APSW raise (the CLI reports them in one line).
 HostError = apsw.Error
+# The SQL's parameters and the values given do not match.
+BindingsError = apsw.BindingsError
 
 # A statement that inserts, updates or deletes rows (not DDL): its first
 # word after any comments, or a WITH clause that is not read-only.

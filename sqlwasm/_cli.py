@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -361,6 +362,21 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _json_text(rows: list[dict[str, Any]]) -> str:
+    """JSON with SQLite's infinite REALs as 1e999 and -1e999, numbers every
+    JSON reader takes as infinite (json.dumps would write Infinity, which is
+    not JSON)."""
+    marker = f"sqlwasm-infinity-{uuid.uuid4().hex}"
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and math.isinf(value):
+            return marker if value > 0 else "-" + marker
+        return value
+
+    text = json.dumps([{k: finite(v) for k, v in row.items()} for row in rows], indent=1, allow_nan=False)
+    return text.replace(f'"-{marker}"', "-1e999").replace(f'"{marker}"', "1e999")
+
+
 def _position(sql: str, offset: int) -> str:
     """Where in sql an error is, on one line."""
     before = sql.encode("utf-8")[:offset].decode("utf-8", "replace")
@@ -388,6 +404,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             # `interrupted` if the statement was inside one.
             if ctrl_c.fired:
                 raise KeyboardInterrupt from None
+            if isinstance(exc, _apsw.BindingsError):
+                raise Error(f"{exc} (give the values with --param)") from exc
             offset = _apsw.error_offset(exc)
             if offset is None:
                 raise
@@ -399,7 +417,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         for statement, seconds in result.timings:
             print(f"time: {1e3 * seconds:.1f} ms  {printable(' '.join(statement.split()))[:60]}", file=sys.stderr)
     if args.json:
-        print(json.dumps([{n: _json_value(v) for n, v in zip(names, row)} for row in rows], indent=1))
+        print(_json_text([{n: _json_value(v) for n, v in zip(names, row)} for row in rows]))
     elif args.csv:
         if names:
             writer = csv.writer(sys.stdout)

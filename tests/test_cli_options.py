@@ -451,3 +451,16 @@ def test_timer(capsys: pytest.CaptureFixture[str]) -> None:
         "CREATE TABLE t(x);", "INSERT INTO t VALUES (1);", "SELECT x FROM t"
     ]
     assert all(re.match(r"time: \d+\.\d ms  ", line) for line in lines)
+
+
+def test_json_infinity_is_json(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "query", ":memory:", "SELECT 1e999 AS big, -1e999 AS small, 'Infinity' AS t", "--json")
+    assert status == 0 and "Infinity\n" not in out and "Infinity," not in out
+    assert json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}")) == [
+        {"big": float("inf"), "small": float("-inf"), "t": "Infinity"}
+    ]
+
+
+def test_missing_parameter_says_param(capsys: pytest.CaptureFixture[str]) -> None:
+    message = error(capsys, "query", ":memory:", "SELECT ?")
+    assert message.startswith("Incorrect number of bindings supplied") and message.endswith("(give the values with --param)")
