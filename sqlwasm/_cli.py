@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from . import __version__, _engine
 from . import _apsw_cli as _apsw
 from ._build import CompileError, build, pack, write_module
-from ._errors import Error, ManifestError, SignatureError
+from ._errors import CapabilityError, Error, ManifestError, SignatureError
 from ._interrupt import CtrlC
 from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, limit_problem
 from ._manifest import CAPABILITIES, MANIFEST_SECTION, manifest_from_json, manifest_from_toml
@@ -211,13 +211,14 @@ class Loader:
         self.trusted = load_trusted_keys(args.trust)
         options: dict[str, Any] = {"grant": self.grant, **limits}
         self.runtime = Runtime(trusted_keys=list(self.trusted.values()), allow_unsigned=self.allow_unsigned, **options)
-        # A shipped example is as trusted as the package it came with: by
-        # name, it loads with the examples' key (and only that module does).
         self._options = options
         self._examples_runtime: Runtime | None = None
-        self._owner: dict[int, Runtime] = {}
+        self._owner: dict[Module, Runtime] = {}  # a module installs through the Runtime that loaded it
 
     def _examples(self) -> Runtime:
+        """The Runtime for shipped examples loaded by name: one is as trusted
+        as the package it came with, so it loads with the examples' key
+        (which no other module gets)."""
         from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY
 
         if self._examples_runtime is None:
@@ -240,7 +241,7 @@ class Loader:
         data = _read(str(path))
         self._check(spec, data, runtime is self.runtime)
         module = runtime.load(path)
-        self._owner[id(module)] = runtime
+        self._owner[module] = runtime
         return module
 
     def _check(self, spec: str, data: bytes, check_trust: bool) -> None:
@@ -276,10 +277,12 @@ class Loader:
         if manifest is not None:
             for cap in manifest.capabilities:
                 if cap not in self.grant:
-                    raise Error(f"module '{manifest.name}' ({spec}) needs capability '{cap}': pass --grant {cap}")
+                    raise CapabilityError(
+                        f"module '{manifest.name}' ({spec}) needs capability '{cap}': pass --grant {cap}"
+                    )
 
     def install(self, conn: Any, module: Module) -> None:
-        self._owner[id(module)].install(conn, module)
+        self._owner[module].install(conn, module)
 
     def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module]]:
         """The database with every --modules-dir and --load module installed."""
