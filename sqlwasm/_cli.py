@@ -353,10 +353,15 @@ def _param_value(text: str) -> int | float | str:
 
 def _bindings(params: list[str]) -> list[Any] | dict[str, Any]:
     """--param VALUE (positional, for ?) or --param :NAME=VALUE (named)."""
-    named = {m.group(1): _param_value(m.group(2)) for p in params if (m := _NAMED.fullmatch(p))}
-    if named and len(named) != len(params):
+    matches = [m for p in params if (m := _NAMED.fullmatch(p))]
+    if not matches:
+        return [_param_value(p) for p in params]
+    if len(matches) != len(params):
         raise UsageError("--param: use all positional (VALUE) or all named (:NAME=VALUE), not both")
-    return named if named else [_param_value(p) for p in params]
+    named = {m.group(1): _param_value(m.group(2)) for m in matches}
+    if len(named) != len(matches):
+        raise UsageError("--param: a name is given twice")
+    return named
 
 
 def _json_value(value: Any) -> Any:
@@ -465,7 +470,7 @@ def _utf8(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
+def _count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -644,7 +649,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timer", action="store_true", help="print the time of each statement (the shell's .timer on)")
 
     p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
-    p.add_argument("--rows", type=_positive, default=200_000, metavar="N", help="number of sample readings")
+    p.add_argument("--rows", type=_count, default=200_000, metavar="N", help="number of sample readings")
     return top
 
 

@@ -291,6 +291,7 @@ def test_params(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert status == 0 and json.loads(out) == [{"a": "x=y", "b": 3}]
     assert "not both" in usage_error(capsys, "query", ":memory:", "SELECT ?, :a", "--param", "1", "--param", ":a=2")
+    assert "given twice" in usage_error(capsys, "query", ":memory:", "SELECT :a", "--param", ":a=1", "--param", ":a=2")
 
 
 def test_rows_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
