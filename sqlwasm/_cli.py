@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import gc
 import hashlib
 import json
 import math
@@ -654,6 +655,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line argv (default: this process's, as the `sqlwasm`
+    command); returns the exit status."""
+    status = _run(argv)
+    if argv is None:
+        # The process exits next: leave what the command loaded to the OS
+        # rather than to a final garbage collection (tens of milliseconds
+        # after Ctrl-C, say).
+        gc.freeze()
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
