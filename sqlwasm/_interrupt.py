@@ -37,6 +37,8 @@ class CtrlC:
         self._previous_wakeup_fd = -1
 
     def __enter__(self) -> CtrlC:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread gets signals (and may set their handlers)
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         self._pipe = (read_fd, write_fd)
@@ -48,9 +50,10 @@ class CtrlC:
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._pipe is None:
+            return
         signal.set_wakeup_fd(self._previous_wakeup_fd)
         signal.signal(signal.SIGINT, self._previous_handler)
-        assert self._pipe is not None
         os.close(self._pipe[1])  # the watcher reads end-of-file and stops; it closes its end
 
     def _watch(self, read_fd: int) -> None:

@@ -465,3 +465,14 @@ def test_json_infinity_is_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_parameter_says_param(capsys: pytest.CaptureFixture[str]) -> None:
     message = error(capsys, "query", ":memory:", "SELECT ?")
     assert message.startswith("Incorrect number of bindings supplied") and message.endswith("(give the values with --param)")
+
+
+def test_query_from_another_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the main thread may handle signals: elsewhere Ctrl-C is left alone."""
+    import threading
+
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(_cli.main(["query", ":memory:", "SELECT 1 AS one", "--json"])))
+    thread.start()
+    thread.join()
+    assert statuses == [0] and json.loads(capsys.readouterr().out) == [{"one": 1}]
