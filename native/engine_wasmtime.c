@@ -156,6 +156,7 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
        tick), so a call only restarts the count its time limit is checked on. */
     inst->call_started = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED);
     inst->used = 1;
+    inst->calls++;
     inst->depth = 1;
     sw_wasm_trap *trap = NULL;
     sw_wasmtime_error *err = wt.func_call_unchecked(inst->context, func, vals, n_vals, &trap);

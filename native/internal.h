@@ -86,6 +86,7 @@ struct sw_instance {
     int stop_reason;        /* why the epoch callback stopped the guest */
     int depth;              /* calls into the guest in progress (reentrancy guard) */
     int used;               /* called since the last bind */
+    uint64_t calls;         /* calls into the guest so far */
     int removed;            /* its install was rolled back: wasm_call skips it */
     size_t host_stack;      /* native stack its host functions may need below the wasm frames */
     char host_error[200];   /* set by a failing host function */
@@ -113,6 +114,11 @@ struct sw_function {
     int removed; /* unregistered again (a rolled-back install) */
     int abi;
     int returns;
+    int direct_only;
+    /* A table function's output columns and its virtual table's schema. */
+    int n_columns;
+    uint8_t *column_types;
+    char *table_schema;
     int null_call;
     int n_args;
     int vararg_type; /* 0: fixed arity */
@@ -134,7 +140,8 @@ enum { SW_SKIP_ROW = -1 }; /* a NULL argument under null = "strict" */
 
 /* Shared helpers, defined in the file named. */
 static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4))); /* results.c */
+    __attribute__((format(printf, 3, 4))); /* results.c; ctx NULL: into sw_pending_error */
+static void sw_nomem(sqlite3_context *ctx, const sqlite3_api_routines *api); /* results.c */
 static void sw_closed_list_lock(void);     /* registry.c */
 static void sw_closed_list_unlock(void);   /* registry.c */
 

@@ -182,15 +182,14 @@ typedef enum {
 
 static int sw_is_map_tag(uint8_t t) { return t == 0x81 || t == 0xde || t == 0xdf; }
 
-/* Decodes the one msgpack value that must fill p[0..n) into out: an integer
-   (bool as 0 or 1), a real (float32 widened), text (valid UTF-8), a blob,
-   nil, or a guest error {"error": text} (kind SW_VALUE_GUEST_ERROR). With
-   status_only (a step's status) only the error map is acceptable. Text and
-   blobs point into p. */
-static sw_decode_status sw_msgpack_decode(const uint8_t *p, uint32_t n, int status_only, sw_cell *out,
-                                          uint64_t *detail)
+/* Reads one msgpack value from r into out: an integer (bool as 0 or 1), a
+   real (float32 widened), text (valid UTF-8), a blob, nil, or a guest error
+   {"error": text} (kind SW_VALUE_GUEST_ERROR). With status_only (a step's
+   status) only the error map is acceptable. Text and blobs point into the
+   reader's bytes. */
+static sw_decode_status sw_msgpack_value(sw_reader *rp, int status_only, sw_cell *out, uint64_t *detail)
 {
-    sw_reader r = {p, p + n};
+    sw_reader r = *rp;
     const uint8_t *tag;
     uint64_t u;
     out->kind = SQLITE_NULL;
@@ -268,23 +267,50 @@ static sw_decode_status sw_msgpack_decode(const uint8_t *p, uint32_t n, int stat
             return SW_DECODE_BAD_MAP;
         if (!sw_read_str(&r, &msg, &msg_len))
             return SW_DECODE_BAD_MAP;
-        if (r.p != r.end) {
-            *detail = (uint64_t)(r.end - r.p);
-            return SW_DECODE_TRAILING;
-        }
         if (!sw_utf8_valid(msg, msg_len))
             return SW_DECODE_ERROR_UTF8;
         out->kind = SW_VALUE_GUEST_ERROR;
         out->p = msg;
         out->n = msg_len;
-        return SW_DECODE_OK;
     } else {
         *detail = t;
         return SW_DECODE_UNSUPPORTED;
     }
-    if (r.p != r.end) {
+    *rp = r;
+    return SW_DECODE_OK;
+}
+
+/* Decodes the one msgpack value that must fill p[0..n) (see sw_msgpack_value). */
+static sw_decode_status sw_msgpack_decode(const uint8_t *p, uint32_t n, int status_only, sw_cell *out,
+                                          uint64_t *detail)
+{
+    sw_reader r = {p, p + n};
+    sw_decode_status status = sw_msgpack_value(&r, status_only, out, detail);
+    if (status == SW_DECODE_OK && r.p != r.end) {
         *detail = (uint64_t)(r.end - r.p);
         return SW_DECODE_TRAILING;
     }
-    return SW_DECODE_OK;
+    return status;
+}
+
+/* Reads an array header (fixarray, array 16 or array 32): 1, or 0 when the
+   next value is not an array or is truncated. */
+static int sw_msgpack_array(sw_reader *r, uint32_t *count)
+{
+    const uint8_t *tag;
+    uint64_t u;
+    sw_reader peek = *r;
+    if (!sw_take(&peek, 1, &tag))
+        return 0;
+    if ((*tag & 0xf0) == 0x90) {
+        *count = *tag & 0x0f;
+    } else if (*tag == 0xdc || *tag == 0xdd) {
+        if (!sw_take_be(&peek, *tag == 0xdc ? 2 : 4, &u))
+            return 0;
+        *count = (uint32_t)u;
+    } else {
+        return 0;
+    }
+    *r = peek;
+    return 1;
 }

@@ -27,6 +27,8 @@ void sw_conn_free(sw_conn *conn)
         free(f->sql_name);
         free(f->export_name);
         free(f->label);
+        free(f->column_types);
+        free(f->table_schema);
         free(f);
     }
     for (int i = 0; i < conn->n_instances; i++) {
@@ -188,11 +190,12 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
 }
 
 /* Required exports of each kind (bits of SW_FN_*); drop is always optional. */
-static const unsigned sw_required_exports[3] = {
+static const unsigned sw_required_exports[4] = {
     [SW_KIND_SCALAR] = 1u << SW_FN_MAIN,
     [SW_KIND_AGGREGATE] = 1u << SW_FN_MAIN | 1u << SW_FN_INIT | 1u << SW_FN_FINAL,
     [SW_KIND_WINDOW] = 1u << SW_FN_MAIN | 1u << SW_FN_INIT | 1u << SW_FN_FINAL | 1u << SW_FN_VALUE |
                        1u << SW_FN_INVERSE,
+    [SW_KIND_TABLE] = 1u << SW_FN_OPEN | 1u << SW_FN_NEXT | 1u << SW_FN_CLOSE,
 };
 
 static void sw_set_funcs(sw_function *f, const void *funcs, unsigned present)
@@ -212,6 +215,20 @@ int sw_conn_instance_used(sw_conn *conn, int instance)
     return inst->used && !inst->depth; /* never report one that is running */
 }
 
+int64_t sw_conn_call_ms_left(sw_conn *conn, int instance)
+{
+    const sw_instance *inst = conn->instances[instance];
+    if (!inst->depth || !inst->timeout_ticks)
+        return -1;
+    uint64_t elapsed = __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED) - inst->call_started;
+    return elapsed >= inst->timeout_ticks ? 0 : (int64_t)(inst->timeout_ticks - elapsed) * SW_TICK_MS;
+}
+
+uint64_t sw_conn_instance_calls(sw_conn *conn, int instance)
+{
+    return conn->instances[instance]->calls;
+}
+
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message)
 {
     sw_instance *inst = conn->instances[instance];
@@ -228,7 +245,10 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
         return -1;
     }
     if (instance < 0 || instance >= conn->n_instances || n_args < 0 || n_args > SW_MAX_ARGS || kind < 0 ||
-        kind > SW_KIND_WINDOW || (present & sw_required_exports[kind]) != sw_required_exports[kind] ||
+        kind > SW_KIND_TABLE || (present & sw_required_exports[kind]) != sw_required_exports[kind] ||
+        (kind == SW_KIND_TABLE &&
+         (abi != SW_ABI_MSGPACK || desc->vararg_type || desc->n_columns < 1 || !desc->column_types ||
+          !desc->table_schema)) ||
         (abi != SW_ABI_RAW && abi != SW_ABI_MSGPACK) ||
         (abi == SW_ABI_MSGPACK && !conn->instances[instance]->has_alloc) ||
         (abi == SW_ABI_RAW && (desc->vararg_type || desc->null_call)) ||
@@ -261,6 +281,22 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
         return -1;
     }
     snprintf(f->label, label_len, "%s.%s", inst->name, sql_name);
+    if (kind == SW_KIND_TABLE) {
+        f->column_types = malloc((size_t)desc->n_columns);
+        f->table_schema = sw_strdup(desc->table_schema);
+        if (!f->column_types || !f->table_schema) {
+            free(f->column_types);
+            free(f->table_schema);
+            free(f->label);
+            free(f->sql_name);
+            free(f->export_name);
+            free(f);
+            sw_errbuf(errbuf, errbuf_len, "out of memory");
+            return -1;
+        }
+        memcpy(f->column_types, desc->column_types, (size_t)desc->n_columns);
+        f->n_columns = desc->n_columns;
+    }
     f->inst = inst;
     sw_set_funcs(f, desc->funcs, present);
     f->kind = kind;
@@ -268,6 +304,7 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
     if (present & (1u << SW_FN_STEP_BATCH))
         f->batch_rows = SW_BATCH_ROWS;
     f->returns = desc->returns;
+    f->direct_only = desc->direct_only;
     f->null_call = desc->null_call;
     f->n_args = n_args;
     f->vararg_type = desc->vararg_type;
@@ -285,7 +322,9 @@ int sw_conn_add_function(sw_conn *conn, const sw_function_desc *desc, char *errb
     int flags = SQLITE_UTF8 | (desc->direct_only ? SQLITE_DIRECTONLY : SQLITE_INNOCUOUS) |
                 (desc->deterministic ? SQLITE_DETERMINISTIC : 0);
     int rc;
-    if (kind == SW_KIND_SCALAR)
+    if (kind == SW_KIND_TABLE)
+        rc = api->create_module_v2(conn->db, sql_name, &sw_table_module, f, sw_function_destroy);
+    else if (kind == SW_KIND_SCALAR)
         rc = api->create_function_v2(conn->db, sql_name, n_arg, flags, f, sw_scalar_cbs[slot], NULL, NULL,
                                      sw_function_destroy);
     else if (kind == SW_KIND_AGGREGATE)
@@ -308,8 +347,11 @@ int sw_conn_remove_function(sw_conn *conn, int function)
     const sqlite3_api_routines *api = conn->api;
     int n_arg = f->vararg_type ? -1 : f->n_args;
     int rc;
-    /* Registering no callbacks deletes the function; SQLite then runs its destructor. */
-    if (f->kind == SW_KIND_WINDOW)
+    /* Registering no callbacks (or no module) deletes the function; SQLite
+       then runs its destructor. */
+    if (f->kind == SW_KIND_TABLE)
+        rc = api->create_module_v2(conn->db, f->sql_name, NULL, NULL, NULL);
+    else if (f->kind == SW_KIND_WINDOW)
         rc = api->create_window_function(conn->db, f->sql_name, n_arg, SQLITE_UTF8, NULL, NULL, NULL, NULL, NULL,
                                          NULL);
     else
@@ -359,6 +401,39 @@ int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *
     return ok ? 0 : -1;
 }
 
+int sw_conn_builtin_table(sw_conn *conn, const char *name)
+{
+    /* An empty private database has no tables: what a SELECT can read there
+       is built in (json_each, pragma_* and other eponymous tables). */
+    const sqlite3_api_routines *api = conn->api;
+    sqlite3 *fresh = NULL;
+    int found = -1;
+    char *sql = api->mprintf("SELECT * FROM \"%w\"", name);
+    if (sql && api->open_v2(":memory:", &fresh, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY,
+                            NULL) == SQLITE_OK) {
+        sqlite3_stmt *stmt = NULL;
+        found = api->prepare_v2(fresh, sql, -1, &stmt, NULL) == SQLITE_OK;
+        api->finalize(stmt);
+    }
+    api->free(sql);
+    if (fresh)
+        api->close(fresh);
+    return found;
+}
+
+int sw_conn_module_exists(sw_conn *conn, const char *name)
+{
+    const sqlite3_api_routines *api = conn->api;
+    sqlite3_stmt *stmt = NULL;
+    if (api->prepare_v2(conn->db, "SELECT 1 FROM pragma_module_list WHERE name = ?1 COLLATE NOCASE", -1, &stmt,
+                        NULL) != SQLITE_OK)
+        return -1;
+    api->bind_text(stmt, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = api->step(stmt);
+    api->finalize(stmt);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 const void *sw_conn_library(sw_conn *conn) { return conn->api; }
 
 int sw_conn_builtin_names(sw_conn *conn, char *out, size_t out_len)
@@ -371,7 +446,7 @@ int sw_conn_builtin_names(sw_conn *conn, char *out, size_t out_len)
     sqlite3_stmt *stmt = NULL;
     size_t used = 0;
     int result = -1;
-    if (rc == SQLITE_OK && api->prepare_v2(fresh, "SELECT name FROM pragma_function_list", -1, &stmt, NULL) == SQLITE_OK) {
+    if (rc == SQLITE_OK && api->prepare_v2(fresh, "SELECT name FROM pragma_function_list UNION SELECT name FROM pragma_module_list", -1, &stmt, NULL) == SQLITE_OK) {
         result = 0;
         while (result == 0 && api->step(stmt) == SQLITE_ROW) {
             const char *name = (const char *)api->column_text(stmt, 0);

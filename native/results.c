@@ -2,14 +2,27 @@
    guest's memory, the declared return type, and sqlite3_result_*. Also the
    error reporting every part uses. */
 
+/* Without a SQL function context (a table function's calls), the message
+   waits here for the virtual table to report it. */
+static _Thread_local char sw_pending_error[SW_ERRMSG_MAX];
+
 static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *fmt, ...)
 {
     char msg[SW_ERRMSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(ctx ? msg : sw_pending_error, sizeof msg, fmt, ap);
     va_end(ap);
-    api->result_error(ctx, msg, -1);
+    if (ctx)
+        api->result_error(ctx, msg, -1);
+}
+
+static void sw_nomem(sqlite3_context *ctx, const sqlite3_api_routines *api)
+{
+    if (ctx)
+        api->result_error_nomem(ctx);
+    else
+        sw_errorf(NULL, api, "out of memory");
 }
 
 /* A guest's {"error": text} as the SQL error, cut to 500 bytes. */

@@ -4,7 +4,8 @@
 /* The names of the exports in messages. */
 static const char *const sw_trap_in[SW_FN_COUNT] = {"trap",          "trap in init", "trap in final",
                                                     "trap in value", "trap in inverse", "trap in drop",
-                                                    "trap in step_batch"};
+                                                    "trap in step_batch", "trap in open",
+                                                    "trap in next",  "trap in close"};
 
 /* msgpack ABI: writes the argument row into the guest's argument buffer. */
 static int sw_write_row(sqlite3_context *ctx, const sw_function *f, int argc, sqlite3_value **argv, sw_cell *cells,

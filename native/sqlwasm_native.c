@@ -23,6 +23,7 @@
 #include "results.c"         /* declared-type coercion, bounds checks, sqlite3_result_* */
 #include "scalar.c"          /* export calls with a row of arguments; scalar functions */
 #include "aggregate.c"       /* aggregate and window functions */
+#include "table.c"           /* table-valued functions (eponymous virtual tables) */
 #include "wasm_call.c"       /* wasm_call(module, function, args...) */
 #include "sqlite_api.c"      /* entry point, per-library API slots and callbacks */
 #include "registry.c"        /* connection lifetime, instances, function registration */

@@ -38,9 +38,10 @@ enum {
     SW_KIND_SCALAR = 0,
     SW_KIND_AGGREGATE = 1,
     SW_KIND_WINDOW = 2,
+    SW_KIND_TABLE = 3,
 };
 /* A function's export slots. A scalar has only SW_FN_MAIN; for aggregates
-   and windows SW_FN_MAIN is step. */
+   and windows SW_FN_MAIN is step; a table function has open, next and close. */
 enum {
     SW_FN_MAIN = 0,
     SW_FN_INIT = 1,
@@ -49,7 +50,10 @@ enum {
     SW_FN_INVERSE = 4,
     SW_FN_DROP = 5,
     SW_FN_STEP_BATCH = 6,
-    SW_FN_COUNT = 7,
+    SW_FN_OPEN = 7,
+    SW_FN_NEXT = 8,
+    SW_FN_CLOSE = 9,
+    SW_FN_COUNT = 10,
 };
 /* A raw aggregate's step_batch buffers rows in C, so it takes at most this
    many arguments (the manifest refuses more). */
@@ -82,11 +86,20 @@ int sw_conn_statement_active(sw_conn *conn);
    could not say. Needs no statement of the connection to be running. */
 int sw_conn_functions_exist(sw_conn *conn, const char *const *names, const int *n_args, int count, uint8_t *found);
 
+/* Whether every connection of the connection's SQLite library can read a
+   table of this name (json_each, pragma_table_info): 1, 0, or -1 when
+   SQLite could not say. */
+int sw_conn_builtin_table(sw_conn *conn, const char *name);
+
+/* Whether the connection has a virtual table module of this name (1, 0; -1
+   when SQLite could not say). */
+int sw_conn_module_exists(sw_conn *conn, const char *name);
+
 /* The SQLite library (routines table) the connection belongs to. */
 const void *sw_conn_library(sw_conn *conn);
 
-/* The names of the functions every connection of the connection's SQLite
-   library has (its built-ins), newline-separated in out; the bytes written,
+/* The names of the functions and virtual table modules every connection of
+   the connection's SQLite library has (its built-ins), newline-separated in out; the bytes written,
    -2 if out is too small, -1 on another failure. */
 int sw_conn_builtin_names(sw_conn *conn, char *out, size_t out_len);
 
@@ -123,7 +136,10 @@ typedef struct {
     const uint8_t *arg_types; /* n_args SW_TYPE_* */
     int n_args;
     int vararg_type;         /* SW_TYPE_* of further arguments; 0: fixed arity */
-    int returns;             /* SW_TYPE_* */
+    int returns;             /* SW_TYPE_*; 0 for a table function */
+    const uint8_t *column_types; /* a table function's n_columns output columns, SW_TYPE_* */
+    int n_columns;
+    const char *table_schema; /* a table function's CREATE TABLE for sqlite3_declare_vtab */
     int null_call;           /* 1: NULL arguments reach the guest; 0: the result is NULL */
     int direct_only;         /* 1: only from top-level SQL (SQLITE_DIRECTONLY); 0: SQLITE_INNOCUOUS */
     int deterministic;       /* 1: SQLITE_DETERMINISTIC */
@@ -138,6 +154,13 @@ void sw_conn_rebind_function(sw_conn *conn, int function, const void *funcs, uns
 
 /* Whether the instance has been called since the last bind (then cleared). */
 int sw_conn_instance_used(sw_conn *conn, int instance);
+
+/* For host functions, while the instance's guest call runs: the
+   milliseconds left before its time limit (-1: no limit, or no call
+   running), and the number of calls into the guest so far (the current
+   call's identity). */
+int64_t sw_conn_call_ms_left(sw_conn *conn, int instance);
+uint64_t sw_conn_instance_calls(sw_conn *conn, int instance);
 
 /* A host function (Python) failed while the guest was calling it: the SQL
    error will say this instead of wasmtime's generic trap message. */

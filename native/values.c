@@ -76,7 +76,7 @@ static int sw_read_cell(sqlite3_context *ctx, const sw_function *f, int i, sqlit
         const void *p = kind == SQLITE_TEXT ? (const void *)api->value_text(v) : api->value_blob(v);
         int n = api->value_bytes(v);
         if (!p && n > 0) {
-            api->result_error_nomem(ctx);
+            sw_nomem(ctx, api);
             return 0;
         }
         c->p = p ? p : "";

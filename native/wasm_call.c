@@ -25,7 +25,10 @@ static void sw_wasm_call(sqlite3_context *ctx, sw_conn *conn, int argc, sqlite3_
             continue;
         module_found = 1;
         if (api->stricmp(f->sql_name, name) == 0 || strcmp(f->export_name, name) == 0) {
-            if (f->kind != SW_KIND_SCALAR)
+            if (f->kind == SW_KIND_TABLE)
+                sw_errorf(ctx, api, "wasm_call: %s is a table function: use it in FROM, as %s(...)", f->label,
+                          f->sql_name);
+            else if (f->kind != SW_KIND_SCALAR)
                 sw_errorf(ctx, api, "wasm_call: %s is an aggregate function: call it directly", f->label);
             else
                 sw_invoke(ctx, f, argc - 2, argv + 2);

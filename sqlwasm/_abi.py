@@ -18,6 +18,7 @@ KINDS: dict[str, int] = {
     "scalar": lib.SW_KIND_SCALAR,
     "aggregate": lib.SW_KIND_AGGREGATE,
     "window": lib.SW_KIND_WINDOW,
+    "table": lib.SW_KIND_TABLE,
 }
 # A manifest's export roles and their native slots, in slot order. A scalar's
 # one export ("main") takes the slot of an aggregate's step.
@@ -29,6 +30,9 @@ EXPORT_SLOTS: dict[str, int] = {
     "inverse": lib.SW_FN_INVERSE,
     "drop": lib.SW_FN_DROP,
     "step_batch": lib.SW_FN_STEP_BATCH,
+    "open": lib.SW_FN_OPEN,
+    "next": lib.SW_FN_NEXT,
+    "close": lib.SW_FN_CLOSE,
 }
 MAIN_SLOT: int = lib.SW_FN_MAIN
 FUNC_SLOTS: int = lib.SW_FN_COUNT

@@ -128,9 +128,9 @@ class Shell(apsw.shell.Shell):
     def command_load(self, cmd: list[str]) -> None:
         """load MODULE: Loads a sqlwasm module into the connection
 
-        MODULE is a .wasm file or the name of a shipped example (geo, stats,
-        text). It is checked as on the command line (--trust, --grant, the
-        limits) and stays loaded across .open.
+        MODULE is a .wasm file or the name of a shipped example (geo, graph,
+        stats, text). It is checked as on the command line (--trust, --grant,
+        the limits) and stays loaded across .open.
         """
         if len(cmd) != 1:
             raise self.Error("load takes one parameter: a module (.wasm file or example name)")

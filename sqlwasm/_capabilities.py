@@ -22,6 +22,7 @@ from ._engine import CompiledModule, FuncType, GuestMemory, HostFunction
 from ._errors import CapabilityError, MarshallingError
 
 if TYPE_CHECKING:
+    from ._guest_sql import GuestSql
     from ._manifest import Manifest
 
 log = logging.getLogger("sqlwasm")
@@ -72,6 +73,16 @@ CAPABILITIES: dict[str, Capability] = {
             deterministic=False,
         ),
         Capability("random", {(WASI, "random_get"): (("i32", "i32"), ("i32",))}, deterministic=False),
+        # Reads the database (docs/security.md): the rows can change between calls.
+        Capability(
+            "sql",
+            {
+                ("sqlwasm", "query"): (("i32", "i32", "i32", "i32"), ("i32",)),
+                ("sqlwasm", "query_next"): (("i32", "i32", "i32"), ("i32",)),
+                ("sqlwasm", "query_close"): (("i32",), ()),
+            },
+            deterministic=False,
+        ),
     )
 }
 
@@ -147,12 +158,17 @@ def _in_bounds(memory: GuestMemory, ptr: int, length: int) -> bool:
     return length >= 0 and ptr + length <= memory.size()
 
 
-def host_functions(manifest: Manifest, report_failure: Callable[[str], None]) -> list[HostFunction]:
+def host_functions(
+    manifest: Manifest, report_failure: Callable[[str], None], sql: GuestSql | None = None
+) -> list[HostFunction]:
     """The host functions of the module's capabilities, for the engine to link.
 
     report_failure(message) tells the native side why a host function failed,
     so the SQL error names the cause; the failure then traps the guest's call.
+    sql runs the instance's queries (needed if it has capability sql).
     """
+    if "sql" in manifest.capabilities and sql is None:
+        raise CapabilityError(f"module '{manifest.name}' has capability 'sql' but no connection to query")
     module_name = manifest.name
     guest_log = logging.getLogger(f"sqlwasm.guest.{module_name}")
     limiter = _RateLimiter(LOG_RATE_PER_SECOND)
@@ -211,6 +227,10 @@ def host_functions(manifest: Manifest, report_failure: Callable[[str], None]) ->
         (WASI, "clock_res_get"): clock_res_get,
         (WASI, "random_get"): random_get,
     }
+    if sql is not None:
+        bodies[("sqlwasm", "query")] = sql.query
+        bodies[("sqlwasm", "query_next")] = sql.query_next
+        bodies[("sqlwasm", "query_close")] = sql.query_close
     return [
         HostFunction(module, name, spec.params, spec.results, bodies[(module, name)], report_failure)
         for (module, name), spec in HOST_IMPORTS.items()

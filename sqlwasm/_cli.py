@@ -142,7 +142,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 where = ", ".join(f"{role} {name}" for role, name in f["exports"].items())
             else:
                 where = f"export {f['export']}"
-            say(f"  {f['name']}({args_text}) -> {f['returns']}  [{f['kind']}, {f['abi']}, {where}]")
+            if f["kind"] == "table":  # rows of its declared columns
+                result = "table(" + ", ".join(f"{c['name']} {c['type']}" for c in f["columns"]) + ")"
+            else:
+                result = f["returns"]
+            say(f"  {f['name']}({args_text}) -> {result}  [{f['kind']}, {f['abi']}, {where}]")
     say("exports")
     for e in info["exports"]:
         say(f"  {e['name']}: {e['type']}")
@@ -184,16 +188,16 @@ def example_names() -> list[str]:
     return sorted(p.parent.name for p in Path(ROOT).glob("*/*.wasm") if p.stem == p.parent.name)
 
 
-def _grant(args: argparse.Namespace) -> list[str] | dict[str, list[str] | None]:
+def _grant(args: argparse.Namespace) -> list[str] | dict[str, bool | list[str]]:
     """--grant CAP (repeatable); `sql:T1,T2` narrows sql to those tables,
     which takes the mapping form of Runtime's grant."""
-    narrowed: dict[str, list[str] | None] = {}
+    grant: dict[str, bool | list[str]] = {}
     for item in args.grant:
         cap, _, tables = item.partition(":")
-        narrowed[cap] = [t for t in tables.split(",") if t] if tables else None
-    if all(tables is None for tables in narrowed.values()):
-        return list(narrowed)
-    return narrowed
+        grant[cap] = [t for t in tables.split(",") if t] if tables else True
+    if all(value is True for value in grant.values()):
+        return list(grant)
+    return grant
 
 
 class Loader:

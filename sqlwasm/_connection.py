@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,6 +18,7 @@ from . import _host_apsw as _host
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
+from ._guest_sql import GuestSql, SqlGrant
 from ._manifest import ALLOC_EXPORT, FunctionSpec
 
 if TYPE_CHECKING:
@@ -50,6 +52,9 @@ class _ConnectionState:
     """
 
     def __init__(self, conn: Any) -> None:
+        # For the sql capability's queries. A plain weak reference: a closed
+        # or collected connection only makes them fail.
+        self.connection = weakref.ref(conn)
         self.db = _host.handle(conn)
         self.native = _host.attach(conn)
         self.installed: dict[str, _Installed] = {}
@@ -173,16 +178,32 @@ def _install(
             f"module '{name}': cannot install while a statement is running on this connection; "
             "finish or reset it first"
         )
-    builtins = sorted(spec.name for spec in module.functions if spec.name.lower() in _builtin_names(state))
+    builtins = sorted(
+        spec.name
+        for spec in module.functions
+        if spec.name.lower() in _builtin_names(state)
+        or (spec.kind == "table" and state.native.builtin_table(spec.name))
+    )
     if builtins:
-        raise ManifestError(f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions")
+        raise ManifestError(
+            f"module '{name}': {', '.join(builtins)} would shadow SQLite built-in functions or table functions"
+        )
     # A function of the same name taking the same number of arguments, or any
-    # number (variadic, like SQLite's coalesce), would be replaced or shadowed.
+    # number (variadic, like SQLite's coalesce), would be replaced or shadowed;
+    # a table function would replace a virtual table module.
     signatures = sorted(
-        {(spec.name, n_args) for spec in module.functions for n_args in (-1, -1 if spec.varargs else len(spec.args))}
+        {
+            (spec.name, n_args)
+            for spec in module.functions
+            if spec.kind != "table"
+            for n_args in (-1, -1 if spec.varargs else len(spec.args))
+        }
     )
     existing = state.native.functions_exist(signatures)
     clashes = sorted({sql_name for (sql_name, _), found in zip(signatures, existing) if found})
+    clashes += sorted(
+        spec.name for spec in module.functions if spec.kind == "table" and state.native.module_exists(spec.name)
+    )
     if clashes and not replace:
         raise ManifestError(
             f"module '{name}': the connection already has functions named {', '.join(clashes)} "
@@ -216,10 +237,12 @@ def _install(
                     abi=ABIS[spec.abi],
                     arg_types=[VALUE_TYPES[t] for t in spec.args],
                     vararg_type=VALUE_TYPES[spec.varargs] if spec.varargs else 0,
-                    returns=VALUE_TYPES[spec.returns],
+                    returns=VALUE_TYPES.get(spec.returns, 0),
                     null_call=spec.null == "call",
                     direct_only=direct_only,
                     deterministic=deterministic,
+                    column_types=[VALUE_TYPES[t] for _, t in spec.columns],
+                    table_schema=_table_schema(spec) if spec.kind == "table" else None,
                 )
             )
         if module.manifest.instance == "statement" and not state.per_statement:
@@ -234,6 +257,15 @@ def _install(
         state.per_statement.append(installed)
 
 
+def _table_schema(spec: FunctionSpec) -> str:
+    """The CREATE TABLE a table function declares to SQLite: its output
+    columns, then its arguments as hidden columns."""
+    declared = {"integer": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "any": ""}
+    columns = [f'"{name}" {declared[type_]}'.rstrip() for name, type_ in spec.columns]
+    columns += [f"{hidden} HIDDEN" for hidden in spec.hidden_columns]
+    return f"CREATE TABLE x({', '.join(columns)})"
+
+
 def _new_store(module: Module) -> _engine.Store:
     return _engine.default().new_store(module._compiled.config, module.limits.memory_pages)
 
@@ -243,7 +275,8 @@ def _instantiate(
 ) -> _engine.Instance:
     """Instantiates module in store (the native instance already points at
     store, so its time limit covers the start function) and binds it."""
-    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg))
+    sql = _guest_sql(state, instance_index, module) if "sql" in module.capabilities else None
+    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg), sql)
     instance = _engine.default().instantiate(
         store,
         module._compiled,
@@ -254,6 +287,32 @@ def _instantiate(
     )
     _bind(state, instance_index, store, instance)
     return instance
+
+
+def _sql_grant(module: Module) -> SqlGrant:
+    return SqlGrant(module.name, frozenset(module.capabilities), module.sql_tables)
+
+
+def _guest_sql(state: _ConnectionState, instance_index: int, module: Module) -> GuestSql:
+    """The sql imports of one instance of module in state's connection."""
+
+    def grant_of_function(name: str) -> SqlGrant | None:
+        owner = state.function_owner.get(name)
+        if owner is None:
+            return None
+        return _sql_grant(state.installed[owner].module)
+
+    native = state.native
+    return GuestSql(
+        connection=state.connection,
+        run_query=_host.run_query,
+        grant=_sql_grant(module),
+        grant_of_function=grant_of_function,
+        call_ms_left=lambda: native.call_ms_left(instance_index),
+        calls=lambda: native.instance_calls(instance_index),
+        timeout_ms=module.limits.timeout_ms,
+        max_result_bytes=module.limits.max_result_bytes,
+    )
 
 
 def _bind(state: _ConnectionState, instance_index: int, store: _engine.Store, instance: _engine.Instance) -> None:

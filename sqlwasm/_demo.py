@@ -1,5 +1,5 @@
 """`sqlwasm demo`: a sample database and near-data queries with the signed
-example modules geo and stats, using only what `pip install .` ships."""
+example modules geo, stats and graph, using only what `pip install .` ships."""
 
 from __future__ import annotations
 
@@ -27,16 +27,32 @@ CITIES = [
     ("Sydney", "AU", -33.8688, 151.2093), ("Cape Town", "ZA", -33.9249, 18.4241),
     ("Sao Paulo", "BR", -23.5505, -46.6333),
 ]
+# Direct rail links between the cities (both ways): the graph the demo walks.
+RAIL_LINKS = [
+    ("London", "Paris"), ("London", "Brussels"), ("London", "Birmingham"), ("London", "Oxford"),
+    ("London", "Cambridge"), ("London", "Brighton"), ("Birmingham", "Manchester"), ("Manchester", "Edinburgh"),
+    ("Paris", "Brussels"), ("Paris", "Lille"), ("Lille", "Calais"), ("Paris", "Zurich"), ("Paris", "Barcelona"),
+    ("Barcelona", "Madrid"), ("Madrid", "Lisbon"), ("Brussels", "Amsterdam"), ("Amsterdam", "Rotterdam"),
+    ("Brussels", "Cologne"), ("Cologne", "Berlin"), ("Cologne", "Hamburg"), ("Hamburg", "Copenhagen"),
+    ("Copenhagen", "Stockholm"), ("Stockholm", "Oslo"), ("Berlin", "Prague"), ("Berlin", "Warsaw"),
+    ("Prague", "Vienna"), ("Vienna", "Munich"), ("Munich", "Zurich"), ("Zurich", "Milan"), ("Milan", "Rome"),
+]  # fmt: skip
 LONDON = (51.5074, -0.1278)
 # A rough ring around central London (lon lat, as WKT wants).
 CENTRAL_LONDON_WKT = "POLYGON((-0.25 51.45, 0.0 51.42, 0.10 51.50, 0.0 51.58, -0.25 51.56, -0.25 51.45))"
 
 
 def build_sample(conn: Any, rows: int, seed: int = 20261124) -> None:
-    """places: the cities; readings: sensor readings scattered around them."""
+    """places: the cities; edges: their rail links (by places.rowid);
+    readings: sensor readings scattered around them."""
     rng = random.Random(seed)
     conn.execute("CREATE TABLE places(name TEXT, country TEXT, lat REAL, lon REAL)")
     conn.executemany("INSERT INTO places VALUES (?, ?, ?, ?)", CITIES)
+    conn.execute("CREATE TABLE edges(src INTEGER, dst INTEGER)")
+    conn.executemany(
+        "INSERT INTO edges SELECT a.rowid, b.rowid FROM places a, places b WHERE a.name = ? AND b.name = ?",
+        [pair for a, b in RAIL_LINKS for pair in ((a, b), (b, a))],
+    )
     conn.execute("CREATE TABLE readings(id INTEGER PRIMARY KEY, city TEXT, lat REAL, lon REAL, pm25 REAL)")
 
     def reading(i: int) -> tuple[int, str, float, float, float]:
@@ -79,6 +95,22 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
         (),
     ),
     (
+        "Readings per 0.05-degree cell over London (geo_grid, a table function)",
+        "SELECT round(g.center_lat, 3) AS lat, round(g.center_lon, 3) AS lon, coalesce(c.n, 0) AS n "
+        "FROM geo_grid(51.3, -0.4, 51.7, 0.2, 0.05) AS g LEFT JOIN "
+        "(SELECT CAST(floor(lat / 0.05) AS INTEGER) AS i, CAST(floor(lon / 0.05) AS INTEGER) AS j, count(*) AS n "
+        "FROM readings GROUP BY i, j) AS c ON c.i = g.lat_index AND c.j = g.lon_index "
+        "ORDER BY n DESC, lat, lon LIMIT 5",
+        (),
+    ),
+    (
+        "Cities by rail from London, by number of changes (graph_reachable reads the edges table: capability sql)",
+        "SELECT g.depth AS changes, count(*) AS n, group_concat(p.name, ', ') AS cities "
+        "FROM graph_reachable((SELECT rowid FROM places WHERE name = 'London')) AS g "
+        "JOIN places AS p ON p.rowid = g.node WHERE g.depth > 0 GROUP BY g.depth ORDER BY g.depth",
+        (),
+    ),
+    (
         "The same function through wasm_call(module, function, args...)",
         "SELECT name, round(wasm_call('geo', 'bearing', ?, ?, lat, lon), 1) AS bearing_from_london "
         "FROM places WHERE country = 'FR' ORDER BY name",
@@ -87,15 +119,17 @@ QUERIES: list[tuple[str, str, tuple[Any, ...]]] = [
 ]
 
 
-# The signed example modules the demo loads (docs/cli.md names them).
-MODULES = ("geo", "stats")
+# The signed example modules the demo loads (docs/cli.md names them), and
+# what it grants: graph may read the edges table and nothing else.
+MODULES = ("geo", "stats", "graph")
+GRANT = {"sql": ["edges"]}
 
 
 def run_demo(rows: int = 200_000) -> None:
     from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
     print("sqlwasm demo: signed wasm modules as SQL functions, on sample data")
-    runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    runtime = Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY], grant=GRANT)
     conn = runtime.connect(":memory:")
     for name in MODULES:
         started = time.perf_counter()

@@ -32,7 +32,11 @@ CAPABILITIES = tuple(_CAPABILITY_REGISTRY)  # the known names, from the one regi
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
 # The exports an aggregate or window function names, in the native order.
 EXPORT_ROLES = tuple(EXPORT_SLOTS)
-REQUIRED_ROLES = {"aggregate": ("init", "step", "final"), "window": ("init", "step", "final", "value", "inverse")}
+REQUIRED_ROLES = {
+    "aggregate": ("init", "step", "final"),
+    "window": ("init", "step", "final", "value", "inverse"),
+    "table": ("open", "next", "close"),
+}
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"
 RESERVED_NAMES = frozenset({"wasm_call"})
@@ -42,7 +46,9 @@ _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 _MODULE_KEYS = {"sqlwasm", "name", "version", "description", "capabilities", "limits", "instance", "functions"}
 INSTANCE_POLICIES = ("connection", "statement")
-_FUNCTION_KEYS = {"name", "export", "exports", "kind", "abi", "args", "varargs", "returns", "deterministic", "null"}
+_FUNCTION_KEYS = {
+    "name", "export", "exports", "kind", "abi", "args", "varargs", "returns", "columns", "deterministic", "null"
+}
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,22 @@ class FunctionSpec:
     """One SQL function a module provides."""
 
     name: str
-    export: str  # a scalar's export; for aggregates and windows, the step export
+    export: str  # a scalar's export; for aggregates and windows, step; for tables, open
     abi: str
     args: tuple[str, ...]
-    returns: str
+    returns: str  # "" for a table function, which has columns instead
     kind: str = "scalar"
     varargs: str | None = None
     deterministic: bool = False
     null: str = "strict"
-    role_exports: tuple[tuple[str, str], ...] = ()  # aggregates and windows: (role, export)
+    role_exports: tuple[tuple[str, str], ...] = ()  # aggregates, windows, tables: (role, export)
+    columns: tuple[tuple[str, str], ...] = ()  # a table function's output columns: (name, type)
+
+    @property
+    def hidden_columns(self) -> tuple[str, ...]:
+        """A table function's arguments, as the hidden columns SQLite binds
+        them to: arg1, arg2, ..."""
+        return tuple(f"arg{i}" for i in range(1, len(self.args) + 1))
 
     @property
     def exports(self) -> dict[str, str]:
@@ -74,7 +87,11 @@ class FunctionSpec:
         out.update(kind=self.kind, abi=self.abi, args=list(self.args))
         if self.varargs is not None:
             out["varargs"] = self.varargs
-        out.update(returns=self.returns, deterministic=self.deterministic, null=self.null)
+        if self.kind == "table":
+            out["columns"] = [{"name": n, "type": t} for n, t in self.columns]
+        else:
+            out["returns"] = self.returns
+        out.update(deterministic=self.deterministic, null=self.null)
         return out
 
 
@@ -156,10 +173,15 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
         missing = [r for r in REQUIRED_ROLES[kind] if r not in exports]
         if missing:
             raise _fail(where, f"a {kind} function needs exports {', '.join(repr(r) for r in missing)}")
+        table_roles = set(REQUIRED_ROLES["table"])
+        if kind == "table" and set(exports) - table_roles:
+            raise _fail(where, "a table function has only the export roles 'open', 'next' and 'close'")
+        if kind != "table" and set(exports) & table_roles:
+            raise _fail(where, "'open', 'next' and 'close' are for table functions (kind = 'table')")
         if kind == "aggregate" and {"value", "inverse"} & set(exports):
             raise _fail(where, "'value' and 'inverse' are for window functions (kind = 'window')")
         role_exports = tuple((r, exports[r]) for r in EXPORT_ROLES if r in exports)
-        export = exports["step"]
+        export = exports["open" if kind == "table" else "step"]
     abi = _require(obj, "abi", str, where)
     if abi not in ABIS:
         raise _fail(where, f"abi must be 'raw' or 'msgpack', got {abi!r}")
@@ -170,9 +192,24 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
     varargs = _optional(obj, "varargs", str, None, where)
     if varargs is not None and varargs not in VALUE_TYPES:
         raise _fail(where, f"varargs has unknown type {varargs!r}")
-    returns = _require(obj, "returns", str, where)
-    if returns not in VALUE_TYPES:
-        raise _fail(where, f"returns has unknown type {returns!r}")
+    columns: tuple[tuple[str, str], ...] = ()
+    if kind == "table":
+        if "returns" in obj:
+            raise _fail(where, "a table function declares its output 'columns', not 'returns'")
+        columns = _parse_columns(obj, len(args), where)
+        returns = ""
+        if abi != "msgpack":
+            raise _fail(where, "a table function needs abi = 'msgpack' (its rows are msgpack arrays)")
+        if varargs is not None:
+            raise _fail(where, "a table function takes a fixed number of arguments (no varargs)")
+        if obj.get("deterministic"):
+            raise _fail(where, "'deterministic' is for scalar, aggregate and window functions, not tables")
+    else:
+        if "columns" in obj:
+            raise _fail(where, "'columns' is for table functions (kind = 'table')")
+        returns = _require(obj, "returns", str, where)
+        if returns not in VALUE_TYPES:
+            raise _fail(where, f"returns has unknown type {returns!r}")
     deterministic = _optional(obj, "deterministic", bool, False, where)
     null = _optional(obj, "null", str, "strict", where)
     if null not in NULL_POLICIES:
@@ -195,7 +232,38 @@ def _parse_function(obj: Any, where: str) -> FunctionSpec:
             raise _fail(where, "the raw ABI cannot pass NULL: null must be 'strict'")
     if len(args) > 127:
         raise _fail(where, "more than 127 arguments")
-    return FunctionSpec(name, export, abi, tuple(args), returns, kind, varargs, deterministic, null, role_exports)
+    return FunctionSpec(
+        name, export, abi, tuple(args), returns, kind, varargs, deterministic, null, role_exports, columns
+    )
+
+
+def _parse_columns(obj: Mapping[str, Any], n_args: int, where: str) -> tuple[tuple[str, str], ...]:
+    columns = _require(obj, "columns", list, where)
+    if not columns:
+        raise _fail(where, "a table function needs at least one output column")
+    if len(columns) > 100:
+        raise _fail(where, "more than 100 output columns")
+    hidden = {f"arg{i}" for i in range(1, n_args + 1)}
+    seen: set[str] = set()
+    parsed = []
+    for i, column in enumerate(columns, 1):
+        cwhere = f"{where}: column {i}"
+        if not isinstance(column, dict):
+            raise _fail(cwhere, "must be a table/object with 'name' and 'type'")
+        _check_keys(column, {"name", "type"}, cwhere)
+        column_name = _require(column, "name", str, cwhere)
+        column_type = _require(column, "type", str, cwhere)
+        if not _SQL_NAME.fullmatch(column_name):
+            raise _fail(cwhere, f"name {column_name!r} is not a valid SQL identifier")
+        if column_type not in VALUE_TYPES:
+            raise _fail(cwhere, f"unknown type {column_type!r} (types: {', '.join(VALUE_TYPES)})")
+        if column_name.lower() in hidden:
+            raise _fail(cwhere, f"name {column_name!r} is taken by an argument's hidden column (arg1..argN)")
+        if column_name.lower() in seen:
+            raise _fail(cwhere, f"name {column_name!r} appears twice")
+        seen.add(column_name.lower())
+        parsed.append((column_name, column_type))
+    return tuple(parsed)
 
 
 def parse_manifest(obj: Any, source: str = "manifest") -> Manifest:
@@ -326,7 +394,11 @@ def _wanted_type(f: FunctionSpec, role: str) -> tuple[list[str], list[str]]:
         return ["i32"], result
     if role == "step_batch":
         return ["i32", "i32", "i32"], []
-    return ["i32"], []  # drop
+    if role == "open":
+        return ["i32", "i32"], ["i32"]
+    if role == "next":
+        return ["i32"], ["i64"]
+    return ["i32"], []  # drop, close
 
 
 def check_exports(manifest: Manifest, module: CompiledModule | object) -> None:

@@ -139,6 +139,20 @@ class NativeConnection:
             raise Error("sqlwasm could not list the SQLite built-in functions")
         return frozenset(name.lower() for name in ffi.string(out, used).decode().split("\n") if name)
 
+    def builtin_table(self, name: str) -> bool:
+        """Whether SQLite itself provides a table of this name (json_each, pragma_*)."""
+        found = int(lib.sw_conn_builtin_table(self._ptr, name.encode()))
+        if found < 0:
+            raise Error("SQLite could not say whether it has a built-in table of this name")
+        return bool(found)
+
+    def module_exists(self, name: str) -> bool:
+        """Whether the connection has a virtual table module of this name."""
+        found = int(lib.sw_conn_module_exists(self._ptr, name.encode()))
+        if found < 0:
+            raise Error("SQLite could not list the connection's virtual table modules")
+        return bool(found)
+
     def functions_exist(self, functions: Sequence[tuple[str, int]]) -> list[bool]:
         """Whether the connection has each (name, number of arguments; -1:
         variadic). No statement may be running on the connection."""
@@ -203,6 +217,16 @@ class NativeConnection:
         """Unregisters a function; SQLite's result code (0 on success)."""
         return int(lib.sw_conn_remove_function(self._ptr, index))
 
+    def call_ms_left(self, index: int) -> int | None:
+        """Milliseconds left before the time limit of the instance's running
+        guest call; None when it has no limit or no call is running."""
+        left = int(lib.sw_conn_call_ms_left(self._ptr, index))
+        return None if left < 0 else left
+
+    def instance_calls(self, index: int) -> int:
+        """Calls into the instance's guest so far: the running call's identity."""
+        return int(lib.sw_conn_instance_calls(self._ptr, index))
+
     def host_error(self, index: int, message: str) -> None:
         lib.sw_conn_host_error(self._ptr, index, message.encode("utf-8", errors="replace"))
 
@@ -221,6 +245,8 @@ class NativeConnection:
         null_call: bool,
         direct_only: bool,
         deterministic: bool,
+        column_types: Sequence[int] = (),
+        table_schema: str | None = None,
     ) -> int:
         """Registers one SQL function (numbers as in native/sqlwasm_native.h,
         see _abi); its index."""
@@ -231,6 +257,8 @@ class NativeConnection:
         export_name_c = ffi.new("char[]", export_name.encode())
         funcs_c, present = _funcs_argument(funcs)
         arg_types_c = ffi.new("uint8_t[]", list(arg_types) or [0])
+        column_types_c = ffi.new("uint8_t[]", list(column_types)) if column_types else ffi.NULL
+        table_schema_c = ffi.new("char[]", table_schema.encode()) if table_schema is not None else ffi.NULL
         desc = ffi.new(
             "sw_function_desc *",
             {
@@ -248,6 +276,9 @@ class NativeConnection:
                 "null_call": int(null_call),
                 "direct_only": int(direct_only),
                 "deterministic": int(deterministic),
+                "column_types": column_types_c,
+                "n_columns": len(column_types),
+                "table_schema": table_schema_c,
             },
         )
         index: int = lib.sw_conn_add_function(self._ptr, desc, errbuf, _ERRBUF_LEN)

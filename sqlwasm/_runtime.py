@@ -8,13 +8,14 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Mapping, Union
 
 import apsw
 
 from . import _connection, _engine
 from ._capabilities import check_imports
 from ._errors import CapabilityError, Error, ManifestError, ModuleFileNotFoundError, SignatureError
+from ._guest_sql import ascii_lower
 from ._limits import (
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_MEMORY_PAGES,
@@ -39,6 +40,42 @@ log = logging.getLogger("sqlwasm")
 _engine.default()
 
 ModuleSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+# grant=["log", "sql"], or {"log": True, "sql": ["readings", "places"]}
+Grant = Union[Iterable[str], Mapping[str, Union[bool, Iterable[str]]]]
+
+
+def parse_grant(grant: Grant) -> tuple[frozenset[str], frozenset[str] | None]:
+    """(granted capability names, the tables queries may read: None for every
+    table and view of the main schema)."""
+    if isinstance(grant, str):
+        grant = [grant]
+    tables: frozenset[str] | None = None
+    if isinstance(grant, Mapping):
+        names = set()
+        for name, value in grant.items():
+            if value is True:
+                names.add(name)
+            elif value is False:
+                continue
+            elif name == "sql":
+                listed = list(value) if isinstance(value, (list, tuple, set, frozenset)) else []
+                if not listed or not all(isinstance(t, str) and t for t in listed):
+                    raise CapabilityError(
+                        f"grant['sql'] must be True, False or a non-empty list of table and view names, got {value!r}"
+                    )
+                names.add(name)
+                tables = frozenset(map(ascii_lower, listed))  # SQLite's names ignore ASCII case only
+            else:
+                raise CapabilityError(
+                    f"grant[{name!r}] must be True or False (only 'sql' takes a list of tables), got {value!r}"
+                )
+        granted = frozenset(names)
+    else:
+        granted = frozenset(grant)
+    unknown = sorted(n for n in granted if n not in CAPABILITIES)
+    if unknown:
+        raise CapabilityError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+    return granted, tables
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +88,9 @@ class Module:
     signer: str | None  # key id of a trusted signer; None if loaded unsigned/untrusted
     manifest: Manifest
     limits: Limits  # the runtime's limits tightened by the manifest's
+    # With capability sql: the tables its queries may read (None: every
+    # table and view of the main schema), from the Runtime's grant.
+    sql_tables: frozenset[str] | None
     _compiled: _engine.CompiledModule = field(repr=False)
     _runtime: "Runtime" = field(repr=False)
 
@@ -71,7 +111,9 @@ class Runtime:
 
     Limits apply per SQL function call (timeout_ms, fuel, max_result_bytes) or
     per instance (memory_pages); None means unlimited. A module's manifest may
-    only tighten them. ``grant`` lists the capabilities modules may use.
+    only tighten them. ``grant`` lists the capabilities modules may use:
+    ``["log", "sql"]``, or a dict such as ``{"log": True, "sql": ["readings"]}``
+    whose list narrows sql to those tables and views (docs/security.md).
     With ``trust_deterministic=False`` no guest function is ever declared
     deterministic to SQLite, whatever its manifest claims.
     """
@@ -81,7 +123,7 @@ class Runtime:
         *,
         trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
         allow_unsigned: bool = False,
-        grant: Iterable[str] = (),
+        grant: Grant = (),
         timeout_ms: int | None = DEFAULT_TIMEOUT_MS,
         fuel: int | None = None,
         memory_pages: int | None = DEFAULT_MEMORY_PAGES,
@@ -90,12 +132,7 @@ class Runtime:
     ) -> None:
         self._trusted = load_trusted_keys(trusted_keys)  # one key, or many
         self.allow_unsigned = allow_unsigned
-        if isinstance(grant, str):
-            grant = [grant]
-        self.grant = frozenset(grant)
-        unknown = sorted(self.grant - set(CAPABILITIES))
-        if unknown:
-            raise CapabilityError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+        self.grant, self.sql_tables = parse_grant(grant)
         self.limits = Limits(timeout_ms, fuel, memory_pages, max_result_bytes)
         # False: never tell SQLite a guest function is deterministic, whatever
         # its manifest claims (a guest that lies corrupts expression indexes).
@@ -140,7 +177,8 @@ class Runtime:
         check_imports(manifest, compiled, self.grant)
         self._check_memory(manifest, data, limits)
         _engine.check_tables(data, manifest.name)
-        return Module(manifest.name, manifest.version, digest, signer, manifest, limits, compiled, self)
+        sql_tables = self.sql_tables if "sql" in manifest.capabilities else None
+        return Module(manifest.name, manifest.version, digest, signer, manifest, limits, sql_tables, compiled, self)
 
     def _check_trust(self, data: bytes, label: str) -> str | None:
         signature = check_signature(data)  # a signature that fails to verify is always refused

@@ -9,6 +9,12 @@ guest against it. Conventions (shared with the guest):
   north/east cell (latitude 90 and longitude 180 fall in the last cell);
 * ``geo_contains`` is planar (x = longitude, y = latitude), even-odd rule
   over all rings; points exactly on an edge are unspecified.
+* ``geo_grid`` / ``geo_grid_polygon`` (tables): the cells of the grid of
+  step x step degrees anchored at (0, 0) that hold a point of the closed box
+  / closed polygon; a point is in cell (floor(lat / step), floor(lon / step)).
+  ``geo_grid_polygon`` follows the guest's row-by-row floating-point rule
+  (extensions/geo/geo.c, "Grids"); ``grid_cells_exact`` computes the same
+  definition in exact rational arithmetic, as an independent check.
 
 Where the SQL function would fail, these functions raise :class:`GeoError`
 whose message is the exact error text the guest returns.
@@ -33,6 +39,10 @@ __all__ = [
     "geo_geohash_decode",
     "geo_contains",
     "parse_polygon",
+    "GRID_MIN_STEP",
+    "geo_grid",
+    "geo_grid_polygon",
+    "grid_cells_exact",
 ]
 
 
@@ -473,3 +483,162 @@ def geo_contains(polygon: str, lat: float, lon: float) -> int:
             if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
                 inside = not inside
     return int(inside)
+
+
+# ---------------------------------------------------------------------------
+# Grids (table functions)
+
+GRID_MIN_STEP = 180.0 / 2**50
+
+GridRow = tuple[int, int, float, float, float, float, float, float]
+
+
+def _grid_row(i: int, j: int, step: float) -> GridRow:
+    """lat_index, lon_index, min_lat, min_lon, max_lat, max_lon, center_lat, center_lon."""
+    return (i, j, i * step, j * step, (i + 1.0) * step, (j + 1.0) * step, (i + 0.5) * step, (j + 0.5) * step)
+
+
+def _check_step(step: float) -> None:
+    if not (GRID_MIN_STEP <= step <= 1.7976931348623157e308):
+        raise GeoError("step must be a finite number of at least %.17g degrees, got %.17g" % (GRID_MIN_STEP, step))
+
+
+def geo_grid(min_lat: float, min_lon: float, max_lat: float, max_lon: float, step: float) -> list[GridRow]:
+    """Rows of geo_grid(...): every cell holding a point of the closed box."""
+    _check_step(step)
+    for name, value, bound in (("min_lat", min_lat, 90), ("min_lon", min_lon, 180),
+                               ("max_lat", max_lat, 90), ("max_lon", max_lon, 180)):
+        if not -bound <= value <= bound:
+            raise GeoError("%s must be between %d and %d, got %.17g" % (name, -bound, bound, value))
+    if min_lat > max_lat:
+        raise GeoError("min_lat %.17g is greater than max_lat %.17g" % (min_lat, max_lat))
+    if min_lon > max_lon:
+        raise GeoError("min_lon %.17g is greater than max_lon %.17g (split a box that crosses 180 in two)"
+                       % (min_lon, max_lon))
+    rows = range(math.floor(min_lat / step), math.floor(max_lat / step) + 1)
+    cols = range(math.floor(min_lon / step), math.floor(max_lon / step) + 1)
+    return [_grid_row(i, j, step) for i in rows for j in cols]
+
+
+Edge = tuple[float, float, float, float]  # u1, v1, u2, v2 in grid units
+
+
+def _grid_edges(polygon: str, step: float) -> list[Edge]:
+    _check_step(step)
+    edges = []
+    for ring in parse_polygon(polygon):
+        for x, y in ring:
+            if not -90.0 <= y <= 90.0:
+                raise GeoError("polygon: latitude %.17g is outside [-90, 90]" % y)
+            if not -180.0 <= x <= 180.0:
+                raise GeoError("polygon: longitude %.17g is outside [-180, 180]" % x)
+        for (x1, y1), (x2, y2) in zip(ring, ring[1:]):
+            edges.append((x1 / step, y1 / step, x2 / step, y2 / step))
+    return edges
+
+
+def _marked_columns(edge: Edge, row: int) -> tuple[int, int] | None:
+    """The guest's rule: the columns the edge passes through in band `row`."""
+    u1, v1, u2, v2 = edge
+    ua, va, ub, vb = (u1, v1, u2, v2) if v1 <= v2 else (u2, v2, u1, v1)
+    lo, hi = float(row), row + 1.0
+    if not (va < hi and vb >= lo):
+        return None
+    open_end = False
+    if va == vb:
+        u0, u_end = ua, ub
+    else:
+        def at(v: float) -> float:
+            return min(max(ua + (v - va) * (ub - ua) / (vb - va), min(ua, ub)), max(ua, ub))
+        u0 = ua if va >= lo else at(lo)
+        if vb < hi:
+            u_end = ub
+        else:
+            u_end, open_end = at(hi), True
+    first, last = math.floor(min(u0, u_end)), math.floor(max(u0, u_end))
+    if open_end and u_end > u0 and u_end == math.floor(u_end):
+        last = int(u_end) - 1
+    return first, last
+
+
+def _inside(edges: list[Edge], pu: float, pv: float) -> bool:
+    inside = False
+    for u1, v1, u2, v2 in edges:
+        if (v1 > pv) != (v2 > pv) and pu < (u2 - u1) * (pv - v1) / (v2 - v1) + u1:
+            inside = not inside
+    return inside
+
+
+def geo_grid_polygon(polygon: str, step: float) -> list[GridRow]:
+    """Rows of geo_grid_polygon(polygon, step), by the guest's floating-point rule."""
+    edges = _grid_edges(polygon, step)
+    if not edges:
+        return []
+    # only rows some edge meets can have cells (the others are between
+    # disjoint rings, so outside)
+    edge_rows = set()
+    for u1, v1, u2, v2 in edges:
+        edge_rows.update(range(math.floor(min(v1, v2)), math.floor(max(v1, v2)) + 1))
+    out = []
+    for row in sorted(edge_rows):
+        marked = sorted(m for m in (_marked_columns(e, row) for e in edges) if m is not None)
+        columns: set[int] = set()
+        previous_last: int | None = None
+        for first, last in marked:
+            columns.update(range(first, last + 1))
+            if previous_last is not None and first > previous_last + 1:
+                gap = previous_last + 1
+                if _inside(edges, gap + 0.5, row + 0.5):
+                    columns.update(range(gap, first))
+            previous_last = last if previous_last is None else max(previous_last, last)
+        out.extend(_grid_row(row, j, step) for j in sorted(columns))
+    return out
+
+
+# The same definition in exact arithmetic: a cell is emitted when the
+# closed polygon (vertices divided by step, then taken exactly) meets the
+# half-open unit square of the cell.
+
+Bound = tuple[Fraction, bool]  # value, and whether the value itself is included
+
+
+def _segment_meets_cell(a: tuple[Fraction, Fraction], b: tuple[Fraction, Fraction], i: int, j: int) -> bool:
+    """Does the closed segment a-b meet j <= u < j + 1, i <= v < i + 1?"""
+    low: Bound = (Fraction(0), True)
+    high: Bound = (Fraction(1), True)
+    for start, delta, cell in ((a[0], b[0] - a[0], j), (a[1], b[1] - a[1], i)):
+        if delta == 0:
+            if not cell <= start < cell + 1:
+                return False
+            continue
+        t_in = (cell - start) / delta  # where the coordinate reaches the closed side
+        t_out = (cell + 1 - start) / delta  # where it reaches the open side
+        enter, leave = ((t_in, True), (t_out, False)) if delta > 0 else ((t_out, False), (t_in, True))
+        if enter[0] > low[0] or (enter[0] == low[0] and not enter[1]):
+            low = enter
+        if leave[0] < high[0] or (leave[0] == high[0] and not leave[1]):
+            high = leave
+    return low[0] < high[0] or (low[0] == high[0] and low[1] and high[1])
+
+
+def grid_cells_exact(polygon: str, step: float) -> list[tuple[int, int]]:
+    """(lat_index, lon_index) of the cells meeting the closed polygon, exactly."""
+    edges = [((Fraction(u1), Fraction(v1)), (Fraction(u2), Fraction(v2)))
+             for u1, v1, u2, v2 in _grid_edges(polygon, step)]
+    if not edges:
+        return []
+    us = [p[0] for e in edges for p in e]
+    vs = [p[1] for e in edges for p in e]
+    cells = []
+    for i in range(math.floor(min(vs)), math.floor(max(vs)) + 1):
+        for j in range(math.floor(min(us)), math.floor(max(us)) + 1):
+            if any(_segment_meets_cell(a, b, i, j) for a, b in edges):
+                cells.append((i, j))
+                continue
+            # no boundary in the cell: it is all inside or all outside
+            pu, pv = Fraction(2 * j + 1, 2), Fraction(2 * i + 1, 2)
+            crossings = sum(1 for (u1, v1), (u2, v2) in edges
+                            if (v1 > pv) != (v2 > pv) and pu < (u2 - u1) * (pv - v1) / (v2 - v1) + u1)
+            if crossings % 2:
+                cells.append((i, j))
+    return cells

@@ -587,7 +587,7 @@ def test_query_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert message.startswith("geo.geo_geohash_encode: ")
     missing = tmp_path / "none.wasm"
     assert failed(capsys, "query", ":memory:", "SELECT 1", "--load", missing) == (
-        f"no module {missing}: not a file, nor the name of a shipped example (geo, stats, text)"
+        f"no module {missing}: not a file, nor the name of a shipped example (geo, graph, stats, text)"
     )
 
 
@@ -652,7 +652,8 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert out.startswith("sqlwasm demo: ")
     for name in ("geo", "stats"):
-        assert f"  module '{name}' 1.0.0, signed by key " in out
+        version = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY]).load(module_path(name)).version
+        assert f"  module '{name}' {version}, signed by key " in out
     assert "2,000 readings" in out
     for title, _, _ in QUERIES:
         assert title in out

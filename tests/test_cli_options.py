@@ -222,7 +222,7 @@ def test_grant_narrowed_to_tables_is_passed_as_a_mapping() -> None:
     """`--grant sql:T1,T2` takes the mapping form of Runtime's grant (the
     runtime's `sql` capability itself is tested where it is built)."""
     args = argparse.Namespace(grant=["log", "sql:readings,places"])
-    assert _cli._grant(args) == {"log": None, "sql": ["readings", "places"]}
+    assert _cli._grant(args) == {"log": True, "sql": ["readings", "places"]}
     assert _cli._grant(argparse.Namespace(grant=["log", "clock"])) == ["log", "clock"]
 
 
@@ -240,7 +240,7 @@ def test_load_a_shipped_example_by_name(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_load_a_name_that_is_not_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert error(capsys, "query", ":memory:", "SELECT 1", "--load", "goe") == (
-        "no module goe: not a file, nor the name of a shipped example (geo, stats, text)"
+        "no module goe: not a file, nor the name of a shipped example (geo, graph, stats, text)"
     )
 
 
@@ -347,7 +347,7 @@ def test_shell_load_modules_and_open(tmp_path: Path, unsigned: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "loaded t 1.0.0: t_add, t_spin" in lines
-    assert any(line.startswith("geo 1.0.0  signed by key ") for line in lines)
+    assert any(re.fullmatch(r"geo [0-9.]+  signed by key [0-9a-f]{16}; capabilities: none", line) for line in lines)
     assert "t 1.0.0  not trusted (--allow-unsigned); capabilities: none" in lines
     assert "3" in lines and "42|0.0" in lines
     assert "Traceback" not in result.stderr
@@ -476,3 +476,15 @@ def test_query_from_another_thread(capsys: pytest.CaptureFixture[str]) -> None:
     thread.start()
     thread.join()
     assert statuses == [0] and json.loads(capsys.readouterr().out) == [{"one": 1}]
+
+
+def test_grant_sql_narrowed_to_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "g.db"
+    assert run(capsys, "query", db, "CREATE TABLE edges(src, dst); INSERT INTO edges VALUES (1, 2), (2, 3)", "--create")[0] == 0
+    argv = ["query", db, "SELECT node, depth FROM graph_reachable(1)", "--load", "graph", "--json"]
+    assert error(capsys, *argv) == "module 'graph' (graph) needs capability 'sql': pass --grant sql"
+    status, out, _ = run(capsys, *argv, "--grant", "sql:edges")
+    assert status == 0 and json.loads(out) == [{"node": 1, "depth": 0}, {"node": 2, "depth": 1}, {"node": 3, "depth": 2}]
+    assert error(capsys, *argv, "--grant", "sql:other") == (
+        "graph.graph_reachable: query refused: table 'edges' was not granted to module 'graph'"
+    )

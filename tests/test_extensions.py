@@ -65,7 +65,7 @@ def test_signed_by_the_examples_key(shipped: str) -> None:
     signature = check_signature(data)
     assert signature is not None
     assert signature.key_id == load_public_key(EXAMPLES_PUBLIC_KEY).key_id
-    module = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY]).load(module_path(shipped))
+    module = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY], grant=["sql"]).load(module_path(shipped))
     assert module.signer == signature.key_id
     assert module.name == shipped
 

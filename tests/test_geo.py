@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterator
 
 import apsw
@@ -64,7 +65,7 @@ def test_the_shipped_module_is_the_one_loaded(geo: apsw.Connection) -> None:
     assert module.name == "geo" and module.signer is not None
     assert [f.name for f in module.functions] == [
         "geo_haversine", "geo_bearing", "geo_destination",
-        "geo_geohash_encode", "geo_geohash_decode", "geo_contains",
+        "geo_geohash_encode", "geo_geohash_decode", "geo_contains", "geo_grid", "geo_grid_polygon",
     ]
 
 
@@ -435,7 +436,7 @@ CASES = [(f, i) for f, types in SIGNATURES.items() for i in range(len(types))]
 
 def test_manifest_matches_the_table_above(geo: apsw.Connection) -> None:
     module = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY]).load(module_path("geo"))
-    assert {f.name: list(f.args) for f in module.functions} == SIGNATURES
+    assert {f.name: list(f.args) for f in module.functions if f.kind == "scalar"} == SIGNATURES
     assert all(f.null == "strict" for f in module.functions)
 
 
@@ -498,3 +499,264 @@ def test_wasm_call_every_function(geo: apsw.Connection, function: str) -> None:
 def test_wasm_call_errors_are_the_functions_errors(geo: apsw.Connection) -> None:
     direct = guest_error(geo, "geo_geohash_encode", 1.0, 2.0, 0)
     assert one_error(geo, "SELECT wasm_call('geo', 'geohash_encode', 1.0, 2.0, 0)") == direct
+
+
+# ---------------------------------------------------------------- grids (table functions)
+
+GRID_COLUMNS = ["lat_index", "lon_index", "min_lat", "min_lon", "max_lat", "max_lon", "center_lat", "center_lon"]
+
+
+def rows(conn: apsw.Connection, sql: str, *bindings: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in conn.execute(sql, bindings).fetchall()]
+
+
+def test_grid_functions_are_tables(geo: apsw.Connection) -> None:
+    module = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY]).load(module_path("geo"))
+    tables = {f.name: f for f in module.functions if f.kind == "table"}
+    assert list(tables) == ["geo_grid", "geo_grid_polygon"]
+    assert tables["geo_grid"].args == ("real",) * 5
+    assert tables["geo_grid_polygon"].args == ("text", "real")
+    for name in tables:
+        assert [c[0] for c in tables[name].columns] == GRID_COLUMNS
+        cursor = geo.execute(f"SELECT * FROM {name}({', '.join('?' * len(tables[name].args))})",
+                             (0.0, 0.0, 0.0, 0.0, 1.0) if name == "geo_grid" else ("POLYGON((0 0, 1 0, 1 1, 0 0))", 1.0))
+        assert [d[0] for d in cursor.getdescription()] == GRID_COLUMNS
+        cursor.fetchall()
+
+
+def test_grid_known_values(geo: apsw.Connection) -> None:
+    # The issue's example: a 0.5 x 0.8 degree box over London in 0.05 degree
+    # cells. Its north edge (51.7 / 0.05 = 1034.0) lies on a cell boundary,
+    # so the row of cells north of it holds points of the box too.
+    got = rows(geo, "SELECT * FROM geo_grid(51.2, -0.5, 51.7, 0.3, 0.05)")
+    assert got == ref.geo_grid(51.2, -0.5, 51.7, 0.3, 0.05)
+    assert len(got) == 11 * 16
+    assert got[0][:2] == (1024, -10) and got[-1][:2] == (1034, 5)
+    assert rows(geo, "SELECT * FROM geo_grid(0.5, 0.5, 0.5, 0.5, 1)") == [(0, 0, 0.0, 0.0, 1.0, 1.0, 0.5, 0.5)]
+    assert rows(geo, "SELECT lat_index, lon_index FROM geo_grid(-0.5, -1, 0, -0.5, 1)") == [
+        (-1, -1), (0, -1)]
+
+
+grid_steps = st.sampled_from([0.01, 0.05, 0.1, 0.25, 0.3, 1.0, 7.0, 90.0, 1000.0])
+
+
+@st.composite
+def boxes(draw: Any) -> tuple[float, float, float, float, float]:
+    """A box and a step giving at most a few thousand cells."""
+    step = draw(grid_steps)
+    lat = draw(st.floats(-90.0, 90.0))
+    lon = draw(st.floats(-180.0, 180.0))
+    height = draw(st.floats(0.0, min(30 * step, 90.0 - lat)))
+    width = draw(st.floats(0.0, min(40 * step, 180.0 - lon)))
+    return lat, lon, min(lat + height, 90.0), min(lon + width, 180.0), step
+
+
+@SETTINGS
+@given(boxes())
+def test_grid_matches_reference(geo: apsw.Connection, box: tuple[float, float, float, float, float]) -> None:
+    got = rows(geo, "SELECT * FROM geo_grid(?, ?, ?, ?, ?)", *box)
+    assert got == ref.geo_grid(*box)
+    min_lat, min_lon, max_lat, max_lon, step = box
+    # every corner of the box lies in an emitted cell
+    cells = {(i, j) for i, j, *_ in got}
+    for lat in (min_lat, max_lat):
+        for lon in (min_lon, max_lon):
+            assert (math.floor(lat / step), math.floor(lon / step)) in cells
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (0, 0, 1, 1, 0), (0, 0, 1, 1, -1), (0, 0, 1, 1, 1e-14), (0, 0, 1, 1, math.inf), (0, 0, 1, 1, -math.inf),
+        (91, 0, 92, 1, 1), (0, -180.5, 1, 1, 1), (0, 0, 90.0001, 1, 1), (0, 0, 1, 1e300, 1), (-math.inf, 0, 1, 1, 1),
+        (2, 0, 1, 1, 1), (0, 170, 1, -170, 1),
+    ],
+)
+def test_grid_bad_input(geo: apsw.Connection, args: tuple[float, ...]) -> None:
+    message = one_error(geo, "SELECT * FROM geo_grid(?, ?, ?, ?, ?)", *args)
+    with pytest.raises(ref.GeoError) as want:
+        ref.geo_grid(*args)
+    assert message == f"geo.geo_grid: {want.value}"
+
+
+def test_grid_indices_at_the_extremes(geo: apsw.Connection) -> None:
+    """The smallest step puts indices at +-2^50: exact, no overflow; a grid
+    of 2^101 cells streams, and LIMIT stops it after one batch."""
+    step = ref.GRID_MIN_STEP
+    assert rows(geo, "SELECT lat_index, lon_index FROM geo_grid(90, 180, 90, 180, ?)", step) == [(2**49, 2**50)]
+    assert rows(geo, "SELECT lat_index, lon_index FROM geo_grid(-90, -180, -90, -180, ?)", step) == [(-(2**49), -(2**50))]
+    first = rows(geo, "SELECT lat_index, lon_index, min_lon FROM geo_grid(-90, -180, 90, 180, ?) LIMIT 3", step)
+    assert first == [(-(2**49), -(2**50) + k, (-(2**50) + k) * step) for k in range(3)]
+    assert rows(geo, "SELECT count(*) FROM (SELECT 1 FROM geo_grid(-90, -180, 90, 180, 1e-9) LIMIT 5000)") == [(5000,)]
+
+
+def test_grid_null_arguments_give_no_rows(geo: apsw.Connection) -> None:
+    for position in range(5):
+        args: list[Any] = [0.0, 0.0, 1.0, 1.0, 0.5]
+        args[position] = None
+        assert rows(geo, "SELECT * FROM geo_grid(?, ?, ?, ?, ?)", *args) == []
+    assert rows(geo, "SELECT * FROM geo_grid_polygon(NULL, 1)") == []
+    assert rows(geo, "SELECT * FROM geo_grid_polygon('POLYGON EMPTY', NULL)") == []
+    # SQLite stores a NaN as NULL, so a NaN argument is a NULL one as well
+    assert rows(geo, "SELECT * FROM geo_grid(?, 0, 1, 1, 1)", math.nan) == []
+
+
+def test_grid_polygon_known_values(geo: apsw.Connection) -> None:
+    # The closed triangle (0,0) (2,0) (2,2) in 1-degree cells: the cells on
+    # and right of the diagonal, plus the column at lon 2 (its east edge).
+    triangle = "POLYGON((0 0, 2 0, 2 2, 0 0))"
+    assert [r[:2] for r in rows(geo, "SELECT * FROM geo_grid_polygon(?, 1)", triangle)] == [
+        (0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    # A hole: the one cell wholly inside the hole's open interior is left out.
+    square = wkt([[(0.0, 0.0), (3.0, 0.0), (3.0, 3.0), (0.0, 3.0), (0.0, 0.0)],
+                  [(1.0, 1.0), (2.0, 1.0), (2.0, 2.0), (1.0, 2.0), (1.0, 1.0)]])
+    cells = {r[:2] for r in rows(geo, "SELECT * FROM geo_grid_polygon(?, 0.5)", square)}
+    assert cells == {(i, j) for i in range(7) for j in range(7)} - {(3, 3)}
+    for empty in ("POLYGON EMPTY", '{"type": "Polygon", "coordinates": []}'):
+        assert rows(geo, "SELECT * FROM geo_grid_polygon(?, 1)", empty) == []
+
+
+@SETTINGS
+@given(boxes(), st.sampled_from([wkt, geojson]))
+def test_grid_polygon_of_a_box_is_the_box_grid(geo: apsw.Connection, box: tuple[float, float, float, float, float], form: Any) -> None:
+    min_lat, min_lon, max_lat, max_lon, step = box
+    ring = [(min_lon, min_lat), (max_lon, min_lat), (max_lon, max_lat), (min_lon, max_lat), (min_lon, min_lat)]
+    got = rows(geo, "SELECT * FROM geo_grid_polygon(?, ?)", form([ring]), step)
+    assert got == rows(geo, "SELECT * FROM geo_grid(?, ?, ?, ?, ?)", *box)
+
+
+@st.composite
+def grid_polygons(draw: Any) -> tuple[list[list[tuple[float, float]]], float]:
+    """Star polygons (with holes) a few dozen cells across, and a step."""
+    rings = draw(polygons())
+    xs = [x for ring in rings for x, _ in ring]
+    ys = [y for ring in rings for _, y in ring]
+    extent = max(max(xs) - min(xs), max(ys) - min(ys))
+    step = max(extent, 1e-6) / draw(st.floats(0.5, 40.0))
+    return rings, step
+
+
+@SETTINGS
+@given(grid_polygons(), st.sampled_from([wkt, geojson]))
+def test_grid_polygon_matches_reference(geo: apsw.Connection, polygon: Any, form: Any) -> None:
+    rings, step = polygon
+    assume(all(-90 <= y <= 90 and -180 <= x <= 180 for ring in rings for x, y in ring))
+    text = form(rings)
+    got = rows(geo, "SELECT * FROM geo_grid_polygon(?, ?)", text, step)
+    assert got == ref.geo_grid_polygon(text, step)
+    assert len(got) > 0
+    # each vertex's cell is there; cells with their centre inside are there
+    cells = {(i, j) for i, j, *_ in got}
+    assert {(math.floor(y / step), math.floor(x / step)) for ring in rings for x, y in ring} <= cells
+    for _, _, _, _, _, _, lat, lon in got[:: max(1, len(got) // 20)]:
+        if ref.geo_contains(text, lat, lon):
+            assert (math.floor(lat / step), math.floor(lon / step)) in cells
+
+
+# Small polygons with vertices on a quarter-degree lattice: in grid units
+# every computation of the guest's rule is exact, so it must agree with the
+# exact-arithmetic definition, including on cell edges and corners.
+lattice = st.integers(-8, 8).map(lambda k: k * 0.25)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(lattice, lattice), min_size=3, max_size=8),
+       st.lists(st.tuples(lattice, lattice), min_size=3, max_size=5) | st.none(),
+       st.sampled_from([0.25, 0.5, 1.0]))
+def test_grid_polygon_is_exact_on_lattice_polygons(geo: apsw.Connection, outer: list[tuple[float, float]],
+                                                   inner: list[tuple[float, float]] | None, step: float) -> None:
+    rings = [outer + outer[:1]] + ([inner + inner[:1]] if inner else [])
+    text = wkt(rings)
+    got = [r[:2] for r in rows(geo, "SELECT * FROM geo_grid_polygon(?, ?)", text, step)]
+    assert got == ref.grid_cells_exact(text, step)
+
+
+@pytest.mark.parametrize(
+    "text, step",
+    [
+        ("POLYGON((0 0, 1 0, 0 0))", 1.0),
+        ("POLYGON((0 0, 1 0, 1 1, 0 1))", 1.0),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0)", 1.0),
+        ("LINESTRING(0 0, 1 1)", 1.0),
+        ('{"type": "Point", "coordinates": [0, 0]}', 1.0),
+        ("", 1.0),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0))", 0.0),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0))", -2.0),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0))", math.inf),
+    ],
+)
+def test_grid_polygon_bad_input(geo: apsw.Connection, text: str, step: float) -> None:
+    message = one_error(geo, "SELECT * FROM geo_grid_polygon(?, ?)", text, step)
+    with pytest.raises(ref.GeoError) as want:
+        ref.geo_grid_polygon(text, step)
+    assert message == f"geo.geo_grid_polygon: {want.value}"
+
+
+@pytest.mark.parametrize(
+    "text, cause",
+    [
+        ("POLYGON((0 0, 1 0, 1 90.5, 0 0))", "latitude 90.5 is outside [-90, 90]"),
+        ("POLYGON((0 0, 181 0, 1 1, 0 0))", "longitude 181 is outside [-180, 180]"),
+        ('{"type": "Polygon", "coordinates": [[[0, 0], [1, -91], [1, 1], [0, 0]]]}', "latitude -91 is outside [-90, 90]"),
+    ],
+)
+def test_grid_polygon_coordinates_out_of_range(geo: apsw.Connection, text: str, cause: str) -> None:
+    message = one_error(geo, "SELECT * FROM geo_grid_polygon(?, 1)", text)
+    # the guest adds the offset where it noticed; the reference cannot
+    assert message.startswith(f"geo.geo_grid_polygon: polygon: {cause} at offset ")
+    with pytest.raises(ref.GeoError, match=re.escape(cause)):
+        ref.geo_grid_polygon(text, 1.0)
+
+
+def test_grids_in_a_join(geo: apsw.Connection) -> None:
+    geo.execute("CREATE TEMP TABLE areas(name TEXT, polygon TEXT, step REAL)")
+    try:
+        areas = [
+            ("triangle", "POLYGON((0 0, 2 0, 2 2, 0 0))", 0.5),
+            ("empty", "POLYGON EMPTY", 1.0),
+            ("star", wkt([[(10.0, 10.0), (10.4, 10.9), (11.0, 10.1), (10.2, 10.5), (10.0, 10.0)]]), 0.1),
+            ("london", "POLYGON((-0.5 51.2, 0.3 51.2, 0.3 51.7, -0.5 51.7, -0.5 51.2))", 0.05),
+        ]
+        geo.executemany("INSERT INTO areas VALUES (?, ?, ?)", areas)
+        got = rows(geo, "SELECT a.name, g.lat_index, g.lon_index FROM areas a, geo_grid_polygon(a.polygon, a.step) g")
+        want = [(name, r[0], r[1]) for name, text, step in areas for r in ref.geo_grid_polygon(text, step)]
+        assert got == want
+        counts = rows(geo, "SELECT a.name, count(g.lat_index) FROM areas a LEFT JOIN geo_grid_polygon(a.polygon, a.step) g "
+                           "GROUP BY a.name ORDER BY a.name")
+        assert counts == sorted((name, len(ref.geo_grid_polygon(text, step))) for name, text, step in areas)
+    finally:
+        geo.execute("DROP TABLE temp.areas")
+
+
+def test_grid_polygon_many_batches(geo: apsw.Connection) -> None:
+    """A large polygon in fine cells: ~100,000 rows, hundreds of batches."""
+    text = wkt([[(-10.0, -10.0), (10.0, -9.0), (9.5, 10.0), (0.0, 2.0), (-9.0, 9.0), (-10.0, -10.0)]])
+    got = rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, 0.07)", text)
+    assert got == [r[:2] for r in ref.geo_grid_polygon(text, 0.07)]
+    assert len(got) > 50_000
+    assert rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, 0.07) LIMIT 2", text) == got[:2]
+
+
+def test_grid_polygon_skips_rows_between_rings(geo: apsw.Connection) -> None:
+    """Two specks 80 degrees apart in the finest grid: about 5 * 10^14 rows
+    lie between them, and none has a cell."""
+    step = ref.GRID_MIN_STEP
+    specks = wkt([[(0.0, 0.0), (4 * step, 0.0), (4 * step, 4 * step), (0.0, 0.0)],
+                  [(0.0, 80.0), (4 * step, 80.0), (4 * step, 80.0 + 4 * step), (0.0, 80.0)]])
+    got = rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, ?)", specks, step)
+    assert got == [r[:2] for r in ref.geo_grid_polygon(specks, step)]
+    north = math.floor(80.0 / step)
+    assert got[0] == (0, 0) and got[-1][0] >= north
+    assert {i for i, _ in got} <= set(range(5)) | set(range(north, north + 6))
+
+
+def test_grid_polygon_with_thousands_of_edges_per_row(geo: apsw.Connection) -> None:
+    """A comb of 8,000 teeth inside one column of 1-degree cells: every row
+    meets 16,000 edges, so next() returns before its batch is full (it caps
+    the edges it visits per call) and resumes at the next row."""
+    points = []
+    for k in range(8000):
+        points += [(k * 0.0001, -40.0), (k * 0.0001 + 0.00005, 40.0)]
+    points += [(points[-1][0] + 0.00005, -40.5), (0.0, -40.5), points[0]]
+    got = rows(geo, "SELECT lat_index, lon_index FROM geo_grid_polygon(?, 1)", wkt([points]))
+    assert got == [(i, 0) for i in range(-41, 41)]

@@ -272,7 +272,7 @@ def test_duplicate_function_names_case_insensitive() -> None:
 
 
 def test_bad_kind() -> None:
-    refused(with_function(kind="table"), "function 'm_f'", "kind must be one of scalar, aggregate, window", "'table'")
+    refused(with_function(kind="view"), "function 'm_f'", "kind must be one of scalar, aggregate, window, table", "'view'")
 
 
 def test_aggregate_needs_exports_not_export() -> None:

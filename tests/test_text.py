@@ -185,3 +185,127 @@ def test_long_inputs(conn: apsw.Connection) -> None:
     # the reference's Jaro-Winkler is quadratic: compare on a slice
     a, b = a[:4000], a[:2000] + "xyz" + a[2010:4000]
     assert sql_value(conn, "SELECT text_jaro_winkler(?, ?)", a, b) == pytest.approx(ref.text_jaro_winkler(a, b), abs=1e-12)
+
+
+# ---------------------------------------------------------------- table functions
+
+# Texts rich in token separators: ASCII punctuation, Latin-1 symbols,
+# general punctuation, CJK and fullwidth punctuation, and the code points
+# just outside those ranges.
+separator_heavy = st.sampled_from(list("ab Z9 .,-_\t\n\x7f\x80\xa0\xaa\xbf\xc0\xd7\xf7\u1680\u1fff\u2000\u2014\u206f"
+                                       "\u2070\u3001\u3004\u3008\u3012\u301f\u3020\ufeff\uff01\uff10\uff21\uff65"
+                                       "\uff66日ñ\U0001F600"))
+token_texts = st.one_of(st.text(separator_heavy, max_size=40), texts)
+
+
+def table_rows(conn: apsw.Connection, sql: str, *bindings: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in conn.execute(sql, bindings).fetchall()]
+
+
+@fast
+@given(s=token_texts)
+def test_tokens_match_reference(conn: apsw.Connection, s: str) -> None:
+    got = table_rows(conn, "SELECT * FROM text_tokens(?)", s)
+    assert got == ref.text_tokens(s)
+    for token, _, start, end in got:
+        assert token == s[start:end]
+
+
+@fast
+@given(s=texts, n=st.integers(1, 6))
+def test_ngrams_match_reference(conn: apsw.Connection, s: str, n: int) -> None:
+    assert table_rows(conn, "SELECT * FROM text_ngrams(?, ?)", s, n) == ref.text_ngrams(s, n)
+
+
+def test_table_columns(conn: apsw.Connection) -> None:
+    tokens = conn.execute("SELECT * FROM text_tokens('a')")
+    assert [d[0] for d in tokens.getdescription()] == ["token", "position", "start", "end"]
+    ngrams = conn.execute("SELECT * FROM text_ngrams('a', 1)")
+    assert [d[0] for d in ngrams.getdescription()] == ["ngram", "position"]
+    # the arguments are hidden columns, and named columns work in any order
+    assert table_rows(conn, "SELECT \"end\", token FROM text_tokens('x yz') WHERE start > 0") == [(4, "yz")]
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("SELECT token FROM text_tokens('Hello, wörld! 日本、東京 x—y 42')",
+         [("Hello",), ("wörld",), ("日本",), ("東京",), ("x",), ("y",), ("42",)]),
+        ("SELECT * FROM text_tokens('')", []),
+        ("SELECT * FROM text_tokens(' ,.;')", []),
+        ("SELECT * FROM text_tokens('ab')", [("ab", 0, 0, 2)]),
+        ("SELECT * FROM text_tokens('\U0001F600x')", [("\U0001F600x", 0, 0, 2)]),  # offsets in code points
+        ("SELECT * FROM text_ngrams('abc', 2)", [("ab", 0), ("bc", 1)]),
+        ("SELECT * FROM text_ngrams('日本語', 3)", [("日本語", 0)]),
+        ("SELECT * FROM text_ngrams('ab', 3)", []),
+        ("SELECT * FROM text_ngrams('abc', 2.0)", [("ab", 0), ("bc", 1)]),
+        ("SELECT * FROM text_tokens(NULL)", []),
+        ("SELECT * FROM text_ngrams(NULL, 2)", []),
+        ("SELECT * FROM text_ngrams('abc', NULL)", []),
+    ],
+)
+def test_table_known_values(conn: apsw.Connection, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert table_rows(conn, sql) == expected
+
+
+@pytest.mark.parametrize("n", [0, -1, 1001, 2**62])
+def test_ngrams_refuses_bad_n(conn: apsw.Connection, n: int) -> None:
+    message = one_error(conn, "SELECT * FROM text_ngrams('abc', ?)", n)
+    assert message == f"text.text_ngrams: n must be between 1 and {ref.NGRAM_MAX_N}, got {n}"
+    with pytest.raises(ref.TextError, match="n must be"):
+        ref.text_ngrams("abc", n)
+
+
+@pytest.mark.parametrize("data", [b"\xff", b"ab\x80", b"\xed\xa0\x80", b"abc\xe2\x82"])
+def test_table_functions_refuse_invalid_utf8(conn: apsw.Connection, data: bytes) -> None:
+    want = ref.utf8_error(1, data)
+    assert one_error(conn, "SELECT * FROM text_tokens(CAST(? AS TEXT))", data) == f"text.text_tokens: {want}"
+    assert one_error(conn, "SELECT * FROM text_ngrams(CAST(? AS TEXT), 2)", data) == f"text.text_ngrams: {want}"
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(token_texts, max_size=8))
+def test_tokens_in_a_join(conn: apsw.Connection, names: list[str]) -> None:
+    conn.execute("CREATE TEMP TABLE places(id INTEGER PRIMARY KEY, name TEXT)")
+    try:
+        conn.executemany("INSERT INTO places(id, name) VALUES (?, ?)", list(enumerate(names)))
+        got = table_rows(conn, "SELECT p.id, t.token, t.position FROM places p, text_tokens(p.name) t "
+                               "ORDER BY p.id, t.position")
+        want = [(i, token, position) for i, name in enumerate(names) for token, position, _, _ in ref.text_tokens(name)]
+        assert got == want
+        counts = table_rows(conn, "SELECT p.id, (SELECT count(*) FROM text_ngrams(p.name, 2)) FROM places p ORDER BY p.id")
+        assert counts == [(i, len(ref.text_ngrams(name, 2))) for i, name in enumerate(names)]
+    finally:
+        conn.execute("DROP TABLE temp.places")
+
+
+def test_long_texts_take_many_batches(conn: apsw.Connection) -> None:
+    """100,000 tokens and 300,000 n-grams: hundreds of next() batches."""
+    s = " ".join(f"w{i % 997}é" for i in range(100_000))
+    assert table_rows(conn, "SELECT * FROM text_tokens(?)", s) == ref.text_tokens(s)
+    got = table_rows(conn, "SELECT count(*), sum(position), max(length(ngram)) FROM text_ngrams(?, 1000)", s)
+    count = len(s) - 1000 + 1
+    assert got == [(count, count * (count - 1) // 2, 1000)]
+
+
+def test_early_stops_free_the_cursor(conn: apsw.Connection) -> None:
+    """Each open copies a 1M-code-point text (about 9 MB of guest memory);
+    LIMIT stops each statement after one batch. If close() leaked, 60 of
+    these would pass the module's 256 MiB memory limit."""
+    s = "ab " * 333_334
+    for _ in range(60):
+        assert table_rows(conn, "SELECT token, position FROM text_tokens(?) LIMIT 2", s) == [("ab", 0), ("ab", 1)]
+        assert table_rows(conn, "SELECT ngram FROM text_ngrams(?, 2) LIMIT 1", s) == [("ab",)]
+
+
+def test_batches_fit_a_small_result_limit() -> None:
+    """A host may lower max_result_bytes far below its 16 MiB default; the
+    batches (at most 32 KiB plus one row) still fit 40,000 bytes."""
+    small = shipped("text", max_result_bytes=40_000)
+    try:
+        s = " ".join(f"w{i}" for i in range(50_000))
+        assert table_rows(small, "SELECT count(*), max(length(ngram)) FROM text_ngrams(?, 1000)", s) == [
+            (len(s) - 999, 1000)]
+        assert table_rows(small, "SELECT count(*) FROM text_tokens(?)", s) == [(50_000,)]
+    finally:
+        small.close()

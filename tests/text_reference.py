@@ -16,6 +16,12 @@ prefixes it with ``text.<function>: ``).
 * ``text_soundex``: American Soundex of the ASCII letters; '' without any.
 * ``text_trigram_similarity``: pg_trgm's similarity (ASCII lower-casing,
   words of ASCII alphanumerics and code points >= 128).
+* ``text_tokens`` (table): the maximal runs of token characters (ASCII
+  letters and digits, and code points from U+0080 up outside
+  ``TOKEN_SEPARATORS``) as rows (token, position, start, end), offsets in
+  code points, end exclusive.
+* ``text_ngrams`` (table): rows (ngram, position) for every run of n code
+  points; n in 1..``NGRAM_MAX_N``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,24 @@ import re
 from typing import Optional
 
 DAMERAU_MAX_CELLS = 10**8
+NGRAM_MAX_N = 1000
+
+# Code points from U+0080 up that separate tokens (inclusive ranges).
+TOKEN_SEPARATORS = (
+    (0x0080, 0x00BF),
+    (0x00D7, 0x00D7),
+    (0x00F7, 0x00F7),
+    (0x1680, 0x1680),
+    (0x2000, 0x206F),
+    (0x3000, 0x3003),
+    (0x3008, 0x3011),
+    (0x3014, 0x301F),
+    (0xFEFF, 0xFEFF),
+    (0xFF01, 0xFF0F),
+    (0xFF1A, 0xFF20),
+    (0xFF3B, 0xFF40),
+    (0xFF5B, 0xFF65),
+)
 
 __all__ = [
     "DAMERAU_MAX_CELLS",
@@ -35,6 +59,11 @@ __all__ = [
     "text_soundex",
     "text_trigram_similarity",
     "trigrams",
+    "NGRAM_MAX_N",
+    "TOKEN_SEPARATORS",
+    "is_token_char",
+    "text_tokens",
+    "text_ngrams",
 ]
 
 
@@ -203,3 +232,35 @@ def text_trigram_similarity(a: str, b: str) -> float:
     if not union:
         return 0.0
     return len(ta & tb) / len(union)
+
+
+# ---------------------------------------------------------------------------
+# Table functions
+
+
+def is_token_char(c: str) -> bool:
+    code = ord(c)
+    if code < 0x80:
+        return c.isascii() and c.isalnum()
+    return not any(lo <= code <= hi for lo, hi in TOKEN_SEPARATORS)
+
+
+def text_tokens(text: str) -> list[tuple[str, int, int, int]]:
+    """Rows (token, position, start, end) of text_tokens(text)."""
+    rows: list[tuple[str, int, int, int]] = []
+    start: Optional[int] = None
+    for i, c in enumerate(text + " "):  # a trailing separator ends the last token
+        if is_token_char(c) and i < len(text):
+            if start is None:
+                start = i
+        elif start is not None:
+            rows.append((text[start:i], len(rows), start, i))
+            start = None
+    return rows
+
+
+def text_ngrams(text: str, n: int) -> list[tuple[str, int]]:
+    """Rows (ngram, position) of text_ngrams(text, n)."""
+    if not 1 <= n <= NGRAM_MAX_N:
+        raise TextError("n must be between 1 and %d, got %d" % (NGRAM_MAX_N, n))
+    return [(text[i:i + n], i) for i in range(len(text) - n + 1)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlwasm._build import build, write_module
 
-SHIPPED = ("geo", "stats", "text")
+SHIPPED = ("geo", "graph", "stats", "text")
 EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions"
 
 

@@ -2,6 +2,8 @@
  * bench.c - the "bench" module: the same trivial function through both ABIs,
  * to measure the per-call overhead of each.
  */
+/* Big batches: a table function's cost per row is what bench_range measures. */
+#define SQLWASM_BATCH_ROWS 1024u
 #include "sqlwasm.h"
 
 static int64_t wrapping_add(int64_t a, int64_t b) {
@@ -87,3 +89,38 @@ void sum_step_batch(int32_t h, const int64_t *rows, int32_t count) {
     for (int32_t i = 0; i < count; i++) total = wrapping_add(total, rows[i]);
     bench_sums[h] = total;
 }
+
+/* bench_range(n): a table function yielding 0..n-1 (column "value"). */
+typedef struct {
+    int64_t next, end;
+} bench_counter;
+
+SQLWASM_EXPORT(range_open)
+int32_t range_open(const uint8_t *row, uint32_t len) {
+    sqlwasm_reader r;
+    sqlwasm_reader_init(&r, row, len);
+    if (sqlwasm_read_array(&r) != 1 || sqlwasm_peek(&r) != SQLWASM_INT) return -1;
+    bench_counter *c = malloc(sizeof *c);
+    if (c == NULL) return -1;
+    c->next = 0;
+    c->end = sqlwasm_read_int(&r);
+    int32_t h = sqlwasm_handle_new(c);
+    if (h < 0) free(c);
+    return h;
+}
+
+SQLWASM_EXPORT(range_next)
+int64_t range_next(int32_t h) {
+    bench_counter *c = sqlwasm_handle_get(h);
+    if (c == NULL) return sqlwasm_return_error("bench_range: no such handle");
+    sqlwasm_batch b;
+    sqlwasm_batch_begin(&b);
+    for (; c->next < c->end && !sqlwasm_batch_full(&b); c->next++) {
+        sqlwasm_batch_row(&b, 1);
+        sqlwasm_write_int(&b.w, c->next);
+    }
+    return sqlwasm_batch_finish(&b);
+}
+
+SQLWASM_EXPORT(range_close)
+void range_close(int32_t h) { free(sqlwasm_handle_release(h)); }

@@ -71,6 +71,9 @@
  *   results  sqlwasm_return_nil / _int / _double / _bool / _text / _cstring
  *            / _blob / _error / _error_n, and printf-style sqlwasm_return_textf
  *            and sqlwasm_return_errorf.
+ *   tables   sqlwasm_handle_new / _get / _release and the row batches
+ *            sqlwasm_batch_begin / _row / _full / _finish, for table
+ *            functions: see "Table functions" below.
  *
  * Keep modules free of imports: no stdout/stderr, files, clocks, random or
  * abort()/exit(); snprintf into a buffer is fine (it adds code, not imports).
@@ -773,6 +776,25 @@ static inline int64_t sqlwasm_return_errorf(const char *fmt, ...) {
     return res;
 }
 
+/* A copy of a packed result in malloc'd memory, to return from a later call
+ * (an error that a table function's open() found, returned by its first
+ * next()). Out of memory: the static {"error": "out of memory"}. Free it
+ * with sqlwasm_result_free. */
+SQLWASM__SLOW int64_t sqlwasm_result_keep(int64_t packed) {
+    const void *p = (const void *)(uintptr_t)((uint64_t)packed >> 32);
+    uint32_t len = (uint32_t)packed;
+    void *copy = malloc(len ? len : 1);
+    if (copy == NULL) return sqlwasm_result(sqlwasm__oom_result, sizeof sqlwasm__oom_result);
+    memcpy(copy, p, len);
+    return sqlwasm_result(copy, len);
+}
+
+/* Free what sqlwasm_result_keep returned (0 is ignored). */
+static inline void sqlwasm_result_free(int64_t kept) {
+    void *p = (void *)(uintptr_t)((uint64_t)kept >> 32);
+    if (kept != 0 && p != (const void *)sqlwasm__oom_result) free(p);
+}
+
 /* ------------------------------------------------------------------------
  * Argument rows by signature
  * ------------------------------------------------------------------------ */
@@ -877,6 +899,175 @@ static __attribute__((unused)) int sqlwasm_read_args(const uint8_t *row, uint32_
 malformed:
     *err = sqlwasm_return_error("malformed argument row");
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Table functions (manifest kind "table", abi "msgpack")
+ *
+ * A table function exports three functions (docs/abi.md):
+ *   open(row, len) -> int32    reads the argument row like a msgpack scalar,
+ *                              keeps what it needs in malloc'd state and
+ *                              returns a handle >= 0 (negative: "open failed");
+ *   next(handle) -> int64      the next batch of rows: a msgpack array of
+ *                              rows, each an array with one value per declared
+ *                              column; an empty array when done; or
+ *                              {"error": text};
+ *   close(handle)              frees the state. The host calls it exactly once
+ *                              per handle, also after an error, a trap or an
+ *                              early stop (LIMIT).
+ * Several handles may be open at once (a join, a correlated subquery), so
+ * keep all per-handle state behind the handle, never in globals.
+ *
+ *   handles  sqlwasm_handle_new(state) -> handle (>= 0) or -1 when out of
+ *            memory; sqlwasm_handle_get(h) -> state or NULL for a handle that
+ *            is not open; sqlwasm_handle_release(h) -> state (or NULL), and
+ *            the handle may be reused by a later sqlwasm_handle_new. The
+ *            table holds void pointers; freeing the state is the caller's.
+ *   errors   sqlwasm_result_keep(packed) copies a result (e.g. the err of
+ *            sqlwasm_read_args) out of the arena, so a later next() can
+ *            return it; sqlwasm_result_free(kept) frees the copy.
+ *   batches  sqlwasm_batch_begin(&b) starts a batch and RESETS THE ARENA (a
+ *            next() reads no argument row, so nothing else resets it): call
+ *            it first in next(). Then per row sqlwasm_batch_row(&b, ncols)
+ *            followed by exactly ncols sqlwasm_write_* calls on &b.w, while
+ *            !sqlwasm_batch_full(&b); then return sqlwasm_batch_finish(&b).
+ *            A batch with no rows is the empty array, "done".
+ *            sqlwasm_batch_full() turns true at SQLWASM_BATCH_ROWS rows or
+ *            SQLWASM_BATCH_BYTES bytes (define either before including this
+ *            header to change it). The check comes between rows, so a
+ *            batch holds at most SQLWASM_BATCH_BYTES plus one row: the
+ *            host's max_result_bytes must hold that.
+ *
+ * Example: count(n) -> rows 0..n-1 in a column "value".
+ *
+ *   typedef struct { int64_t next, end; } counter;
+ *
+ *   SQLWASM_EXPORT(count_open) int32_t count_open(const uint8_t *row, uint32_t len) {
+ *       sqlwasm_arg a[1];
+ *       int64_t err;
+ *       if (!sqlwasm_read_args(row, len, "i", a, &err)) return -1;
+ *       counter *c = malloc(sizeof *c);
+ *       if (c == NULL) return -1;
+ *       c->next = 0, c->end = a[0].integer;
+ *       int32_t h = sqlwasm_handle_new(c);
+ *       if (h < 0) free(c);
+ *       return h;
+ *   }
+ *   SQLWASM_EXPORT(count_next) int64_t count_next(int32_t h) {
+ *       counter *c = sqlwasm_handle_get(h);
+ *       if (c == NULL) return sqlwasm_return_error("bad handle");
+ *       sqlwasm_batch b;
+ *       sqlwasm_batch_begin(&b);
+ *       for (; c->next < c->end && !sqlwasm_batch_full(&b); c->next++) {
+ *           sqlwasm_batch_row(&b, 1);
+ *           sqlwasm_write_int(&b.w, c->next);
+ *       }
+ *       return sqlwasm_batch_finish(&b);
+ *   }
+ *   SQLWASM_EXPORT(count_close) void count_close(int32_t h) {
+ *       free(sqlwasm_handle_release(h));
+ *   }
+ *
+ * An open() that wants to explain a bad argument cannot return text (its
+ * result is an int32, and a negative one only says "open failed"): return
+ * a handle whose state keeps the error (sqlwasm_result_keep) and let the
+ * first next() return it. The shipped modules do this, so the SQL error
+ * names the cause.
+ * ------------------------------------------------------------------------ */
+
+#ifndef SQLWASM_BATCH_ROWS
+#define SQLWASM_BATCH_ROWS 256u
+#endif
+/* 32 KiB: measured no slower than larger batches, and far below any
+ * sensible max_result_bytes (the default is 16 MiB). */
+#ifndef SQLWASM_BATCH_BYTES
+#define SQLWASM_BATCH_BYTES (32u * 1024u)
+#endif
+
+/* Open handles: slots[h] is handle h's state, NULL when h is free. */
+static struct {
+    void **slots;
+    uint32_t cap;
+} sqlwasm_handles_state;
+
+/* A new handle for state (not NULL), the lowest free one; -1 when out of
+ * memory. */
+SQLWASM__SLOW int32_t sqlwasm_handle_new(void *state) {
+    uint32_t h = 0;
+    while (h < sqlwasm_handles_state.cap && sqlwasm_handles_state.slots[h] != NULL) h++;
+    if (h == sqlwasm_handles_state.cap) {
+        uint32_t cap = sqlwasm_handles_state.cap ? sqlwasm_handles_state.cap * 2 : 8;
+        if (cap > (uint32_t)INT32_MAX) return -1;
+        void **slots = (void **)realloc(sqlwasm_handles_state.slots, (size_t)cap * sizeof *slots);
+        if (slots == NULL) return -1;
+        memset(slots + h, 0, (size_t)(cap - h) * sizeof *slots);
+        sqlwasm_handles_state.slots = slots;
+        sqlwasm_handles_state.cap = cap;
+    }
+    sqlwasm_handles_state.slots[h] = state;
+    return (int32_t)h;
+}
+
+/* The state of an open handle; NULL for any other number. */
+static inline void *sqlwasm_handle_get(int32_t h) {
+    if (h < 0 || (uint32_t)h >= sqlwasm_handles_state.cap) return NULL;
+    return sqlwasm_handles_state.slots[h];
+}
+
+/* Close handle h: returns its state (NULL if h was not open) for the caller
+ * to free; h becomes free for reuse. */
+static inline void *sqlwasm_handle_release(int32_t h) {
+    void *state = sqlwasm_handle_get(h);
+    if (state != NULL) sqlwasm_handles_state.slots[h] = NULL;
+    return state;
+}
+
+typedef struct {
+    sqlwasm_writer w; /* write each row's values here */
+    uint32_t rows;    /* rows begun so far */
+} sqlwasm_batch;
+
+/* The array header is written last, into 5 bytes reserved at the start, so
+ * it can use the smallest encoding for the final row count. */
+#define SQLWASM__BATCH_HEADER 5u
+
+/* Start a batch of rows; resets the arena (see above). */
+static inline void sqlwasm_batch_begin(sqlwasm_batch *b) {
+    sqlwasm_arena_reset();
+    sqlwasm_writer_init(&b->w, 4096);
+    sqlwasm__put(&b->w, SQLWASM__BATCH_HEADER);
+    b->rows = 0;
+}
+
+/* True once the batch holds enough rows or bytes: stop adding rows. */
+static inline int sqlwasm_batch_full(const sqlwasm_batch *b) {
+    return b->rows >= SQLWASM_BATCH_ROWS || b->w.len >= SQLWASM_BATCH_BYTES;
+}
+
+/* Begin a row of ncols values; write them next with sqlwasm_write_*(&b->w). */
+static inline void sqlwasm_batch_row(sqlwasm_batch *b, uint32_t ncols) {
+    b->rows++;
+    sqlwasm_write_array(&b->w, ncols);
+}
+
+/* The packed result: the array of the rows written ({"error": "out of
+ * memory"} if the writer ran out of memory). */
+static inline int64_t sqlwasm_batch_finish(const sqlwasm_batch *b) {
+    if (b->w.error) return sqlwasm_writer_finish(&b->w);
+    uint32_t n = b->rows, header;
+    uint8_t *at = b->w.buf + SQLWASM__BATCH_HEADER;
+    if (n < 16) {
+        header = 1;
+        at[-1] = (uint8_t)(0x90 | n);
+    } else if (n <= 0xffff) {
+        header = 3;
+        at[-3] = 0xdc, at[-2] = (uint8_t)(n >> 8), at[-1] = (uint8_t)n;
+    } else {
+        header = 5;
+        at[-5] = 0xdd, at[-4] = (uint8_t)(n >> 24), at[-3] = (uint8_t)(n >> 16);
+        at[-2] = (uint8_t)(n >> 8), at[-1] = (uint8_t)n;
+    }
+    return sqlwasm_result(at - header, b->w.len - SQLWASM__BATCH_HEADER + header);
 }
 
 #endif /* SQLWASM_H */

@@ -1,6 +1,6 @@
 /*
  * text.c - the "text" sqlwasm module: string distances and phonetic and
- * fuzzy-matching functions.
+ * fuzzy-matching functions, and table functions that split texts.
  *
  * All functions take text (msgpack str) arguments and work on Unicode code
  * points: the UTF-8 input is decoded first, and invalid UTF-8 (overlong
@@ -18,6 +18,10 @@
  *   text_jaro_winkler(a, b)         similarity in [0, 1]
  *   text_soundex(s)                 American Soundex of the ASCII letters
  *   text_trigram_similarity(a, b)   pg_trgm-style trigram similarity
+ *   text_tokens(text)               table: the words of a text (token,
+ *                                   position, start, end)
+ *   text_ngrams(text, n)            table: the n-grams of code points
+ *                                   (ngram, position)
  *
  * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/text/text.c -o text.wasm
@@ -87,7 +91,10 @@ static int read_texts(const uint8_t *row, uint32_t len, const char *sig, text_ar
     int ok = sqlwasm_read_args(row, len, sig, a, err);
     for (uint32_t i = 0; sig[i] != '\0' && (ok || a[i].text != NULL); i++) {
         uint32_t n = a[i].len;
-        args[i].cp = (uint32_t *)sqlwasm_arena_alloc((size_t)n * sizeof(uint32_t) + 4);
+        /* on wasm32 size_t has 32 bits: n * 4 must not wrap */
+        args[i].cp = n <= (SIZE_MAX - 4) / sizeof(uint32_t)
+                         ? (uint32_t *)sqlwasm_arena_alloc((size_t)n * sizeof(uint32_t) + 4)
+                         : NULL;
         if (args[i].cp == NULL) {
             *err = sqlwasm_return_error("out of memory");
             return 0;
@@ -538,3 +545,196 @@ int64_t trigram_similarity(const uint8_t *row, uint32_t len) {
     uint32_t all = na + nb - common;
     return sqlwasm_return_double(all == 0 ? 0.0 : (double)common / all);
 }
+
+/* ------------------------------------------------------------------------
+ * Table functions: text_tokens(text) and text_ngrams(text, n)
+ *
+ * open() decodes and checks the text and keeps it in a cursor; next()
+ * emits rows in batches from where the previous batch stopped. A bad
+ * argument does not fail open(): the cursor keeps the error and the first
+ * next() returns it, so the SQL error names the cause.
+ * ------------------------------------------------------------------------ */
+
+/* text_ngrams refuses n above this. */
+#define NGRAM_MAX_N 1000
+
+typedef struct {
+    int64_t error;     /* a kept {"error": ...} result, or 0 */
+    uint8_t *utf8;     /* the text's bytes */
+    uint32_t *cp;      /* its code points */
+    uint32_t *at;      /* at[i]: byte offset of code point i; at[count] = bytes */
+    uint32_t count;    /* code points */
+    uint32_t resume;   /* code point where the next batch starts */
+    int64_t emitted;   /* rows emitted so far */
+    uint32_t n;        /* text_ngrams: code points per n-gram */
+} text_cursor;
+
+/* A handle for a cursor that only reports `err` (a result in the arena). */
+static int32_t open_failed(int64_t err) {
+    text_cursor *c = (text_cursor *)calloc(1, sizeof *c);
+    if (c == NULL) return -1;
+    c->error = sqlwasm_result_keep(err);
+    int32_t h = sqlwasm_handle_new(c);
+    if (h < 0) {
+        sqlwasm_result_free(c->error);
+        free(c);
+    }
+    return h;
+}
+
+/* A handle for a cursor over the text argument a (argument number index,
+ * for messages); -1 when out of memory. */
+static int32_t open_text(const sqlwasm_arg *a, uint32_t index, uint32_t n) {
+    uint32_t bytes = a->len;
+    /* the cursor takes 9 bytes per byte of text at most (a code point and
+     * its offset per byte, and the byte): on wasm32 that must not wrap */
+    if (bytes > (SIZE_MAX - sizeof(text_cursor) - 8) / 9)
+        return open_failed(sqlwasm_return_error("out of memory"));
+    uint32_t *cp = (uint32_t *)sqlwasm_arena_alloc((size_t)bytes * sizeof(uint32_t) + 4);
+    if (cp == NULL) return open_failed(sqlwasm_return_error("out of memory"));
+    uint32_t bad = 0;
+    int64_t decoded = decode_utf8((const uint8_t *)a->text, bytes, cp, &bad);
+    if (decoded < 0)
+        return open_failed(sqlwasm_return_errorf(
+            "argument %u is not valid UTF-8 (at byte offset %u)", index, bad));
+    uint32_t count = (uint32_t)decoded;
+    size_t size = sizeof(text_cursor) + ((size_t)count * 2 + 1) * sizeof(uint32_t) + bytes;
+    text_cursor *c = (text_cursor *)malloc(size);
+    if (c == NULL) return open_failed(sqlwasm_return_error("out of memory"));
+    memset(c, 0, sizeof *c);
+    c->cp = (uint32_t *)(c + 1);
+    c->at = c->cp + count;
+    c->utf8 = (uint8_t *)(c->at + count + 1);
+    c->count = count;
+    c->n = n;
+    memcpy(c->cp, cp, (size_t)count * sizeof(uint32_t));
+    if (bytes) memcpy(c->utf8, a->text, bytes);
+    uint32_t offset = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        c->at[i] = offset;
+        uint32_t ch = cp[i];
+        offset += ch < 0x80 ? 1 : ch < 0x800 ? 2 : ch < 0x10000 ? 3 : 4;
+    }
+    c->at[count] = offset;
+    int32_t h = sqlwasm_handle_new(c);
+    if (h < 0) free(c);
+    return h;
+}
+
+/* next() of a cursor that failed, or a handle that is not open: the result
+ * to return, or 0 to go on. */
+static int64_t cursor_problem(const text_cursor *c) {
+    if (c == NULL) return sqlwasm_return_error("no such table-function handle");
+    return c->error;
+}
+
+static void close_cursor(int32_t h) {
+    text_cursor *c = (text_cursor *)sqlwasm_handle_release(h);
+    if (c == NULL) return;
+    sqlwasm_result_free(c->error);
+    free(c);
+}
+
+/* Token characters: ASCII letters and digits, and every code point from
+ * U+0080 up except these separators (inclusive ranges). */
+static const uint32_t SEPARATORS[][2] = {
+    {0x0080, 0x00bf}, /* C1 controls, no-break space, Latin-1 punctuation, symbols */
+    {0x00d7, 0x00d7}, /* multiplication sign */
+    {0x00f7, 0x00f7}, /* division sign */
+    {0x1680, 0x1680}, /* ogham space mark */
+    {0x2000, 0x206f}, /* General Punctuation: spaces, dashes, quotes, invisibles */
+    {0x3000, 0x3003}, /* ideographic space, comma, full stop, ditto mark */
+    {0x3008, 0x3011}, /* CJK brackets */
+    {0x3014, 0x301f}, /* CJK brackets and quotation marks */
+    {0xfeff, 0xfeff}, /* zero-width no-break space (byte order mark) */
+    {0xff01, 0xff0f}, /* fullwidth punctuation ... */
+    {0xff1a, 0xff20},
+    {0xff3b, 0xff40},
+    {0xff5b, 0xff65}, /* ... and halfwidth CJK punctuation */
+};
+
+static int is_token_char(uint32_t c) {
+    if (c < 0x80)
+        return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    for (size_t i = 0; i < sizeof SEPARATORS / sizeof SEPARATORS[0]; i++)
+        if (c >= SEPARATORS[i][0] && c <= SEPARATORS[i][1]) return 0;
+    return 1;
+}
+
+/* Write code points [from, to) of the cursor's text as a msgpack str. */
+static void write_span(sqlwasm_writer *w, const text_cursor *c, uint32_t from, uint32_t to) {
+    sqlwasm_write_str(w, (const char *)c->utf8 + c->at[from], c->at[to] - c->at[from]);
+}
+
+/* text_tokens(text): columns token, position, start, end. A token is a
+ * maximal run of word characters (is_token_char); position is its 0-based
+ * index among the tokens, start/end the code-point offsets of its first
+ * character and just past its last. */
+SQLWASM_EXPORT(tokens_open)
+int32_t tokens_open(const uint8_t *row, uint32_t len) {
+    sqlwasm_arg a[1];
+    int64_t err;
+    if (!sqlwasm_read_args(row, len, "t", a, &err)) return open_failed(err);
+    return open_text(&a[0], 1, 0);
+}
+
+SQLWASM_EXPORT(tokens_next)
+int64_t tokens_next(int32_t h) {
+    text_cursor *c = (text_cursor *)sqlwasm_handle_get(h);
+    int64_t problem = cursor_problem(c);
+    if (problem) return problem;
+    sqlwasm_batch b;
+    sqlwasm_batch_begin(&b);
+    uint32_t i = c->resume;
+    while (!sqlwasm_batch_full(&b)) {
+        while (i < c->count && !is_token_char(c->cp[i])) i++;
+        if (i == c->count) break;
+        uint32_t start = i;
+        while (i < c->count && is_token_char(c->cp[i])) i++;
+        sqlwasm_batch_row(&b, 4);
+        write_span(&b.w, c, start, i);
+        sqlwasm_write_int(&b.w, c->emitted++);
+        sqlwasm_write_int(&b.w, start);
+        sqlwasm_write_int(&b.w, i);
+    }
+    c->resume = i;
+    return sqlwasm_batch_finish(&b);
+}
+
+SQLWASM_EXPORT(tokens_close)
+void tokens_close(int32_t h) { close_cursor(h); }
+
+/* text_ngrams(text, n): columns ngram, position. Every run of n consecutive
+ * code points, position being the offset of its first; none when the text
+ * has fewer than n. n must be between 1 and NGRAM_MAX_N. */
+SQLWASM_EXPORT(ngrams_open)
+int32_t ngrams_open(const uint8_t *row, uint32_t len) {
+    sqlwasm_arg a[2];
+    int64_t err;
+    if (!sqlwasm_read_args(row, len, "ti", a, &err)) return open_failed(err);
+    int64_t n = a[1].integer;
+    if (n < 1 || n > NGRAM_MAX_N)
+        return open_failed(sqlwasm_return_errorf("n must be between 1 and %d, got %lld",
+                                                 NGRAM_MAX_N, (long long)n));
+    return open_text(&a[0], 1, (uint32_t)n);
+}
+
+SQLWASM_EXPORT(ngrams_next)
+int64_t ngrams_next(int32_t h) {
+    text_cursor *c = (text_cursor *)sqlwasm_handle_get(h);
+    int64_t problem = cursor_problem(c);
+    if (problem) return problem;
+    sqlwasm_batch b;
+    sqlwasm_batch_begin(&b);
+    uint32_t i = c->resume;
+    for (; c->n <= c->count && i <= c->count - c->n && !sqlwasm_batch_full(&b); i++) {
+        sqlwasm_batch_row(&b, 2);
+        write_span(&b.w, c, i, i + c->n);
+        sqlwasm_write_int(&b.w, i);
+    }
+    c->resume = i;
+    return sqlwasm_batch_finish(&b);
+}
+
+SQLWASM_EXPORT(ngrams_close)
+void ngrams_close(int32_t h) { close_cursor(h); }

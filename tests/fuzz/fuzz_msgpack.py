@@ -5,8 +5,9 @@ sw_set_result in native/sqlwasm_native.c), in process, through real SQLite
 The guest is inline WAT with the msgpack ABI. Its exports return a packed
 (ptr, len) that points at the payload of their BLOB argument inside the
 argument buffer, so the fuzzer's bytes become the guest's result. Each input
-goes through one scalar per declared return type and through an aggregate
-step (where only {"error": text} is a valid answer).
+goes through one scalar per declared return type, through an aggregate step
+(where only {"error": text} is a valid answer) and, as the first batch of
+rows, through a table function's next (native/table.c).
 
 The oracle is msgpack's pure-Python decoder: the call returns exactly the
 value it reads when that is one allowed scalar of the declared type, and
@@ -41,7 +42,9 @@ from sqlwasm._signing import sign  # noqa: E402
 MODULE = "fz"
 RETURN_TYPES = ("integer", "real", "text", "blob", "any")
 STATUS_FUNCTION = "fz_status"  # the aggregate whose step returns the payload
+TABLE_FUNCTION = "fz_rows"  # the table function whose first next returns the payload
 NIL_AT = 16  # a msgpack nil for the aggregate's final
+EMPTY_ARRAY_AT = 17  # the table function's second next: no more rows
 ARG_BUFFER = 1024
 PAGES = 4
 # Rows must fit the argument buffer sqlwasm_alloc hands out (row header <= 6 bytes).
@@ -52,7 +55,9 @@ MAX_PAYLOAD = PAGES * 65536 - ARG_BUFFER - 6
 GUEST_WAT = f"""
 (module
   (memory (export "memory") {PAGES})
-  (data (i32.const {NIL_AT}) "\\c0")
+  (data (i32.const {NIL_AT}) "\\c0\\90")
+  (global $rows (mut i64) (i64.const 0))
+  (global $batches (mut i32) (i32.const 0))
   (func (export "sqlwasm_alloc") (param i32) (result i32) i32.const {ARG_BUFFER})
   (func $payload (param $ptr i32) (param $len i32) (result i64)
     (local $start i32)
@@ -66,7 +71,17 @@ GUEST_WAT = f"""
   (func (export "result") (param i32 i32) (result i64) (call $payload (local.get 0) (local.get 1)))
   (func (export "init") (result i32) i32.const 1)
   (func (export "step") (param i32 i32 i32) (result i64) (call $payload (local.get 1) (local.get 2)))
-  (func (export "final") (param i32) (result i64) i64.const {(NIL_AT << 32) | 1}))
+  (func (export "final") (param i32) (result i64) i64.const {(NIL_AT << 32) | 1})
+  (func (export "open") (param i32 i32) (result i32)
+    (global.set $rows (call $payload (local.get 0) (local.get 1)))
+    (global.set $batches (i32.const 0))
+    i32.const 0)
+  (func (export "next") (param i32) (result i64)
+    (global.set $batches (i32.add (global.get $batches) (i32.const 1)))
+    (if (result i64) (i32.eq (global.get $batches) (i32.const 1))
+      (then (global.get $rows))
+      (else (i64.const {(EMPTY_ARRAY_AT << 32) | 1}))))
+  (func (export "close") (param i32)))
 """
 
 
@@ -83,7 +98,15 @@ def guest_manifest() -> dict[str, Any]:
         "args": ["blob"],
         "returns": "any",
     }
-    return {"sqlwasm": 1, "name": MODULE, "version": "1.0.0", "functions": [*scalars, status]}
+    table = {
+        "name": TABLE_FUNCTION,
+        "kind": "table",
+        "exports": {"open": "open", "next": "next", "close": "close"},
+        "abi": "msgpack",
+        "args": ["blob"],
+        "columns": [{"name": "a", "type": "any"}, {"name": "b", "type": "any"}],
+    }
+    return {"sqlwasm": 1, "name": MODULE, "version": "1.0.0", "functions": [*scalars, status, table]}
 
 
 def open_connection() -> apsw.Connection:
@@ -119,6 +142,38 @@ def decoded(payload: bytes) -> Any:
         if isinstance(k, str) and k == "error" and isinstance(v, str):
             return Refused(v)
     return Refused()  # arrays, other maps, ext types
+
+
+@atheris.instrument_func  # type: ignore[untyped-decorator]
+def table_rows(payload: bytes) -> Any:
+    """The rows a table function's batch stands for (docs/abi.md, table
+    functions): an array of 2-value arrays of allowed scalars, or refused."""
+    try:
+        value = msgpack.fallback.unpackb(payload)
+    except (ValueError, msgpack.UnpackException, RecursionError):
+        return Refused()
+    if isinstance(value, dict):
+        error = decoded(payload)
+        return error if isinstance(error, Refused) else Refused()
+    if not isinstance(value, list):
+        return Refused()
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or len(row) != 2:
+            return Refused()
+        cells = []
+        for cell in row:
+            if isinstance(cell, bool):
+                cell = int(cell)
+            elif isinstance(cell, int) and not -(2**63) <= cell < 2**63:
+                return Refused()
+            elif isinstance(cell, float):
+                cell = sql_real(cell)
+            elif not (cell is None or isinstance(cell, (int, str, bytes))):
+                return Refused()
+            cells.append(cell)
+        rows.append(tuple(cells))
+    return rows
 
 
 def sql_real(value: float) -> float | None:
@@ -157,8 +212,10 @@ def shown_message(message: str) -> str:
 
 def check_call(conn: apsw.Connection, function: str, payload: bytes, want: Any) -> None:
     label = f"{MODULE}.{function}"
+    table = function == TABLE_FUNCTION
     try:
-        rows = conn.execute(f"SELECT {function}(?)", (payload,)).fetchall()
+        sql = f"SELECT a, b FROM {function}(?)" if table else f"SELECT {function}(?)"
+        rows = conn.execute(sql, (payload,)).fetchall()
     except apsw.SQLError as exc:
         message = str(exc)
         if not isinstance(want, Refused):
@@ -170,6 +227,13 @@ def check_call(conn: apsw.Connection, function: str, payload: bytes, want: Any) 
         return
     if isinstance(want, Refused):
         raise AssertionError(f"{label} accepted {payload!r} as {rows!r}; it must be refused")
+    if table:
+        same = len(rows) == len(want) and all(
+            type(got) is type(expected) and got == expected for r, w in zip(rows, want) for got, expected in zip(r, w)
+        )
+        if not same:
+            raise AssertionError(f"{label} returned {rows!r} for {payload!r}, expected {want!r}")
+        return
     if len(rows) != 1 or len(rows[0]) != 1 or type(rows[0][0]) is not type(want) or rows[0][0] != want:
         raise AssertionError(f"{label} returned {rows!r} for {payload!r}, expected {want!r}")
 
@@ -185,6 +249,7 @@ def test_one_input(payload: bytes) -> None:
         check_call(CONN, f"fz_{returns}", payload, as_declared(value, returns))
     # A step's result is only a status: anything but {"error": text} is an error too.
     check_call(CONN, STATUS_FUNCTION, payload, value if isinstance(value, Refused) else Refused())
+    check_call(CONN, TABLE_FUNCTION, payload, table_rows(payload))
 
 
 def main() -> None:
