@@ -8,13 +8,15 @@ import csv
 import gc
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__, _engine
 from . import _apsw_cli as _apsw
@@ -322,6 +324,34 @@ def _check_database(db: str, create: bool) -> None:
         raise Error(f"{db} is a directory, not a database")
 
 
+class _LogLine(logging.Formatter):
+    """A log record on one line: guests' messages are untrusted text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = printable(record.getMessage())
+        if record.name == "sqlwasm":  # sqlwasm's own messages name it already
+            return message
+        return f"{record.name} {record.levelname.lower()}: {message}"
+
+
+@contextmanager
+def _showing_logs() -> Iterator[None]:
+    """sqlwasm's warnings and guests' log messages (info and above) on
+    stderr while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogLine())
+    logger = logging.getLogger("sqlwasm")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 # ------------------------------------------------------------ query
 
 
@@ -400,6 +430,13 @@ def _position(sql: str, offset: int) -> str:
 def cmd_query(args: argparse.Namespace) -> int:
     sql = _sql_text(args)
     bindings = _bindings(args.param)
+    with _showing_logs():
+        result = _query(args, sql, bindings)
+    _print_result(args, result)
+    return 0
+
+
+def _query(args: argparse.Namespace, sql: str, bindings: list[Any] | dict[str, Any]) -> _apsw.Result:
     loader = Loader(args)
     with CtrlC() as ctrl_c:
         conn, _ = loader.connect(args)
@@ -425,6 +462,10 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise Error(f"{exc} ({_position(sql, offset)})") from exc
         finally:
             conn.close()
+    return result
+
+
+def _print_result(args: argparse.Namespace, result: _apsw.Result) -> None:
     names, rows = result.names, result.rows
     if args.timer:
         for statement, seconds in result.timings:
@@ -443,10 +484,14 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(table)
         if result.changed is not None:
             print(f"{result.changed} row{'' if result.changed == 1 else 's'} changed")
-    return 0
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    with _showing_logs():
+        return _shell(args)
+
+
+def _shell(args: argparse.Namespace) -> int:
     loader = Loader(args)
     conn, modules = loader.connect(args)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import MEMORY, KeyPair, fn, manifest, wasm_module
 from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
+from test_cli import without_unsigned_warnings
 
 import sqlwasm
 from sqlwasm import _cli
@@ -46,6 +47,7 @@ def error(capsys: pytest.CaptureFixture[str], *argv: Any) -> str:
     """A command that must fail with one line and status 1: that line's message."""
     status, out, err = run(capsys, *argv)
     assert status == 1, (out, err)
+    err = without_unsigned_warnings(err)
     assert err.startswith("sqlwasm: error: ") and err.count("\n") == 1, err
     return err.removeprefix("sqlwasm: error: ").rstrip("\n")
 
@@ -488,3 +490,20 @@ def test_grant_sql_narrowed_to_tables(tmp_path: Path, capsys: pytest.CaptureFixt
     assert error(capsys, *argv, "--grant", "sql:other") == (
         "graph.graph_reachable: query refused: table 'edges' was not granted to module 'graph'"
     )
+
+
+LOGGER_WAT = '(import "sqlwasm" "log" (func $log (param i32 i32 i32)))' + MEMORY + """
+  (data (i32.const 64) "hello\\0aforged line\\1b[2J")
+  (func (export "f") (param i64) (result i64) (call $log (i32.const 1) (i32.const 64) (i32.const 21)) local.get 0)
+"""
+
+
+def test_guest_log_messages_are_shown_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lg.wasm"
+    path.write_bytes(wasm_module(LOGGER_WAT, manifest(fn("lg_f", export="f"), name="lg", capabilities=["log"])))
+    status, out, err = run(capsys, "query", ":memory:", "SELECT lg_f(7) AS x", "--load", path, "--allow-unsigned", "--grant", "log", "--json")
+    assert status == 0 and json.loads(out) == [{"x": 7}]
+    assert err.splitlines() == [
+        f"sqlwasm: loading module {path}, which is not signed (allow_unsigned=True)",
+        "sqlwasm.guest.lg info: hello\\nforged line\\x1b[2J",
+    ]
