@@ -4,6 +4,7 @@ column names and changes, SQLite's errors, and the interactive shell."""
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
@@ -88,6 +89,7 @@ class Shell(apsw.shell.Shell):
         ctrl_c: CtrlC,
         **options: Any,
     ) -> None:
+        self._progress = Progress(sys.stderr, False)  # one per statement (process_sql)
         super().__init__(db=conn, **options)
         self._modules = modules
         self._loader = loader
@@ -105,14 +107,20 @@ class Shell(apsw.shell.Shell):
             return 1
         return 130 if self._ctrl_c.fired else 0
 
+    def write(self, dest: Any, text: str) -> None:
+        self._progress.stop()  # output takes the progress line's place
+        super().write(dest, text)  # type: ignore[no-untyped-call]
+
     def process_sql(self, sql: str, bindings: Any = None, internal: bool = False, summary: Any = None) -> None:
-        with self._ctrl_c.statement(self.db):
+        # Until the first output: the elapsed time, if the shell is on a terminal.
+        self._progress = Progress(self.stderr, bool(self.interactive) and self.stderr.isatty(), count_rows=False)
+        with self._ctrl_c.statement(self.db), self._progress:
             try:
                 super().process_sql(sql, bindings, internal, summary)
             except apsw.Error:  # SQLite's interrupt error, or a guest's `interrupted`
                 if not self._ctrl_c.fired:
                     raise
-                self.write(self.stderr, "interrupted\n")  # type: ignore[no-untyped-call]
+                self.write(self.stderr, "interrupted\n")
 
     def command_open(self, cmd: list[str]) -> None:
         """open ?OPTIONS? ?FILE?: Opens a database connection, with the loaded modules
@@ -137,7 +145,7 @@ class Shell(apsw.shell.Shell):
         module = self._loader.load(cmd[0])
         self._loader.install(self.db, module)
         self._modules.append(module)
-        self.write(  # type: ignore[no-untyped-call]
+        self.write(
             self.stdout, f"loaded {module.name} {module.version}: {', '.join(f.name for f in module.functions)}\n"
         )
 
@@ -148,7 +156,7 @@ class Shell(apsw.shell.Shell):
         for module in self._modules:
             signer = f"signed by key {module.signer}" if module.signer else "not trusted (--allow-unsigned)"
             capabilities = ", ".join(module.capabilities) or "none"
-            self.write(  # type: ignore[no-untyped-call]
+            self.write(
                 self.stdout,
                 f"{module.name} {module.version}  {signer}; capabilities: {capabilities}\n"
                 f"  {', '.join(f.name for f in module.functions)}\n",

@@ -14,8 +14,11 @@ class Progress:
     one line, rewritten in place and cleared at the end; elsewhere (asked
     for with --progress) one line each time."""
 
-    def __init__(self, stream: TextIO, enabled: bool, *, delay: float = 1.0, interval: float = 0.25) -> None:
+    def __init__(
+        self, stream: TextIO, enabled: bool, *, count_rows: bool = True, delay: float = 1.0, interval: float = 0.25
+    ) -> None:
         self.rows = 0  # the query's fetch loop counts here; the thread only reads it
+        self._count_rows = count_rows
         self._stream = stream
         self._enabled = enabled
         self._delay = delay
@@ -34,19 +37,26 @@ class Progress:
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stops showing progress (before other output; again is harmless)."""
         self._done.set()
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
         if self._shown and self._terminal:
             self._stream.write("\r\x1b[K")  # the rows or the error take its place
             self._stream.flush()
+            self._shown = False
 
     def _show(self) -> None:
         started = time.monotonic()
         if self._done.wait(self._delay):
             return
         while not self._done.is_set():
-            text = f"{time.monotonic() - started:.1f} s, {self.rows:,} rows so far"
+            elapsed = f"{time.monotonic() - started:.1f} s"
+            text = f"{elapsed}, {self.rows:,} rows so far" if self._count_rows else f"{elapsed} so far"
             self._stream.write(f"\r{text}\x1b[K" if self._terminal else f"progress: {text}\n")
             self._stream.flush()
             self._shown = True

@@ -52,10 +52,11 @@ class Terminal:
                 except OSError:  # the child has gone: the slave side is closed
                     return
 
-    def wait_for(self, text: bytes, seconds: float) -> float:
-        """Seconds until `text` is shown (fails after `seconds`)."""
+    def wait_for(self, text: bytes, seconds: float, since: int = 0) -> float:
+        """Seconds until `text` is shown after the first `since` bytes of
+        output (fails after `seconds`)."""
         start = time.monotonic()
-        while text not in self.output:
+        while text not in self.output[since:]:
             assert time.monotonic() - start < seconds, (text, self.output.decode(errors="replace"))
             self.read(0.001)
         return time.monotonic() - start
@@ -128,12 +129,12 @@ def test_ctrl_c_in_the_shell_returns_to_the_prompt(tmp_path: Path, module: Path)
         wait_until_started(marker, terminal)
         before = len(terminal.output)
         terminal.type("\x03")
-        shown = terminal.wait_for(b"interrupted", 10)
-        terminal.wait_for(b"sqlite> ", 10)
-        assert b"sqlite> " in terminal.output[before:]
+        shown = terminal.wait_for(b"interrupted", 10, since=before)
+        terminal.wait_for(b"sqlite> ", 10, since=before)
         # The shell and its modules still work.
+        before = len(terminal.output)
         terminal.type("SELECT t_add(40, 2) AS answer;\n")
-        terminal.wait_for(b"42", 10)
+        terminal.wait_for(b"42", 10, since=before + len("SELECT t_add(40, 2) AS answer;"))
         terminal.type("\x04")  # end of input: the shell exits
         terminal.wait_exit(10)
     finally:
@@ -152,8 +153,9 @@ def test_ctrl_c_at_the_shell_prompt(tmp_path: Path, module: Path) -> None:
         terminal.wait_for(b"abandoned'", 10)
         terminal.type("\x03")
         terminal.wait_for(b"^C", 10)
+        before = len(terminal.output)
         terminal.type("SELECT t_add(1, 2) AS three;\n")
-        terminal.wait_for(b"3 ", 10)
+        terminal.wait_for(b"3 ", 10, since=before + len("SELECT t_add(1, 2) AS three;"))
         terminal.type(".exit\n")
         terminal.wait_exit(10)
     finally:
@@ -215,3 +217,24 @@ def test_progress_only_on_a_pipe_when_asked(tmp_path: Path, module: Path) -> Non
     lines = errors[True].splitlines()
     assert any(re.fullmatch(r"progress: \d+\.\d s, [\d,]+ rows so far", line) for line in lines), lines
     assert "\x1b" not in errors[True] and lines[-1] == "interrupted"
+
+
+def test_shell_shows_elapsed_time_until_output(tmp_path: Path, module: Path) -> None:
+    marker = tmp_path / "started.db"
+    terminal = Terminal("shell", ":memory:", "--load", str(module), "--allow-unsigned", cwd=tmp_path)
+    try:
+        terminal.wait_for(b"sqlite> ", 30)
+        terminal.type(LONG_SQL.format(marker=marker) + "\n")
+        wait_until_started(marker, terminal)
+        terminal.wait_for(b" s so far", 10)
+        before = len(terminal.output)
+        terminal.type("\x03")
+        terminal.wait_for(b"interrupted", 10, since=before)
+        terminal.wait_for(b"sqlite> ", 10, since=before)
+        terminal.type("\x04")
+        terminal.wait_exit(10)
+    finally:
+        terminal.close()
+    assert terminal.status == 0
+    assert re.search(rb"\r\d+\.\d s so far\x1b\[K", terminal.output)
+    assert b"\x1b[Kinterrupted" in terminal.output  # the line is cleared first
