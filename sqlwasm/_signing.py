@@ -90,7 +90,7 @@ def load_public_key(key: TrustedKey) -> PublicKey:
             f"a trusted key is a .pub path or text, 32 raw bytes or a public key object, not {type(key).__name__}"
         )
     if isinstance(key, str) and key.startswith(PUBLIC_KEY_TAG + " "):  # no file name starts so
-        return parse_public_key_text(key)
+        return parse_public_key_text(key, "trusted key text")
     path = Path(key)
     try:
         text = path.read_text(encoding="utf-8")

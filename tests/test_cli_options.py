@@ -507,3 +507,9 @@ def test_guest_log_messages_are_shown_on_one_line(tmp_path: Path, capsys: pytest
         f"sqlwasm: loading module {path}, which is not signed (allow_unsigned=True)",
         "sqlwasm.guest.lg info: hello\\nforged line\\x1b[2J",
     ]
+
+
+def test_verify_bad_key_text(signed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert error(capsys, "verify", signed, "--trust", "sqlwasm-ed25519 AAAA") == (
+        "trusted key text: an ed25519 public key is 32 bytes, got 3"
+    )
