@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ._engine import CompiledModule, FuncType, GuestMemory, HostFunction
+from ._engine import CompiledModule, FuncType, GuestMemory, HostFunction, Import
 from ._errors import CapabilityError, MarshallingError
 
 if TYPE_CHECKING:
@@ -38,11 +38,13 @@ LOG_RATE_PER_SECOND = 100  # per instance; the rest are counted, then reported
 RANDOM_GET_MAX = 1 << 20
 
 
+Signature = tuple[tuple[str, ...], tuple[str, ...]]  # (params, results)
+
+
 @dataclass(frozen=True)
 class HostImport:
     capability: str
-    params: tuple[str, ...]
-    results: tuple[str, ...]
+    signatures: tuple[Signature, ...]  # the forms a guest may import it in; the first is the main one
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,9 @@ class Capability:
     """What a capability lets a guest do, and what that means for SQLite."""
 
     name: str
-    # (import module, import name) -> its wasm signature (params, results)
-    imports: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]
+    # (import module, import name) -> its wasm signatures, (params, results)
+    # each: a guest imports the function in one of these forms
+    imports: dict[tuple[str, str], tuple[Signature, ...]]
     # Functions of a module with it may still be deterministic (log: yes;
     # clock and random: their results differ between calls).
     deterministic: bool
@@ -63,23 +66,24 @@ class Capability:
 CAPABILITIES: dict[str, Capability] = {
     c.name: c
     for c in (
-        Capability("log", {("sqlwasm", "log"): (("i32", "i32", "i32"), ())}, deterministic=True),
+        Capability("log", {("sqlwasm", "log"): ((("i32", "i32", "i32"), ()),)}, deterministic=True),
         Capability(
             "clock",
             {
-                (WASI, "clock_time_get"): (("i32", "i64", "i32"), ("i32",)),
-                (WASI, "clock_res_get"): (("i32", "i32"), ("i32",)),
+                (WASI, "clock_time_get"): ((("i32", "i64", "i32"), ("i32",)),),
+                (WASI, "clock_res_get"): ((("i32", "i32"), ("i32",)),),
             },
             deterministic=False,
         ),
-        Capability("random", {(WASI, "random_get"): (("i32", "i32"), ("i32",))}, deterministic=False),
+        Capability("random", {(WASI, "random_get"): ((("i32", "i32"), ("i32",)),)}, deterministic=False),
         # Reads the database (docs/security.md): the rows can change between calls.
         Capability(
             "sql",
             {
-                ("sqlwasm", "query"): (("i32", "i32", "i32", "i32"), ("i32",)),
-                ("sqlwasm", "query_next"): (("i32", "i32", "i32"), ("i32",)),
-                ("sqlwasm", "query_close"): (("i32",), ()),
+                ("sqlwasm", "query"): ((("i32", "i32", "i32", "i32"), ("i32",)),),
+                # into the guest's buffer, or packed into one sqlwasm_alloc gives
+                ("sqlwasm", "query_next"): ((("i32", "i32", "i32"), ("i32",)), (("i32",), ("i64",))),
+                ("sqlwasm", "query_close"): ((("i32",), ()),),
             },
             deterministic=False,
         ),
@@ -88,7 +92,7 @@ CAPABILITIES: dict[str, Capability] = {
 
 # (import module, import name) -> what provides it.
 HOST_IMPORTS: dict[tuple[str, str], HostImport] = {
-    key: HostImport(c.name, *signature) for c in CAPABILITIES.values() for key, signature in c.imports.items()
+    key: HostImport(c.name, signatures) for c in CAPABILITIES.values() for key, signatures in c.imports.items()
 }
 
 
@@ -124,10 +128,10 @@ def check_imports(manifest: Manifest, compiled: CompiledModule, granted: Iterabl
                 "which was not granted (grant=[...])"
             )
         ty = imp.type
-        if not isinstance(ty, FuncType) or (ty.params, ty.results) != (provider.params, provider.results):
+        if not isinstance(ty, FuncType) or (ty.params, ty.results) not in provider.signatures:
+            forms = " or ".join(f"({', '.join(p)}) -> ({', '.join(r)})" for p, r in provider.signatures)
             raise CapabilityError(
-                f"{where} imports {name} (capability '{provider.capability}') with the wrong type: expected "
-                f"({', '.join(provider.params)}) -> ({', '.join(provider.results)})"
+                f"{where} imports {name} (capability '{provider.capability}') with the wrong type: expected {forms}"
             )
     for cap in manifest.capabilities:
         if cap not in granted:
@@ -159,14 +163,20 @@ def _in_bounds(memory: GuestMemory, ptr: int, length: int) -> bool:
 
 
 def host_functions(
-    manifest: Manifest, report_failure: Callable[[str], None], sql: GuestSql | None = None
+    manifest: Manifest,
+    report_failure: Callable[[str], None],
+    sql: GuestSql | None = None,
+    imports: Iterable[Import] = (),
 ) -> list[HostFunction]:
     """The host functions of the module's capabilities, for the engine to link.
 
     report_failure(message) tells the native side why a host function failed,
     so the SQL error names the cause; the failure then traps the guest's call.
     sql runs the instance's queries (needed if it has capability sql).
+    imports: the module's imports, which pick the form of an import that has
+    several (check_imports has checked them).
     """
+    imported = {(i.module, i.name): (i.type.params, i.type.results) for i in imports if isinstance(i.type, FuncType)}
     if "sql" in manifest.capabilities and sql is None:
         raise CapabilityError(f"module '{manifest.name}' has capability 'sql' but no connection to query")
     module_name = manifest.name
@@ -227,12 +237,21 @@ def host_functions(
         (WASI, "clock_res_get"): clock_res_get,
         (WASI, "random_get"): random_get,
     }
+    # Bodies by import and form, where an import has several forms.
+    forms: dict[tuple[str, str, Signature], Callable[..., int | None]] = {}
     if sql is not None:
         bodies[("sqlwasm", "query")] = sql.query
-        bodies[("sqlwasm", "query_next")] = sql.query_next
         bodies[("sqlwasm", "query_close")] = sql.query_close
-    return [
-        HostFunction(module, name, spec.params, spec.results, bodies[(module, name)], report_failure)
-        for (module, name), spec in HOST_IMPORTS.items()
-        if spec.capability in manifest.capabilities
-    ]
+        buffer_form, packed_form = HOST_IMPORTS[("sqlwasm", "query_next")].signatures
+        forms["sqlwasm", "query_next", buffer_form] = sql.query_next
+        forms["sqlwasm", "query_next", packed_form] = sql.query_next_packed
+    functions = []
+    for (module, name), spec in HOST_IMPORTS.items():
+        if spec.capability not in manifest.capabilities:
+            continue
+        signature = imported.get((module, name), spec.signatures[0])
+        if signature not in spec.signatures:
+            signature = spec.signatures[0]  # check_imports refuses the module
+        body = forms.get((module, name, signature)) or bodies[(module, name)]
+        functions.append(HostFunction(module, name, *signature, body, report_failure))
+    return functions

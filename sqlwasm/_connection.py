@@ -276,7 +276,9 @@ def _instantiate(
     """Instantiates module in store (the native instance already points at
     store, so its time limit covers the start function) and binds it."""
     sql = _guest_sql(state, instance_index, module) if "sql" in module.capabilities else None
-    hosted = host_functions(module.manifest, lambda msg: state.native.host_error(instance_index, msg), sql)
+    hosted = host_functions(
+        module.manifest, lambda msg: state.native.host_error(instance_index, msg), sql, module._compiled.imports
+    )
     instance = _engine.default().instantiate(
         store,
         module._compiled,

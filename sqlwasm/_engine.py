@@ -123,6 +123,11 @@ class GuestMemory(Protocol):
 
     def write(self, data: bytes, ptr: int) -> None: ...
 
+    def alloc(self, size: int) -> int:
+        """Calls the guest's sqlwasm_alloc(size) (a call into the guest from
+        inside the host call): the buffer's address, unchecked."""
+        ...
+
 
 @dataclass(frozen=True)
 class HostFunction:

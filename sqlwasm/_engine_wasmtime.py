@@ -200,6 +200,12 @@ class _CallerMemory:
     def write(self, data: bytes, ptr: int) -> None:
         self._memory().write(self._caller, data, ptr)
 
+    def alloc(self, size: int) -> int:
+        alloc = self._caller.get("sqlwasm_alloc")
+        if not isinstance(alloc, wasmtime.Func):
+            raise CapabilityError("guest exports no sqlwasm_alloc")
+        return int(alloc(self._caller, size)) & 0xFFFFFFFF
+
 
 # The host functions wasmtime can call, by the handle it hands back to the
 # trampoline (its env pointer); wasmtime finalizes a handle after its last use.

@@ -45,6 +45,7 @@ SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema"})
 TEMP_SCHEMA_TABLES = frozenset({"sqlite_temp_master", "sqlite_temp_schema"})
 
 MAX_OPEN_CURSORS = 64  # per instance
+PACKED_BATCH_BYTES = 1 << 16  # rows per packed query_next, beyond the first
 QUERY_MAX_ROWS = 1_000_000  # rows held by one instance's open cursors
 PROGRESS_STEPS = 1000  # SQLite instructions between time checks
 I32_MAX = 2**31 - 1
@@ -368,27 +369,50 @@ class GuestSql:
         out_ptr, out_cap = _bounds(memory, "query_next buffer", out_ptr, out_cap)
         out_cap = min(out_cap, I32_MAX)
         self._forget_stale()
+        payload, taken = self._next_value(cursor_id, out_cap)
+        if len(payload) > out_cap:
+            return -len(payload)
+        memory.write(payload, out_ptr)
+        taken()
+        return len(payload)
+
+    def query_next_packed(self, memory: GuestMemory, cursor_id: int) -> int:
+        """sqlwasm.query_next in its packed form: the same value, in a buffer
+        the guest's sqlwasm_alloc gives (up to PACKED_BATCH_BYTES of rows, at
+        least one row); returns (ptr << 32) | len, as a msgpack result is."""
+        self._forget_stale()
+        payload, taken = self._next_value(cursor_id, PACKED_BATCH_BYTES)
+        ptr = memory.alloc(len(payload))
+        if ptr == 0 or ptr + len(payload) > memory.size():
+            raise MarshallingError(f"sqlwasm_alloc({len(payload)}) returned {ptr}, outside guest memory")
+        memory.write(payload, ptr)
+        taken()
+        packed = ptr << 32 | len(payload)
+        return packed - (1 << 64) if packed >= 1 << 63 else packed  # as the signed i64 wasm sees
+
+    def _next_value(self, cursor_id: int, cap: int) -> tuple[bytes, Callable[[], None]]:
+        """query_next's value: the rows that fit in cap (at least one, even
+        if it does not fit), an empty array, or an error map; and what moves
+        the cursor past those rows once they are delivered."""
         cursor = self._cursors.get(cursor_id)
         if cursor is None:
             if self._overflow is not None and self._overflow[0] == cursor_id:
-                return _write(memory, out_ptr, out_cap, _error_value(self._overflow[1]))
-            return _write(
-                memory,
-                out_ptr,
-                out_cap,
-                _error_value(f"cursor {cursor_id} is not open (closed, or opened by an earlier call)"),
-            )
+                return _error_value(self._overflow[1]), _nothing
+            return _error_value(f"cursor {cursor_id} is not open (closed, or opened by an earlier call)"), _nothing
         if cursor.error is not None:
-            return _write(memory, out_ptr, out_cap, _error_value(cursor.error))
+            return _error_value(cursor.error), _nothing
         rows, start = cursor.rows, cursor.position
         end, size = start, 0
-        while end < len(rows) and len(_array_header(end + 1 - start)) + size + len(rows[end]) <= out_cap:
+        while end < len(rows) and (
+            end == start or len(_array_header(end + 1 - start)) + size + len(rows[end]) <= cap
+        ):
             size += len(rows[end])
             end += 1
-        if end == start and start < len(rows):
-            return -(len(_array_header(1)) + len(rows[start]))
-        cursor.position = end
-        return _write(memory, out_ptr, out_cap, _array_header(end - start) + b"".join(rows[start:end]))
+
+        def taken() -> None:
+            cursor.position = end
+
+        return _array_header(end - start) + b"".join(rows[start:end]), taken
 
     def query_close(self, memory: GuestMemory, cursor_id: int) -> None:
         """sqlwasm.query_close: frees the cursor (an unknown one is ignored)."""
@@ -435,8 +459,5 @@ def _error_value(text: str) -> bytes:
     return msgpack.packb({"error": text}, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def _write(memory: GuestMemory, ptr: int, cap: int, payload: bytes) -> int:
-    if len(payload) > cap:
-        return -len(payload)
-    memory.write(payload, ptr)
-    return len(payload)
+def _nothing() -> None:
+    pass

@@ -949,3 +949,117 @@ def test_fts5_tables_are_readable_with_their_shadow_tables(open_db: Any) -> None
     # FTS5 reads PRAGMA data_version, the one pragma a query may read; nothing may set it
     assert len(rows(open_db(), "PRAGMA data_version")) == 1
     assert "PRAGMA 'data_version'" in error_of(open_db(), "PRAGMA data_version = 3")
+
+
+# ------------------------------------------------------------ packed query_next
+
+# The issue's form of query_next: (cursor) -> i64, the batch packed as
+# (ptr << 32) | len in a buffer from the guest's own sqlwasm_alloc (a bump
+# allocator from 262144, reset per call; `bad_alloc` makes it answer outside
+# memory). pk(blob sql) runs the query and returns every batch, concatenated.
+PACKED_GUEST = """
+  (import "sqlwasm" "query" (func $query (param i32 i32 i32 i32) (result i32)))
+  (import "sqlwasm" "query_next" (func $next (param i32) (result i64)))
+  (import "sqlwasm" "query_close" (func $close (param i32)))
+  (memory (export "memory") 16)
+  (global $heap (mut i32) (i32.const 262144))
+  (global $bad_alloc (mut i32) (i32.const 0))
+  (func (export "sqlwasm_alloc") (param $n i32) (result i32) (local $p i32)
+    (if (global.get $bad_alloc) (then (return (i32.const -16))))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
+    (local.get $p))
+  (func (export "break_alloc") (param i64) (result i64) (global.set $bad_alloc (i32.const 1)) (i64.const 0))
+  ;; the blob argument (bin 8 or bin 16) of a one-argument row: (data ptr, data len)
+  (func $blob (param $p i32) (result i32 i32)
+    (if (i32.eq (i32.load8_u offset=1 (local.get $p)) (i32.const 0xc4))
+      (then (return (i32.add (local.get $p) (i32.const 3)) (i32.load8_u offset=2 (local.get $p)))))
+    (return (i32.add (local.get $p) (i32.const 4))
+            (i32.or (i32.shl (i32.load8_u offset=2 (local.get $p)) (i32.const 8))
+                    (i32.load8_u offset=3 (local.get $p)))))
+  (func (export "pk") (param $p i32) (param $n i32) (result i64)
+    (local $sql i32) (local $len i32) (local $cur i32) (local $packed i64) (local $at i32) (local $size i32)
+    (local $out i32) (local $first i32)
+    (call $blob (local.get $p))
+    (local.set $len) (local.set $sql)
+    ;; the argument row sits in the heap too: copy the SQL below it first
+    (memory.copy (i32.const 1024) (local.get $sql) (local.get $len))
+    (global.set $heap (i32.const 262144))
+    (local.set $cur (call $query (i32.const 1024) (local.get $len) (i32.const 0) (i32.const 0)))
+    (local.set $out (i32.const 65541))
+    (block $done (loop $batch
+      (local.set $packed (call $next (local.get $cur)))
+      (local.set $at (i32.wrap_i64 (i64.shr_u (local.get $packed) (i64.const 32))))
+      (local.set $size (i32.wrap_i64 (local.get $packed)))
+      (memory.copy (local.get $out) (local.get $at) (local.get $size))
+      (local.set $first (i32.load8_u (local.get $out)))
+      (local.set $out (i32.add (local.get $out) (local.get $size)))
+      (br_if $done (i32.eq (local.get $first) (i32.const 0x90)))
+      (br_if $done (i32.eq (i32.and (local.get $first) (i32.const 0xf0)) (i32.const 0x80)))
+      (br $batch)))
+    (call $close (local.get $cur))
+    ;; bin 32 header before the batches
+    (i32.store8 (i32.const 65536) (i32.const 0xc6))
+    (i32.store8 (i32.const 65537) (i32.shr_u (i32.sub (local.get $out) (i32.const 65541)) (i32.const 24)))
+    (i32.store8 (i32.const 65538) (i32.shr_u (i32.sub (local.get $out) (i32.const 65541)) (i32.const 16)))
+    (i32.store8 (i32.const 65539) (i32.shr_u (i32.sub (local.get $out) (i32.const 65541)) (i32.const 8)))
+    (i32.store8 (i32.const 65540) (i32.sub (local.get $out) (i32.const 65541)))
+    (i64.or (i64.shl (i64.const 65536) (i64.const 32)) (i64.extend_i32_u (i32.sub (local.get $out) (i32.const 65536)))))
+"""
+
+
+@pytest.fixture
+def packed_db(build: Build, session_key: Ed25519PrivateKey) -> Iterator[apsw.Connection]:
+    module = build(
+        PACKED_GUEST,
+        manifest(
+            fn("pk", abi="msgpack", args=["blob"], returns="blob"),
+            fn("pk_break_alloc", export="break_alloc"),
+            name="pk",
+            capabilities=["sql"],
+        ),
+    )
+    conn = sql_runtime(session_key).connect(":memory:", [module])
+    conn.execute(SCHEMA)
+    yield conn
+    conn.close()
+
+
+def packed_answers(conn: apsw.Connection, sql: str) -> list[Any]:
+    ((blob,),) = conn.execute("SELECT pk(?)", (sql.encode(),)).fetchall()
+    return answers(blob)
+
+
+def test_packed_query_next_hands_out_every_row_in_batches(packed_db: apsw.Connection) -> None:
+    sql = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) SELECT i, 'row' FROM c"
+    batches = packed_answers(packed_db, sql)
+    assert len(batches) > 2 and batches[-1] == []  # 64 KiB batches, then the empty array
+    assert [row for batch in batches for row in batch] == [[i, "row"] for i in range(1, 20001)]
+
+
+def test_packed_query_next_reads_granted_tables(packed_db: apsw.Connection) -> None:
+    assert packed_answers(packed_db, "SELECT place, value FROM readings ORDER BY id") == [
+        [["a", 10.5], ["b", 25.0], ["a", 30.25]],
+        [],
+    ]
+
+
+def test_packed_query_next_carries_refusals_as_values(packed_db: apsw.Connection) -> None:
+    ((error,),) = [list(v.values()) for v in packed_answers(packed_db, "DELETE FROM secret")]
+    assert "a query may only read" in error
+    assert packed_db.execute("SELECT count(*) FROM secret").fetchall() == [(1,)]
+
+
+def test_packed_query_next_checks_what_sqlwasm_alloc_returns(packed_db: apsw.Connection) -> None:
+    packed_answers(packed_db, "SELECT 1")  # the host's argument buffer is allocated now, and kept
+    packed_db.execute("SELECT pk_break_alloc(0)").fetchall()
+    with pytest.raises(apsw.SQLError, match=r"pk\.pk: host function sqlwasm\.query_next failed: .*outside guest memory"):
+        packed_db.execute("SELECT pk(?)", (b"SELECT 1",)).fetchall()
+
+
+def test_query_next_in_another_form_is_refused(build: Build, session_key: Ed25519PrivateKey) -> None:
+    wat = PACKED_GUEST.replace("(func $next (param i32) (result i64))", "(func $next (param i32 i32) (result i64))")
+    wat = wat.replace("(call $next (local.get $cur))", "(call $next (local.get $cur) (i32.const 0))")
+    module = build(wat, manifest(fn("pk", abi="msgpack", args=["blob"], returns="blob"), name="pk", capabilities=["sql"]))
+    with pytest.raises(CapabilityError, match=r"expected \(i32, i32, i32\) -> \(i32\) or \(i32\) -> \(i64\)"):
+        sql_runtime(session_key).load(module)
