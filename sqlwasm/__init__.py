@@ -5,7 +5,15 @@
     conn.execute("SELECT geo_haversine(lat, lon, 51.5, -0.12) FROM places")
 """
 
-from ._errors import CapabilityError, Error, ManifestError, MarshallingError, SignatureError, TrapError
+from ._errors import (
+    CapabilityError,
+    Error,
+    ManifestError,
+    MarshallingError,
+    ModuleFileNotFoundError,
+    SignatureError,
+    TrapError,
+)
 from ._manifest import FunctionSpec, Manifest
 from ._runtime import Module, Runtime, connect
 from ._signing import PublicKey
@@ -20,6 +28,7 @@ __all__ = [
     "ManifestError",
     "MarshallingError",
     "Module",
+    "ModuleFileNotFoundError",
     "PublicKey",
     "Runtime",
     "SignatureError",

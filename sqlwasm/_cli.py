@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
+import gc
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import sys
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from . import _engine
-from . import _host_apsw as _host
+from . import __version__, _engine
+from . import _apsw_cli as _apsw
 from ._build import CompileError, build, pack, write_module
-from ._errors import Error, ManifestError, SignatureError
-from ._manifest import MANIFEST_SECTION, manifest_from_json, manifest_from_toml
-from ._runtime import Runtime
+from ._errors import CapabilityError, Error, ManifestError, SignatureError
+from ._interrupt import CtrlC
+from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, limit_problem
+from ._manifest import CAPABILITIES, MANIFEST_SECTION, manifest_from_json, manifest_from_toml
+from ._progress import Progress
+from ._runtime import Module, Runtime
 from ._signing import check_signature, generate_keypair, load_private_key, load_trusted_keys, sign
 from ._table import cell_text, format_table, printable
 from ._wasmfile import MalformedModule, find_custom
@@ -154,44 +164,343 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(path: str) -> None:
+    """Says at once that -o cannot be written (before a build's compile)."""
+    out = Path(path)
+    if out.is_dir():
+        raise Error(f"cannot write {path}: it is a directory")
+    if not out.parent.is_dir():
+        raise Error(f"cannot write {path}: there is no directory {out.parent}")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     write_module(args.output, build(args.source, args.manifest, key=args.key))
     print(f"wrote {args.output}" + ("" if args.key else " (unsigned)"))
     return 0
 
 
-def _open(args: argparse.Namespace) -> Any:
-    runtime = Runtime(trusted_keys=args.trust, allow_unsigned=args.allow_unsigned)
-    return runtime.connect(args.db, args.load)
+# ------------------------------------------------------------ loading modules
+
+
+def example_names() -> list[str]:
+    """The shipped example modules, loadable by name (`--load geo`)."""
+    from sqlwasm.extensions import ROOT
+
+    return sorted(p.parent.name for p in Path(ROOT).glob("*/*.wasm") if p.stem == p.parent.name)
+
+
+def _grant(args: argparse.Namespace) -> list[str] | dict[str, bool | list[str]]:
+    """--grant CAP (repeatable); `sql:T1,T2` narrows sql to those tables,
+    which takes the mapping form of Runtime's grant."""
+    grant: dict[str, bool | list[str]] = {}
+    for item in args.grant:
+        cap, _, tables = item.partition(":")
+        grant[cap] = [t for t in tables.split(",") if t] if tables else True
+    if all(value is True for value in grant.values()):
+        return list(grant)
+    return grant
+
+
+class Loader:
+    """Loads modules as the command line asks (--trust, --allow-unsigned,
+    --grant, the limits) and says what to do, in its words, when one cannot
+    be loaded."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        limits = {
+            name: getattr(args, name)
+            for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
+            if getattr(args, name) is not None
+        }
+        self.grant = _grant(args)
+        self.allow_unsigned = args.allow_unsigned
+        self.trusted = load_trusted_keys(args.trust)
+        options: dict[str, Any] = {"grant": self.grant, **limits}
+        self.runtime = Runtime(trusted_keys=list(self.trusted.values()), allow_unsigned=self.allow_unsigned, **options)
+        self._options = options
+        self._examples_runtime: Runtime | None = None
+        self._owner: dict[Module, Runtime] = {}  # a module installs through the Runtime that loaded it
+
+    def _examples(self) -> Runtime:
+        """The Runtime for shipped examples loaded by name: one is as trusted
+        as the package it came with, so it loads with the examples' key
+        (which no other module gets)."""
+        from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY
+
+        if self._examples_runtime is None:
+            self._examples_runtime = Runtime(trusted_keys=EXAMPLES_PUBLIC_KEY, **self._options)
+        return self._examples_runtime
+
+    def load(self, spec: str) -> Module:
+        """spec: a .wasm file, or the name of a shipped example."""
+        path = Path(spec)
+        runtime = self.runtime
+        if not path.exists() and os.sep not in spec and spec in example_names():
+            from sqlwasm.extensions import module_path
+
+            path, runtime = module_path(spec), self._examples()
+        elif not path.exists():
+            names = ", ".join(example_names())
+            raise Error(f"no module {spec}: not a file, nor the name of a shipped example ({names})")
+        if path.is_dir():
+            raise Error(f"{spec} is a directory: pass its modules with --modules-dir {spec}")
+        data = _read(str(path))
+        self._check(spec, data, runtime is self.runtime)
+        module = runtime.load(path)
+        self._owner[module] = runtime
+        return module
+
+    def _check(self, spec: str, data: bytes, check_trust: bool) -> None:
+        """The usual reasons a module cannot load, as what to type instead
+        (Runtime.load checks all of it again)."""
+        if spec.endswith(".c"):
+            raise Error(f"{spec} is C source, not a module: build one with `sqlwasm build {spec} --manifest ...`")
+        if spec.endswith(".toml"):
+            raise Error(f"{spec} is a manifest, not a module: embed it with `sqlwasm pack` or `sqlwasm build`")
+        if not data.startswith(b"\0asm"):
+            raise Error(f"{spec} is not a wasm module")
+        try:
+            signature = check_signature(data)
+            manifests = find_custom(data, MANIFEST_SECTION)
+            manifest = manifest_from_json(manifests[0].payload(data)) if len(manifests) == 1 else None
+        except (SignatureError, MalformedModule, ManifestError):
+            return  # Runtime.load says what is wrong
+        if check_trust and not self.allow_unsigned:
+            if signature is None:
+                raise SignatureError(
+                    f"module {spec} is not signed: sign it with `sqlwasm sign {spec} --key NAME.key` and pass "
+                    "--trust NAME.pub (or pass --allow-unsigned, for development only)"
+                )
+            if signature.public_key.raw not in self.trusted:
+                trusted = ", ".join(
+                    k.key_id + (f" ({k.name})" if k.name else "") for k in self.trusted.values()
+                ) or "none"
+                raise SignatureError(
+                    f"module {spec} is signed by key {signature.key_id}, which is not trusted (trusted keys: "
+                    f"{trusted}): pass --trust KEY.pub with its publisher's key (or --allow-unsigned, for "
+                    "development only)"
+                )
+        if manifest is not None:
+            for cap in manifest.capabilities:
+                if cap not in self.grant:
+                    raise CapabilityError(
+                        f"module '{manifest.name}' ({spec}) needs capability '{cap}': pass --grant {cap}"
+                    )
+
+    def install(self, conn: Any, module: Module) -> None:
+        self._owner[module].install(conn, module)
+
+    def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module]]:
+        """The database with every --modules-dir and --load module installed."""
+        _check_database(args.db, args.create)
+        specs: list[str] = []
+        for directory in args.modules_dir:
+            if not Path(directory).is_dir():
+                raise Error(f"--modules-dir {directory}: not a directory")
+            found = sorted(str(p) for p in Path(directory).glob("*.wasm"))
+            if not found:
+                raise Error(f"--modules-dir {directory}: no .wasm modules in it")
+            specs += found
+        modules = [self.load(spec) for spec in specs + args.load]
+        conn = self.runtime.connect(args.db)
+        try:
+            for module in modules:
+                self.install(conn, module)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, modules
+
+
+def _check_database(db: str, create: bool) -> None:
+    """A database file that is not there is a typo unless --create says so
+    (SQLite would make a new, empty one)."""
+    if db in ("", ":memory:") or db.startswith("file:") or create:
+        return
+    if not Path(db).exists():
+        raise Error(f"no database {db} (pass --create to make a new one)")
+    if Path(db).is_dir():
+        raise Error(f"{db} is a directory, not a database")
+
+
+class _LogLine(logging.Formatter):
+    """A log record on one line: guests' messages are untrusted text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = printable(record.getMessage())
+        if record.name == "sqlwasm":  # sqlwasm's own messages name it already
+            return message
+        return f"{record.name} {record.levelname.lower()}: {message}"
+
+
+@contextmanager
+def _showing_logs() -> Iterator[None]:
+    """sqlwasm's warnings and guests' log messages (info and above) on
+    stderr while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogLine())
+    logger = logging.getLogger("sqlwasm")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# ------------------------------------------------------------ query
+
+
+def _sql_text(args: argparse.Namespace) -> str:
+    """The SQL argument, `-` for standard input, or --file."""
+    if args.file is not None and args.sql is not None:
+        raise UsageError("give the SQL as an argument or with --file, not both")
+    if args.file is None and args.sql is None:
+        raise UsageError("no SQL: give it as an argument, `-` for standard input, or --file FILE")
+    if args.sql is not None and args.sql != "-":
+        return str(args.sql)
+    source = args.file if args.file is not None else "-"
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise Error(f"cannot read {source}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Error(f"{'standard input' if source == '-' else source}: SQL is not UTF-8 (byte {exc.start})") from exc
+
+
+_NAMED = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def _param_value(text: str) -> int | float | str:
+    """A number becomes INTEGER or REAL, anything else TEXT."""
+    if re.fullmatch(r"[+-]?[0-9]+", text) and -(2**63) <= int(text) < 2**63:
+        return int(text)
+    if re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text) and math.isfinite(float(text)):
+        return float(text)
+    return text
+
+
+def _bindings(params: list[str]) -> list[Any] | dict[str, Any]:
+    """--param VALUE (positional, for ?) or --param :NAME=VALUE (named)."""
+    matches = [m for p in params if (m := _NAMED.fullmatch(p))]
+    if not matches:
+        return [_param_value(p) for p in params]
+    if len(matches) != len(params):
+        raise UsageError("--param: use all positional (VALUE) or all named (:NAME=VALUE), not both")
+    named = {m.group(1): _param_value(m.group(2)) for m in matches}
+    if len(named) != len(matches):
+        raise UsageError("--param: a name is given twice")
+    return named
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def _json_text(rows: list[dict[str, Any]]) -> str:
+    """JSON with SQLite's infinite REALs as 1e999 and -1e999, numbers every
+    JSON reader takes as infinite (json.dumps would write Infinity, which is
+    not JSON)."""
+    marker = f"sqlwasm-infinity-{uuid.uuid4().hex}"
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and math.isinf(value):
+            return marker if value > 0 else "-" + marker
+        return value
+
+    text = json.dumps([{k: finite(v) for k, v in row.items()} for row in rows], indent=1, allow_nan=False)
+    return text.replace(f'"-{marker}"', "-1e999").replace(f'"{marker}"', "1e999")
+
+
+def _position(sql: str, offset: int) -> str:
+    """Where in sql an error is, on one line."""
+    before = sql.encode("utf-8")[:offset].decode("utf-8", "replace")
+    after = sql[len(before) :]
+    return f"at character {len(before) + 1} of the SQL: {printable(before[-30:])} <here> {printable(after[:30])}"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    conn = _open(args)
-    try:
-        names, rows = _host.query(conn, args.sql)
-    except UnicodeDecodeError as exc:  # APSW decodes every TEXT value as UTF-8
-        raise Error(
-            f"a result is TEXT that is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-            "CAST it AS BLOB to see its bytes"
-        ) from exc
-    finally:
-        conn.close()
+    sql = _sql_text(args)
+    bindings = _bindings(args.param)
+    with _showing_logs():
+        result = _query(args, sql, bindings)
+    _print_result(args, result)
+    return 0
+
+
+def _query(args: argparse.Namespace, sql: str, bindings: list[Any] | dict[str, Any]) -> _apsw.Result:
+    loader = Loader(args)
+    with CtrlC() as ctrl_c:
+        conn, _ = loader.connect(args)
+        try:
+            progress = Progress(sys.stderr, args.progress or sys.stderr.isatty())
+            with ctrl_c.statement(conn), progress:
+                result = _apsw.run(conn, sql, bindings, progress)
+        except UnicodeDecodeError as exc:  # APSW decodes every TEXT value as UTF-8
+            raise Error(
+                f"a result is TEXT that is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                "CAST it AS BLOB to see its bytes"
+            ) from exc
+        except _apsw.HostError as exc:
+            # Stopped by Ctrl-C: SQLite's interrupt error, or a guest's
+            # `interrupted` if the statement was inside one.
+            if ctrl_c.fired:
+                raise KeyboardInterrupt from None
+            if isinstance(exc, _apsw.BindingsError):
+                raise Error(f"{exc} (give the values with --param)") from exc
+            offset = _apsw.error_offset(exc)
+            if offset is None:
+                raise
+            raise Error(f"{exc} ({_position(sql, offset)})") from exc
+        finally:
+            conn.close()
+    return result
+
+
+def _print_result(args: argparse.Namespace, result: _apsw.Result) -> None:
+    names, rows = result.names, result.rows
+    if args.timer:
+        for statement, seconds in result.timings:
+            print(f"time: {1e3 * seconds:.1f} ms  {printable(' '.join(statement.split()))[:60]}", file=sys.stderr)
     if args.json:
-        print(json.dumps([{n: cell_text(v) for n, v in zip(names, row)} for row in rows], indent=1))
+        print(_json_text([{n: _json_value(v) for n, v in zip(names, row)} for row in rows]))
     elif args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(names)
-        writer.writerows([[cell_text(v) for v in row] for row in rows])
+        if names:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(names)
+            null = args.null if args.null is not None else ""
+            writer.writerows([[null if v is None else cell_text(v) for v in row] for row in rows])
     else:
-        table = format_table(names, rows)
+        table = format_table(names, rows, null=args.null if args.null is not None else "NULL")
         if table:
             print(table)
-    return 0
+        if result.changed is not None:
+            print(f"{result.changed} row{'' if result.changed == 1 else 's'} changed")
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    _host.interactive_shell(_open(args))
-    return 0
+    with _showing_logs():
+        return _shell(args)
+
+
+def _shell(args: argparse.Namespace) -> int:
+    loader = Loader(args)
+    conn, modules = loader.connect(args)
+    try:
+        with CtrlC() as ctrl_c:
+            shell = _apsw.Shell(conn, modules, loader, ctrl_c)
+            shell.timer = args.timer
+            return shell.run(args.sql)
+    finally:
+        conn.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -211,75 +520,215 @@ def _utf8(text: str) -> str:
     return text
 
 
-def _add_load_options(p: argparse.ArgumentParser) -> None:
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{printable(text)} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _limit(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{printable(text)} is not a whole number") from None
+        problem = limit_problem(value, name)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
+def _capability(text: str) -> str:
+    cap = text.partition(":")[0]
+    if cap not in CAPABILITIES:
+        raise argparse.ArgumentTypeError(f"unknown capability {printable(cap)!r} (known: {', '.join(CAPABILITIES)})")
+    return text
+
+
+def _add_database_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", type=_utf8, metavar="DB", help="database file (':memory:' for a temporary one)")
-    p.add_argument("--load", action="append", default=[], metavar="MODULE", help="module to load (repeatable)")
-    p.add_argument("--trust", action="append", default=[], metavar="KEY.pub", help="trusted public key (repeatable)")
+    p.add_argument("--create", action="store_true", help="create DB if it does not exist (otherwise an error)")
+    p.add_argument(
+        "--load", action="append", default=[], metavar="MODULE",
+        help="module to load: a .wasm file or a shipped example's name (geo, stats, text); repeatable",
+    )
+    p.add_argument(
+        "--modules-dir", action="append", default=[], metavar="DIR", help="load every .wasm in DIR (repeatable)"
+    )
+    p.add_argument(
+        "--trust", action="append", default=[], metavar="KEY.pub",
+        help="trusted public key: a .pub file or its text (repeatable)",
+    )
     p.add_argument(
         "--allow-unsigned", action="store_true", help="load modules without a trusted signature (development only)"
     )
+    p.add_argument(
+        "--grant", action="append", default=[], type=_capability, metavar="CAP",
+        help=f"grant a capability modules may use ({', '.join(CAPABILITIES)}); repeatable",
+    )
+    p.add_argument(
+        "--timeout-ms", type=_limit("timeout_ms"), metavar="MS",
+        help=f"time limit per SQL function call (default {DEFAULT_TIMEOUT_MS})",
+    )
+    p.add_argument(
+        "--fuel", type=_limit("fuel"), metavar="N", help="fuel (wasm instructions) per call (default: unmetered)"
+    )
+    p.add_argument(
+        "--memory-pages", type=_limit("memory_pages"), metavar="N",
+        help=f"linear memory per instance, in 64 KiB pages (default {DEFAULT_MEMORY_PAGES})",
+    )
+    p.add_argument(
+        "--max-result-bytes", type=_limit("max_result_bytes"), metavar="N",
+        help=f"largest result of one call (default {DEFAULT_MAX_RESULT_BYTES})",
+    )
+
+
+# One example per command, shown by `sqlwasm COMMAND --help`.
+EXAMPLES = {
+    "keygen": "sqlwasm keygen publisher --dir keys",
+    "sign": "sqlwasm sign myfuncs.wasm --key keys/publisher.key",
+    "verify": "sqlwasm verify myfuncs.wasm --trust keys/publisher.pub",
+    "inspect": "sqlwasm inspect myfuncs.wasm --json",
+    "pack": "sqlwasm pack myfuncs.wasm myfuncs.toml -o myfuncs-packed.wasm",
+    "build": "sqlwasm build myfuncs.c --manifest myfuncs.toml -o myfuncs.wasm --key keys/publisher.key",
+    "query": "sqlwasm query places.db \"SELECT name FROM places WHERE geo_haversine(lat, lon, ?, ?) < 50\" "
+    "--load geo --param 51.5 --param -0.12",
+    "shell": "sqlwasm shell places.db --load geo --load myfuncs.wasm --trust keys/publisher.pub",
+    "demo": "sqlwasm demo --rows 10000",
+}
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A command whose optional positional (query's and shell's SQL) may
+    come after options: `query DB --load geo "SELECT ..."`."""
+
+    _parsing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._parsing:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="sqlwasm", description="Signed, sandboxed WebAssembly functions for SQLite.")
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    top = argparse.ArgumentParser(
+        prog="sqlwasm",
+        description="Signed, sandboxed WebAssembly functions for SQLite.",
+        epilog="`sqlwasm COMMAND --help` shows a command's options and an example. Exit status: 0 done, "
+        "1 error, 2 usage error, 130 interrupted (Ctrl-C).",
+    )
+    top.add_argument("--version", action="version", version=f"sqlwasm {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_IntermixedParser)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
+        p = sub.add_parser(
+            name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func, parser=p)
         return p
 
     p = command("keygen", cmd_keygen, "create an ed25519 signing key pair: NAME.key and NAME.pub")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the key's name: the files are NAME.key and NAME.pub")
     p.add_argument("--dir", default=".", metavar="DIR", help="directory to write the keys to")
 
     p = command("sign", cmd_sign, "sign a module (in place unless -o is given)")
-    p.add_argument("module", metavar="MODULE")
-    p.add_argument("--key", required=True, metavar="NAME.key")
-    p.add_argument("-o", "--output", metavar="OUT")
+    p.add_argument("module", metavar="MODULE", help="the .wasm module to sign")
+    p.add_argument("--key", required=True, metavar="NAME.key", help="the private key (from sqlwasm keygen)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write the signed module here instead")
 
     p = command("verify", cmd_verify, "check a module's signature against trusted keys (exit status 0 if trusted)")
-    p.add_argument("module", metavar="MODULE")
-    p.add_argument("--trust", action="append", default=[], required=True, metavar="NAME.pub")
+    p.add_argument("module", metavar="MODULE", help="the .wasm module to check")
+    p.add_argument(
+        "--trust", action="append", default=[], required=True, metavar="KEY.pub",
+        help="trusted public key: a .pub file or its text (repeatable)",
+    )
 
     p = command("inspect", cmd_inspect, "show a module's manifest, exports, imports, signer and sha256")
-    p.add_argument("module", metavar="MODULE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("module", metavar="MODULE", help="the .wasm module to show")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("pack", cmd_pack, "embed a TOML manifest into a module (replacing any)")
-    p.add_argument("module", metavar="MODULE")
-    p.add_argument("manifest", metavar="MANIFEST.toml")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("module", metavar="MODULE", help="the compiled .wasm module")
+    p.add_argument("manifest", metavar="MANIFEST.toml", help="the manifest to embed")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the packed module")
 
     p = command("build", cmd_build, "compile a C guest with zig cc and embed its manifest")
-    p.add_argument("source", metavar="SOURCE.c")
-    p.add_argument("--manifest", required=True, metavar="MANIFEST.toml")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("source", metavar="SOURCE.c", help="the guest's C source")
+    p.add_argument("--manifest", required=True, metavar="MANIFEST.toml", help="the manifest to embed")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the module")
     p.add_argument("--key", metavar="NAME.key", help="also sign with this key")
 
-    p = command("query", cmd_query, "run one SQL statement with modules loaded")
-    _add_load_options(p)
-    p.add_argument("sql", type=_utf8, metavar="SQL")
+    p = command("query", cmd_query, "run SQL with modules loaded and print the rows")
+    _add_database_options(p)
+    p.add_argument("sql", type=_utf8, nargs="?", metavar="SQL", help="the SQL to run; - reads it from standard input")
+    p.add_argument("-f", "--file", metavar="FILE", help="read the SQL from FILE (- for standard input)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="VALUE",
+        help="bind a parameter: VALUE for the next ?, or :NAME=VALUE; numbers bind as numbers (repeatable)",
+    )
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help='print a JSON array of objects (blobs as {"$base64": ...})')
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header (blobs as hex)")
+    p.add_argument("--null", metavar="TEXT", help="show NULL as TEXT (default: NULL in a table, empty in CSV)")
+    p.add_argument("--timer", action="store_true", help="print the time of each statement (on stderr)")
+    p.add_argument(
+        "--progress", action="store_true",
+        help="show elapsed time and rows so far on stderr even when it is not a terminal",
+    )
 
     p = command("shell", cmd_shell, "APSW's interactive shell with modules loaded")
-    _add_load_options(p)
+    _add_database_options(p)
+    p.add_argument("sql", type=_utf8, nargs="?", metavar="SQL", help="run this SQL (or dot command) and exit")
+    p.add_argument("--timer", action="store_true", help="print the time of each statement (the shell's .timer on)")
 
     p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
-    p.add_argument("--rows", type=int, default=200_000, metavar="N", help="number of sample readings")
+    p.add_argument("--rows", type=_count, default=200_000, metavar="N", help="number of sample readings")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line argv (default: this process's, as the `sqlwasm`
+    command); returns the exit status."""
+    status = _run(argv)
+    if argv is None:
+        # The process exits next: leave what the command loaded to the OS
+        # rather than to a final garbage collection (tens of milliseconds
+        # after Ctrl-C, say).
+        gc.freeze()
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        args.parser.error(str(exc))  # exits with status 2
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except CompileError as exc:  # the one line, then the compiler's own words
         print(f"sqlwasm: error: {printable(exc.summary)}\n{exc.diagnostics}", file=sys.stderr)
         return 1
-    except (Error, _host.HostError) as exc:
+    except (Error, _apsw.HostError) as exc:
         # One line whatever the message holds: a guest's error text is
         # untrusted and must not forge output lines or drive the terminal.
         print(f"sqlwasm: error: {printable(str(exc))}", file=sys.stderr)

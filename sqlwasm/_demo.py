@@ -7,6 +7,7 @@ import random
 import time
 from typing import Any
 
+from ._apsw_cli import run
 from ._runtime import Runtime
 from ._table import format_table
 
@@ -149,11 +150,9 @@ def run_demo(rows: int = 200_000) -> None:
 
     for title, sql, params in QUERIES:
         started = time.perf_counter()
-        cursor = conn.execute(sql, params)
-        names = [d[0] for d in cursor.getdescription()]
-        result = cursor.fetchall()
+        result = run(conn, sql, params)
         elapsed = time.perf_counter() - started
         print(f"{title}  [{1e3 * elapsed:.1f} ms]")
-        print(format_table(names, result, indent="  ", rule=False))
+        print(format_table(result.names, result.rows, indent="  ", rule=False))
         print()
     conn.close()

@@ -1,5 +1,8 @@
 """sqlwasm's exception tree: everything it raises derives from Error."""
 
+import errno
+import os
+
 
 class Error(Exception):
     """Base class of every sqlwasm error."""
@@ -23,3 +26,13 @@ class MarshallingError(Error):
 
 class TrapError(Error):
     """A guest trapped (unreachable, out of bounds, out of fuel, time limit...)."""
+
+
+class ModuleFileNotFoundError(Error, FileNotFoundError):
+    """A module file that does not exist: a sqlwasm Error and a FileNotFoundError."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+    def __str__(self) -> str:
+        return f"cannot read module {self.filename}: {self.strerror}"

@@ -29,27 +29,6 @@ def attach(conn: apsw.Connection) -> _native.NativeConnection:
         conn.enable_load_extension(False)
 
 
-# What the host's own errors derive from (the CLI reports them in one line).
-HostError = apsw.Error
-
-
-def query(conn: apsw.Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of sql; no names for a statement that returns no rows."""
-    cursor = conn.execute(sql)
-    try:
-        names = [d[0] for d in cursor.getdescription()]
-    except apsw.ExecutionCompleteError:  # no rows, or not a query
-        names = []
-    return names, cursor.fetchall()
-
-
-def interactive_shell(conn: apsw.Connection) -> None:
-    """APSW's interactive shell on conn."""
-    import apsw.shell
-
-    apsw.shell.Shell(db=conn).cmdloop()  # type: ignore[no-untyped-call]
-
-
 def handle(conn: apsw.Connection) -> int:
     """The connection's sqlite3* address; raises if it is closed."""
     return int(conn.sqlite3pointer())

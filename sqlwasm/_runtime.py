@@ -14,7 +14,7 @@ import apsw
 
 from . import _connection, _engine
 from ._capabilities import check_imports
-from ._errors import CapabilityError, Error, ManifestError, SignatureError
+from ._errors import CapabilityError, Error, ManifestError, ModuleFileNotFoundError, SignatureError
 from ._guest_sql import ascii_lower
 from ._limits import (
     DEFAULT_MAX_RESULT_BYTES,
@@ -155,6 +155,8 @@ class Runtime:
             label = os.fspath(source)
             try:
                 data = Path(label).read_bytes()
+            except FileNotFoundError:
+                raise ModuleFileNotFoundError(label) from None
             except OSError as exc:
                 raise Error(f"cannot read module {label}: {exc.strerror}") from exc
         signer = self._check_trust(data, label)
@@ -237,8 +239,13 @@ class Runtime:
         _connection.install(conn, module, replace=replace, trust_deterministic=self.trust_deterministic)
         return module
 
-    def connect(self, path: str, modules: Iterable[ModuleSource | Module] = (), **apsw_options: Any) -> apsw.Connection:
-        """Opens an APSW connection with the given modules installed."""
+    def connect(
+        self, path: str, modules: ModuleSource | Module | Iterable[ModuleSource | Module] = (), **apsw_options: Any
+    ) -> apsw.Connection:
+        """Opens an APSW connection with the given modules installed (one
+        module, or many)."""
+        if isinstance(modules, (str, os.PathLike, bytes, bytearray, memoryview, Module)):
+            modules = [modules]  # one module: a path is not a list of characters
         conn = apsw.Connection(path, **apsw_options)
         try:
             for module in modules:
@@ -251,7 +258,7 @@ class Runtime:
 
 def connect(
     path: str,
-    modules: Iterable[ModuleSource | Module] = (),
+    modules: ModuleSource | Module | Iterable[ModuleSource | Module] = (),
     *,
     trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
     allow_unsigned: bool = False,

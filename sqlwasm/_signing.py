@@ -49,6 +49,11 @@ class PublicKey:
     def to_text(self) -> str:
         return f"{PUBLIC_KEY_TAG} {base64.b64encode(self.raw).decode()} {self.name}".rstrip() + "\n"
 
+    @classmethod
+    def from_text(cls, text: str) -> PublicKey:
+        """A key from the text of a .pub file: `sqlwasm-ed25519 <base64> [name]`."""
+        return parse_public_key_text(text)
+
 
 TrustedKey = Union[str, os.PathLike[str], bytes, bytearray, memoryview, Ed25519PublicKey, PublicKey]
 # What one trusted key can be (anything else iterable is a collection of keys).
@@ -69,7 +74,8 @@ def parse_public_key_text(text: str, source: str = "public key") -> PublicKey:
 
 
 def load_public_key(key: TrustedKey) -> PublicKey:
-    """A trusted key given as a .pub path, 32 raw bytes, or a key object."""
+    """A trusted key given as a .pub path, the text of a .pub file, 32 raw
+    bytes, or a key object."""
     if isinstance(key, PublicKey):
         return key
     if isinstance(key, Ed25519PublicKey):
@@ -81,8 +87,10 @@ def load_public_key(key: TrustedKey) -> PublicKey:
         return PublicKey(raw)
     if not isinstance(key, (str, os.PathLike)):
         raise SignatureError(
-            f"a trusted key is a .pub path, 32 raw bytes or a public key object, not {type(key).__name__}"
+            f"a trusted key is a .pub path or text, 32 raw bytes or a public key object, not {type(key).__name__}"
         )
+    if isinstance(key, str) and key.startswith(PUBLIC_KEY_TAG + " "):  # no file name starts so
+        return parse_public_key_text(key, "trusted key text")
     path = Path(key)
     try:
         text = path.read_text(encoding="utf-8")
@@ -128,8 +136,9 @@ def generate_keypair(name: str, directory: str | os.PathLike[str] = ".") -> tupl
     """Writes NAME.key (private, mode 0600) and NAME.pub; refuses to overwrite."""
     # The name ends the one-line .pub and names both files. (A command-line
     # argument that was not UTF-8 holds surrogates, which are not printable.)
-    if not name or not name.isprintable() or "/" in name:
-        raise SignatureError(f"key name {name!r} must be printable UTF-8 text, not empty and without '/'")
+    # No '/', '\\' or '..': the files stay in `directory`, whatever the name.
+    if not name or not name.isprintable() or any(part in name for part in ("/", "\\", "..")):
+        raise SignatureError(f"key name {name!r} must be printable UTF-8 text, not empty, without '/', '\\' or '..'")
     directory = Path(directory)
     key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
     for path in (key_path, pub_path):

@@ -19,13 +19,15 @@ def cell_text(value: Any) -> Any:
     return value.hex() if isinstance(value, bytes) else value
 
 
-def format_table(names: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "", rule: bool = True) -> str:
-    """Left-aligned columns under a header; NULL for None; control
+def format_table(
+    names: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "", rule: bool = True, null: str = "NULL"
+) -> str:
+    """Left-aligned columns under a header; `null` for None; control
     characters escaped, so that every row is one line."""
     if not names:
         return ""
     names = [printable(n) for n in names]
-    text = [["NULL" if v is None else printable(str(cell_text(v))) for v in row] for row in rows]
+    text = [[null if v is None else printable(str(cell_text(v))) for v in row] for row in rows]
     widths = [max([len(n)] + [len(r[i]) for r in text]) for i, n in enumerate(names)]
     lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths))]
     if rule:

@@ -109,8 +109,8 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def synopsis(name: str, command: argparse.ArgumentParser) -> str:
-    """The heading docs/cli.md must show for a command: positionals, then
-    options in the parser's order; optional ones in brackets, a repeatable
+    """The heading docs/cli.md must show for a command: positionals (an
+    optional one in brackets), then options in the parser's order; optional ones in brackets, a repeatable
     one with '...', mutually exclusive ones as [A | B]."""
 
     def option(action: argparse.Action) -> str:
@@ -123,7 +123,7 @@ def synopsis(name: str, command: argparse.ArgumentParser) -> str:
         return option(action) if action.required else f"[{option(action)}]"
 
     actions = [a for a in command._actions if not isinstance(a, argparse._HelpAction)]
-    words = [str(a.metavar) for a in actions if not a.option_strings]
+    words = [f"[{a.metavar}]" if a.nargs == "?" else str(a.metavar) for a in actions if not a.option_strings]
     exclusive = {a: group for group in command._mutually_exclusive_groups for a in group._group_actions}
     for action in (a for a in actions if a.option_strings):
         group = exclusive.get(action)

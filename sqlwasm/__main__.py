@@ -1,0 +1,7 @@
+"""`python -m sqlwasm`: the sqlwasm command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
