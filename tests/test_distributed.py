@@ -350,3 +350,27 @@ def test_arguments_refused_before_any_work(client: Client, shards: tuple[list[Pa
         distributed.query(paths, "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client, timeout=5)
     with pytest.raises(ShardError, match="not a regular file"):
         distributed.query([paths[0].parent], "SELECT 1", modules=MODULES, trusted_keys=KEYS, client=client)
+
+
+def test_the_grant_travels_to_the_workers(client: Client, tmp_path: Path) -> None:
+    """graph_reachable reads each shard's edges table (capability sql), on the workers."""
+    paths = []
+    for i, edges in enumerate([[(1, 2), (2, 3)], [(1, 4)], [(5, 6)]]):
+        conn = apsw.Connection(str(tmp_path / f"g-{i}.db"))
+        conn.execute("CREATE TABLE edges(src INTEGER, dst INTEGER); CREATE TABLE secret(x)")
+        conn.executemany("INSERT INTO edges VALUES (?, ?)", edges)
+        conn.close()
+        paths.append(tmp_path / f"g-{i}.db")
+    graph = [module_path("graph")]
+    rows = distributed.query(
+        paths, "SELECT node, depth FROM graph_reachable(1)", "SELECT node, min(depth) FROM map GROUP BY node ORDER BY node",
+        modules=graph, trusted_keys=KEYS, client=client, grant={"sql": ["edges"]},
+    )
+    assert rows == [(1, 0), (2, 1), (3, 2), (4, 1)]
+    with pytest.raises(ShardError, match="table 'edges' was not granted to module 'graph'"):  # the list travels too
+        distributed.query(
+            paths, "SELECT node FROM graph_reachable(1)", modules=graph, trusted_keys=KEYS, client=client,
+            grant={"sql": ["secret"]},
+        )
+    with pytest.raises(sqlwasm.CapabilityError):
+        distributed.query(paths, "SELECT 1", modules=graph, trusted_keys=KEYS, client=client)
