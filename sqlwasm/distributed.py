@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, NamedTuple, 
 import apsw
 
 from ._errors import Error
+from ._guest_sql import ascii_lower
 from ._runtime import Grant, Module, Runtime, parse_grant
 from ._signing import _ONE_KEY, PUBLIC_KEY_TAG, TrustedKey, load_public_key, parse_public_key_text
 
@@ -383,7 +384,8 @@ def _agreed_columns(results: list[ShardRows]) -> tuple[str, ...]:
 def _reduce(
     loaded: Loaded, columns: tuple[str, ...], rows: list[Row], reduce_sql: str
 ) -> tuple[tuple[str, ...], list[Row]]:
-    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    folded = [ascii_lower(name) for name in columns]  # SQLite's names ignore ASCII case only
+    repeated = sorted({name for name, key in zip(columns, folded) if folded.count(key) > 1})
     if repeated:
         raise ReduceError(
             f"map_sql's result columns become the columns of table map, so they need distinct names; "

@@ -295,6 +295,10 @@ def test_reduce_errors_and_repeated_map_columns(client: Client, shards: tuple[li
         distributed.query(
             paths, "SELECT country, country FROM readings", "SELECT 1 FROM map", modules=MODULES, trusted_keys=KEYS, client=client
         )
+    with pytest.raises(distributed.ReduceError, match=r"\['X', 'x'\] appear more than once"):
+        distributed.query(
+            paths, "SELECT 1 AS x, 2 AS X FROM readings", "SELECT 1 FROM map", modules=MODULES, trusted_keys=KEYS, client=client
+        )
     with pytest.raises(distributed.ReduceError, match="reduce_sql failed: SQLError: no such column: nope"):
         distributed.query(paths, "SELECT country FROM readings", "SELECT nope FROM map", modules=MODULES, trusted_keys=KEYS, client=client)
 
