@@ -20,8 +20,8 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
                                                                sw_val_raw *vals, size_t n_vals);
 
 /* A call that frees guest state (close, drop): like sw_guest_call, but an
-   interrupt does not stop it (the statement being interrupted is what asks
-   for it); its time limit still does. */
+   interrupt stops it only after SW_CLEANUP_GRACE_TICKS (the statement being
+   interrupted is what asks for it); its time limit still does. */
 static int sw_guest_cleanup_call(sqlite3_context *ctx, const sw_function *f, const sw_wasmtime_func *func,
                                  const char *what, sw_val_raw *vals, size_t n_vals);
 

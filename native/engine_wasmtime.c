@@ -165,6 +165,14 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
         sw_report_failure(ctx, f, what, err, trap);
         return 0;
     }
+    /* wasmtime checks the deadline only at function entries and loop
+       back-edges: a guest that spent its time in a host function (a query)
+       and then ran straight-line code to its return would get away with it. */
+    if (__builtin_expect(inst->host_stack && inst->timeout_ticks, 0) &&
+        __atomic_load_n(&sw_ticks, __ATOMIC_RELAXED) - inst->call_started >= inst->timeout_ticks) {
+        sw_errorf(ctx, inst->conn->api, "%s: time limit of %u ms exceeded", f->label, inst->timeout_ms);
+        return 0;
+    }
     return 1;
 }
 
@@ -193,7 +201,10 @@ static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data
         return wt.error_new("sqlwasm: time limit exceeded");
     }
     sw_conn *conn = inst->conn;
-    if (!inst->cleanup && conn && conn->is_interrupted && conn->is_interrupted(conn->db)) {
+    /* A cleanup call (close, drop) is what an interrupted statement needs to
+       end: it gets a grace period before the interrupt applies to it too. */
+    if ((!inst->cleanup || elapsed >= SW_CLEANUP_GRACE_TICKS) && conn && conn->is_interrupted &&
+        conn->is_interrupted(conn->db)) {
         inst->stop_reason = SW_STOP_INTERRUPT;
         return wt.error_new("sqlwasm: interrupted");
     }

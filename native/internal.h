@@ -28,6 +28,8 @@
 /* The watchdog advances each engine's epoch this often; time limits are
    counted in these ticks. */
 #define SW_TICK_MS 10
+/* How long a cleanup call (close, drop) may run before interrupt() stops it too. */
+#define SW_CLEANUP_GRACE_TICKS 20
 
 /* Rows a raw aggregate with a step_batch export buffers in C before one call
    into the guest, for functions of at most SW_BATCH_MAX_ARGS arguments

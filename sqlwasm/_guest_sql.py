@@ -35,7 +35,19 @@ SQLITE_DIRECTONLY = 0x80000  # a function's flag, as PRAGMA function_list shows 
 
 # The built-in eponymous virtual tables a query may read even when the grant
 # lists tables: they compute from their arguments and read nothing stored.
-HARMLESS_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
+HARMLESS_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree", "jsonb_each", "jsonb_tree"})
+# SQLite built-ins that read the clock or randomness: a query may call them
+# only if the module was also granted that capability (sql alone is neither).
+BUILTIN_NEEDS = {
+    **dict.fromkeys(("random", "randomblob"), "random"),
+    **dict.fromkeys(
+        ("date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff", "current_date",
+         "current_time", "current_timestamp"),
+        "clock",
+    ),
+}  # fmt: skip
+# SQLite binds at most 32766 parameters: a longer array is refused before it is decoded.
+MAX_PARAMS = 32766
 # Pragmas that only read a counter, without an argument (FTS5 reads
 # data_version while it answers a query).
 READ_ONLY_PRAGMAS = frozenset({"data_version"})
@@ -160,6 +172,9 @@ class QueryPolicy:
             return SQLITE_OK
         if action == SQLITE_FUNCTION:
             name = ascii_lower(arg2 or "")
+            needed = BUILTIN_NEEDS.get(name)
+            if needed is not None and needed not in self.grant.capabilities:
+                return self._refuse(f"{name}() reads the {needed}, which needs capability '{needed}'")
             function_grant = self.grant_of_function(name)
             if function_grant is not None:
                 if not self.grant.covers(function_grant):
@@ -287,7 +302,9 @@ def _bounds(memory: GuestMemory, what: str, ptr: int, length: int) -> tuple[int,
 
 def _decode_params(data: bytes) -> list[Any]:
     try:
-        params = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        params = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True, max_array_len=MAX_PARAMS
+        )
     except (ValueError, msgpack.UnpackException) as exc:
         raise QueryError(f"params are not one well-formed msgpack value: {exc}") from None
     if not isinstance(params, list):

@@ -268,12 +268,6 @@ except apsw.Error as exc:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close (and an aggregate's drop) calls are no longer stopped by interrupt() (d4b5a0a, so that an "
-    "interrupted scan still closes its handles); with timeout_ms=None nothing bounds them: a close that "
-    "never returns hangs the statement, and interrupt() cannot end it",
-)
 def test_interrupt_ends_a_scan_whose_close_never_returns(tmp_path: Any) -> None:
     import subprocess
     import sys
@@ -318,12 +312,6 @@ def test_interrupt_stops_one_expensive_builtin_call_in_a_query(open_db: Any) -> 
         timer.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_guest_sql.PROGRESS_STEPS = 1000: about 100 rows of a recursive CTE pass between two time checks, "
-    "and each may call an expensive built-in (randomblob of 15 MB here, under the default 16 MiB "
-    "max_result_bytes): the call overruns its limit many times",
-)
 def test_expensive_rows_between_progress_checks_stay_within_the_time_limit(open_db: Any) -> None:
     conn = open_db(timeout_ms=100)
     sql = (
@@ -348,13 +336,6 @@ ONCE = f"""
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wasmtime checks the epoch deadline only on entering a wasm function and at loop back-edges; the "
-    "host does not check it when a host function returns (_engine_wasmtime._call_host_function), so a guest "
-    "whose code after a long query is straight-line returns its result normally, however late "
-    "(docs/security.md: 'stopped at its next instruction after the host function returns')",
-)
 def test_a_call_that_overran_in_a_query_fails_even_without_a_loop_after_it(
     build: Build, session_key: Ed25519PrivateKey
 ) -> None:
@@ -397,13 +378,6 @@ def test_calling_another_modules_function_does_not_extend_the_callers_time(
     assert seconds_to_fail(conn, sql) < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nothing bounds the host memory one query holds: each value may be as long as SQLITE_LIMIT_LENGTH "
-    "allows, and many are live at once (a function's arguments): here a guest with 1 MiB "
-    "of memory and a 1 MiB result cap makes the host hold 100 values of 1 MB (1000 arguments of 16 MiB, the "
-    "default cap, would be 16 GB: enough to have the process killed)",
-)
 def test_a_query_cannot_make_the_host_hold_far_more_than_the_guests_limits(open_db: Any) -> None:
     conn = open_db(max_result_bytes=1 << 20, memory_pages=16)
     apsw.memory_high_water(True)
@@ -439,12 +413,6 @@ FLOOD = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_guest_sql._decode_params unpacks every parameter before SQLite sees the statement: 1 byte of "
-    "guest memory per nil becomes an 8-byte list slot (a 256 MiB guest: 2 GB of host memory and seconds of "
-    "host time), though SQLite binds at most 32766 parameters",
-)
 def test_params_beyond_what_sqlite_can_bind_are_refused_before_decoding(
     build: Build, session_key: Ed25519PrivateKey
 ) -> None:
@@ -465,12 +433,6 @@ def test_params_beyond_what_sqlite_can_bind_are_refused_before_decoding(
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/security.md guarantee 2: the wall clock and randomness are the 'clock' and 'random' "
-    "capabilities, but a module granted only 'sql' reads both through SQLite's built-ins (julianday('now'), "
-    "unixepoch('now', 'subsec'), random(), randomblob())",
-)
 @pytest.mark.parametrize(
     "sql", ["SELECT unixepoch('now', 'subsec')", "SELECT julianday('now')", "SELECT randomblob(32)", "SELECT random()"]
 )
