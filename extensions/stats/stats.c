@@ -21,6 +21,11 @@
  * stores it as NULL); where it could arrive anyway it is rejected or treated
  * as non-finite.
  *
+ * Every family also exports serialize and merge, so that the host can ship
+ * a state as bytes and fold it into another (NAME_partial / NAME_merge; see
+ * "Serialized states" for the formats): exact for the stored values,
+ * Chan et al.'s pairwise update for the moments.
+ *
  * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
  *        -I extensions/sdk extensions/stats/stats.c -o stats.wasm
  */
@@ -153,6 +158,120 @@ static int grow_array(void **buf, uint32_t *cap, uint32_t need, size_t size) {
 static int compare_doubles(const void *pa, const void *pb) {
     double a = *(const double *)pa, b = *(const double *)pb;
     return (a > b) - (a < b);
+}
+
+/* ------------------------------------------------------------------------
+ * Serialized states (the serialize and merge exports)
+ *
+ * serialize(handle) -> i64 packs (ptr << 32 | len) of the state's bytes in
+ * the arena, valid until the next call; the state stays alive. merge(handle,
+ * ptr, len) -> i32 folds such bytes into a live state of the same family: 0
+ * on success, 1 on anything malformed or on a conflict (a different p or
+ * bins), 2 when out of memory; on failure the state is left as it was.
+ *
+ * Format: little-endian (wasm's own order), fixed-width fields, one leading
+ * tag byte per family. Stored values are written in ascending total order
+ * (-0 before +0), so the bytes depend only on the multiset of values, not
+ * on the order rows came in. Running moments are a few numbers: their bytes
+ * are deterministic for equal states, but floating-point sums of the same
+ * rows taken in another order may differ in the last bits. merge treats the
+ * bytes as hostile: exact lengths, counts that fit, no NaN, finite moments,
+ * no counter overflow, and it allocates at most what the bytes themselves
+ * account for. serialize returns 0 (no bytes at all, which no merge
+ * accepts) when out of memory or given an invalid handle.
+ * ------------------------------------------------------------------------ */
+
+enum { MERGE_OK = 0, MERGE_MALFORMED = 1, MERGE_OUT_OF_MEMORY = 2 };
+
+#define TAG_VALUES 0x56u    /* 'V' */
+#define TAG_HISTOGRAM 0x48u /* 'H' */
+#define TAG_MOMENTS 0x4Du   /* 'M' */
+#define TAG_COMOMENTS 0x43u /* 'C' */
+#define TAG_WEIGHTED 0x57u  /* 'W' */
+
+typedef struct {
+    uint8_t *at;
+} byte_writer;
+
+static void put_u8(byte_writer *w, uint8_t v) { *w->at++ = v; }
+static void put_u32(byte_writer *w, uint32_t v) { memcpy(w->at, &v, 4); w->at += 4; }
+static void put_i64(byte_writer *w, int64_t v) { memcpy(w->at, &v, 8); w->at += 8; }
+static void put_f64(byte_writer *w, double v) { memcpy(w->at, &v, 8); w->at += 8; }
+
+/* Reads past the end set `error` and yield 0; check it once at the end. */
+typedef struct {
+    const uint8_t *at;
+    uint32_t left;
+    int error;
+} byte_reader;
+
+static const uint8_t *take_bytes(byte_reader *r, uint32_t n) {
+    if (r->error || r->left < n) {
+        r->error = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->at;
+    r->at += n;
+    r->left -= n;
+    return p;
+}
+
+static uint8_t take_u8(byte_reader *r) {
+    const uint8_t *p = take_bytes(r, 1);
+    return p ? *p : 0;
+}
+
+static uint32_t take_u32(byte_reader *r) {
+    uint32_t v = 0;
+    const uint8_t *p = take_bytes(r, 4);
+    if (p) memcpy(&v, p, 4);
+    return v;
+}
+
+static int64_t take_i64(byte_reader *r) {
+    int64_t v = 0;
+    const uint8_t *p = take_bytes(r, 8);
+    if (p) memcpy(&v, p, 8);
+    return v;
+}
+
+static double take_f64(byte_reader *r) {
+    double v = 0.0;
+    const uint8_t *p = take_bytes(r, 8);
+    if (p) memcpy(&v, p, 8);
+    return v;
+}
+
+/* A counter from the bytes: non-negative, and adding it to `have` does not
+ * overflow. */
+static int counter_fits(int64_t have, int64_t more) {
+    return more >= 0 && have <= INT64_MAX - more;
+}
+
+/* Ascending order with -0 before +0 (values are never NaN here). */
+static int compare_total(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    if (a != b) return (a > b) - (a < b);
+    return (int)!signbit(a) - (int)!signbit(b);
+}
+
+/* `count` doubles at r, checked to be non-NaN (finite too when asked) and
+ * in ascending total order; r advances past them. NULL when malformed. */
+static const uint8_t *take_sorted_values(byte_reader *r, uint32_t count, int finite_only) {
+    if (count > r->left / 8u) {
+        r->error = 1;
+        return NULL;
+    }
+    const uint8_t *values = take_bytes(r, count * 8u);
+    double prev = 0.0;
+    for (uint32_t i = 0; i < count; i++) {
+        double x;
+        memcpy(&x, values + (size_t)i * 8u, 8);
+        if (isnan(x) || (finite_only && !isfinite(x))) return NULL;
+        if (i > 0 && compare_total(&prev, &x) > 0) return NULL;
+        prev = x;
+    }
+    return values;
 }
 
 /* ------------------------------------------------------------------------
@@ -576,6 +695,79 @@ int64_t mode_value(int32_t handle) { return values_result(handle, SUMMARY_MODE, 
 SQLWASM_EXPORT(mode_final)
 int64_t mode_final(int32_t handle) { return values_result(handle, SUMMARY_MODE, 1); }
 
+/* Serialized (TAG_VALUES), 16 bytes then the values: tag u8, has_p u8 (0
+ * or 1), two zero bytes, count u32, p f64 (0 without p), then the count
+ * values, f64 in ascending total order. All values are kept, so median,
+ * percentile and mode stay exact. A state only gets a p from a
+ * stats_percentile row; merging a p into a state with another p fails. */
+#define VALUES_HEADER 16u
+
+/* Within a run of values sorted by compare_doubles, zeros of both signs
+ * are mixed: put -0 first, so that the order is total. */
+static void order_zeros(double *values, uint32_t count) {
+    uint32_t start = 0;
+    while (start < count && values[start] < 0.0) start++;
+    uint32_t negative = 0, end = start;
+    for (; end < count && values[end] == 0.0; end++) negative += signbit(values[end]) != 0;
+    for (uint32_t i = start; i < end; i++) values[i] = i - start < negative ? -0.0 : 0.0;
+}
+
+SQLWASM_EXPORT(values_serialize)
+int64_t values_serialize(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    values_state *s = values_of(handle);
+    if (s == NULL || !multiset_flush(&s->values)) return 0;
+    uint32_t count = s->values.size;
+    if (count > (UINT32_MAX - VALUES_HEADER) / 8u) return 0;
+    uint32_t len = VALUES_HEADER + count * 8u;
+    uint8_t *bytes = (uint8_t *)sqlwasm_arena_alloc(len);
+    if (bytes == NULL) return 0;
+    byte_writer w = {bytes};
+    put_u8(&w, TAG_VALUES);
+    put_u8(&w, (uint8_t)(s->has_p != 0));
+    put_u8(&w, 0);
+    put_u8(&w, 0);
+    put_u32(&w, count);
+    put_f64(&w, s->has_p ? s->p : 0.0);
+    double *values = (double *)(void *)w.at; /* 8-aligned: the arena is, and so is 16 */
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < s->values.nblocks; i++) {
+        const block *b = &s->values.blocks[i];
+        memcpy(values + at, b->values, (size_t)b->count * sizeof(double));
+        at += b->count;
+    }
+    order_zeros(values, count);
+    return sqlwasm_result(bytes, len);
+}
+
+SQLWASM_EXPORT(values_merge)
+int32_t values_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
+    values_state *s = values_of(handle);
+    if (s == NULL) return MERGE_MALFORMED;
+    byte_reader r = {ptr, len, 0};
+    uint8_t tag = take_u8(&r), has_p = take_u8(&r);
+    uint8_t pad0 = take_u8(&r), pad1 = take_u8(&r);
+    uint32_t count = take_u32(&r);
+    double p = take_f64(&r);
+    if (r.error || tag != TAG_VALUES || has_p > 1 || pad0 != 0 || pad1 != 0) return MERGE_MALFORMED;
+    if (has_p ? !(p >= 0.0 && p <= 1.0) : memcmp(&p, &(double){0.0}, 8) != 0)
+        return MERGE_MALFORMED;
+    if (has_p && s->has_p && p != s->p) return MERGE_MALFORMED; /* another p */
+    const uint8_t *values = take_sorted_values(&r, count, 0);
+    if (values == NULL || r.error || r.left != 0) return MERGE_MALFORMED;
+    multiset *ms = &s->values;
+    if (count > UINT32_MAX - multiset_count(ms)) return MERGE_OUT_OF_MEMORY;
+    if (!grow_array((void **)&ms->pending, &ms->pending_cap, ms->npending + count, sizeof(double)))
+        return MERGE_OUT_OF_MEMORY;
+    memcpy(ms->pending + ms->npending, values, (size_t)count * sizeof(double));
+    ms->npending += count;
+    if (has_p && !s->has_p) {
+        s->p = p;
+        s->has_p = 1;
+    }
+    return MERGE_OK;
+}
+
 /* ------------------------------------------------------------------------
  * stats_histogram(x, bins) (msgpack; aggregate only)
  *
@@ -695,6 +887,61 @@ int64_t histogram_final(int32_t handle) {
     }
     histogram_release(handle, s);
     return result;
+}
+
+/* Serialized (TAG_HISTOGRAM), 12 bytes then the values: tag u8, three zero
+ * bytes, bins u32 (0 before the first row, else 1..MAX_BINS), count u32,
+ * then the count values, finite f64 in ascending total order. The values
+ * are all kept because the bins span the min and max of all rows. Merging
+ * a different bins fails; a state that never saw a row has bins 0. */
+#define HISTOGRAM_HEADER 12u
+
+SQLWASM_EXPORT(histogram_serialize)
+int64_t histogram_serialize(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    histogram_state *s = histogram_of(handle);
+    if (s == NULL || s->count > (UINT32_MAX - HISTOGRAM_HEADER - 4u) / 8u) return 0;
+    /* 4 bytes of padding before the values keep them 8-aligned for sorting */
+    uint8_t *bytes = (uint8_t *)sqlwasm_arena_alloc(4u + HISTOGRAM_HEADER + s->count * 8u);
+    if (bytes == NULL) return 0;
+    bytes += 4;
+    byte_writer w = {bytes};
+    put_u8(&w, TAG_HISTOGRAM);
+    put_u8(&w, 0);
+    put_u8(&w, 0);
+    put_u8(&w, 0);
+    put_u32(&w, (uint32_t)s->bins);
+    put_u32(&w, s->count);
+    double *values = (double *)(void *)w.at;
+    memcpy(values, s->values, (size_t)s->count * sizeof(double));
+    qsort(values, s->count, sizeof(double), compare_total);
+    return sqlwasm_result(bytes, HISTOGRAM_HEADER + s->count * 8u);
+}
+
+SQLWASM_EXPORT(histogram_merge)
+int32_t histogram_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
+    histogram_state *s = histogram_of(handle);
+    if (s == NULL) return MERGE_MALFORMED;
+    byte_reader r = {ptr, len, 0};
+    uint8_t tag = take_u8(&r), pad0 = take_u8(&r), pad1 = take_u8(&r), pad2 = take_u8(&r);
+    uint32_t bins = take_u32(&r), count = take_u32(&r);
+    if (r.error || tag != TAG_HISTOGRAM || pad0 != 0 || pad1 != 0 || pad2 != 0) return MERGE_MALFORMED;
+    if (bins > MAX_BINS || (bins == 0 && count > 0)) return MERGE_MALFORMED;
+    if (bins != 0 && s->bins != 0 && (int64_t)bins != s->bins) return MERGE_MALFORMED;
+    const uint8_t *values = take_sorted_values(&r, count, 1);
+    if (values == NULL || r.error || r.left != 0) return MERGE_MALFORMED;
+    if (count > UINT32_MAX - s->count) return MERGE_OUT_OF_MEMORY;
+    if (!grow_array((void **)&s->values, &s->cap, s->count + count, sizeof(double)))
+        return MERGE_OUT_OF_MEMORY;
+    for (uint32_t i = 0; i < count; i++) {
+        double x;
+        memcpy(&x, values + (size_t)i * 8u, 8);
+        if (s->count == 0 || x < s->min) s->min = x;
+        if (s->count == 0 || x > s->max) s->max = x;
+        s->values[s->count++] = x;
+    }
+    if (bins != 0) s->bins = bins;
+    return MERGE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -841,6 +1088,73 @@ double stddev_pop_value(int32_t handle) { return sqrt(moments_variance(handle, 0
 SQLWASM_EXPORT(stddev_pop_final)
 double stddev_pop_final(int32_t handle) { return moments_finish(handle, stddev_pop_value(handle)); }
 
+/* Serialized (TAG_MOMENTS), 40 bytes: tag u8, seven zero bytes, n i64,
+ * nonfinite i64, mean f64, m2 f64 (denoised, so a window's rounding
+ * residue does not travel). Merging is Chan et al.'s pairwise update. */
+#define MOMENTS_BYTES 40u
+
+/* Mean of a group of na values (mean a) and one of nb (mean b), with
+ * delta = b - a; without overflow when delta does. */
+static double pooled_mean(double a, double b, double delta, double na, double nb) {
+    double n = na + nb;
+    return isfinite(delta) ? a + delta * (nb / n) : a * (na / n) + b * (nb / n);
+}
+
+/* Reads n bytes of padding: 1 when all are zero. */
+static int take_padding(byte_reader *r, uint32_t n) {
+    int zero = 1;
+    for (uint32_t i = 0; i < n; i++) zero &= take_u8(r) == 0;
+    return zero;
+}
+
+SQLWASM_EXPORT(moments_serialize)
+int64_t moments_serialize(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    const moments_state *m = handle_state(handle, STATE_MOMENTS);
+    uint8_t *bytes = m ? (uint8_t *)sqlwasm_arena_alloc(MOMENTS_BYTES) : NULL;
+    if (bytes == NULL) return 0;
+    double m2 = denoise(m->m2, m->noise, m->removals);
+    byte_writer w = {bytes};
+    memset(bytes, 0, MOMENTS_BYTES);
+    put_u8(&w, TAG_MOMENTS);
+    w.at += 7;
+    put_i64(&w, m->n);
+    put_i64(&w, m->nonfinite);
+    put_f64(&w, m->mean);
+    put_f64(&w, m2 > 0.0 ? m2 : 0.0);
+    return sqlwasm_result(bytes, MOMENTS_BYTES);
+}
+
+SQLWASM_EXPORT(moments_merge)
+int32_t moments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
+    moments_state *m = handle_state(handle, STATE_MOMENTS);
+    if (m == NULL) return MERGE_MALFORMED;
+    byte_reader r = {ptr, len, 0};
+    int tag_ok = take_u8(&r) == TAG_MOMENTS && take_padding(&r, 7);
+    int64_t n = take_i64(&r), nonfinite = take_i64(&r);
+    double mean = take_f64(&r), m2 = take_f64(&r);
+    if (r.error || r.left != 0 || !tag_ok) return MERGE_MALFORMED;
+    if (!counter_fits(m->n, n) || !counter_fits(m->nonfinite, nonfinite)) return MERGE_MALFORMED;
+    if (!isfinite(mean) || !(m2 >= 0.0 && m2 <= DBL_MAX)) return MERGE_MALFORMED;
+    if ((n == 0 && (mean != 0.0 || m2 != 0.0)) || (n == 1 && m2 != 0.0)) return MERGE_MALFORMED;
+    m->nonfinite += nonfinite;
+    if (n == 0) return MERGE_OK;
+    if (m->n == 0) {
+        m->n = n;
+        m->mean = mean;
+        m->m2 = m2;
+        return MERGE_OK;
+    }
+    double na = (double)m->n, nb = (double)n;
+    double delta = mean - m->mean;
+    double correction = delta * delta * (na * (nb / (na + nb)));
+    m->mean = pooled_mean(m->mean, mean, delta, na, nb);
+    m->m2 += m2 + correction;
+    m->noise = hypot(m->noise, m2 + correction);
+    m->n += n;
+    return MERGE_OK;
+}
+
 /* --- stats_covariance, stats_correlation */
 
 typedef struct {
@@ -936,6 +1250,77 @@ double correlation_final(int32_t handle) {
     return result;
 }
 
+/* Serialized (TAG_COMOMENTS), 64 bytes: tag u8, seven zero bytes, n i64,
+ * nonfinite i64, mean_x, mean_y, m2_x, m2_y, c_xy f64 (denoised). Merged
+ * with Chan et al.'s pairwise update, the co-moment gaining
+ * dx * dy * na * nb / n. */
+#define COMOMENTS_BYTES 64u
+
+SQLWASM_EXPORT(comoments_serialize)
+int64_t comoments_serialize(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    const comoments_state *c = handle_state(handle, STATE_COMOMENTS);
+    uint8_t *bytes = c ? (uint8_t *)sqlwasm_arena_alloc(COMOMENTS_BYTES) : NULL;
+    if (bytes == NULL) return 0;
+    double m2_x = denoise(c->m2_x, c->noise_x, c->removals);
+    double m2_y = denoise(c->m2_y, c->noise_y, c->removals);
+    byte_writer w = {bytes};
+    memset(bytes, 0, COMOMENTS_BYTES);
+    put_u8(&w, TAG_COMOMENTS);
+    w.at += 7;
+    put_i64(&w, c->n);
+    put_i64(&w, c->nonfinite);
+    put_f64(&w, c->mean_x);
+    put_f64(&w, c->mean_y);
+    put_f64(&w, m2_x > 0.0 ? m2_x : 0.0);
+    put_f64(&w, m2_y > 0.0 ? m2_y : 0.0);
+    put_f64(&w, denoise(c->c_xy, c->noise_xy, c->removals));
+    return sqlwasm_result(bytes, COMOMENTS_BYTES);
+}
+
+SQLWASM_EXPORT(comoments_merge)
+int32_t comoments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
+    comoments_state *c = handle_state(handle, STATE_COMOMENTS);
+    if (c == NULL) return MERGE_MALFORMED;
+    byte_reader r = {ptr, len, 0};
+    int tag_ok = take_u8(&r) == TAG_COMOMENTS && take_padding(&r, 7);
+    int64_t n = take_i64(&r), nonfinite = take_i64(&r);
+    double mean_x = take_f64(&r), mean_y = take_f64(&r);
+    double m2_x = take_f64(&r), m2_y = take_f64(&r), c_xy = take_f64(&r);
+    if (r.error || r.left != 0 || !tag_ok) return MERGE_MALFORMED;
+    if (!counter_fits(c->n, n) || !counter_fits(c->nonfinite, nonfinite)) return MERGE_MALFORMED;
+    if (!isfinite(mean_x) || !isfinite(mean_y) || !isfinite(c_xy)) return MERGE_MALFORMED;
+    if (!(m2_x >= 0.0 && m2_x <= DBL_MAX && m2_y >= 0.0 && m2_y <= DBL_MAX)) return MERGE_MALFORMED;
+    int spread = m2_x != 0.0 || m2_y != 0.0 || c_xy != 0.0;
+    if ((n == 0 && (mean_x != 0.0 || mean_y != 0.0 || spread)) || (n == 1 && spread))
+        return MERGE_MALFORMED;
+    c->nonfinite += nonfinite;
+    if (n == 0) return MERGE_OK;
+    if (c->n == 0) {
+        c->n = n;
+        c->mean_x = mean_x;
+        c->mean_y = mean_y;
+        c->m2_x = m2_x;
+        c->m2_y = m2_y;
+        c->c_xy = c_xy;
+        return MERGE_OK;
+    }
+    double na = (double)c->n, nb = (double)n, weight = na * (nb / (na + nb));
+    double dx = mean_x - c->mean_x, dy = mean_y - c->mean_y;
+    double add_x = m2_x + dx * dx * weight, add_y = m2_y + dy * dy * weight;
+    double add_xy = c_xy + dx * dy * weight;
+    c->mean_x = pooled_mean(c->mean_x, mean_x, dx, na, nb);
+    c->mean_y = pooled_mean(c->mean_y, mean_y, dy, na, nb);
+    c->m2_x += add_x;
+    c->m2_y += add_y;
+    c->c_xy += add_xy;
+    c->noise_x = hypot(c->noise_x, add_x);
+    c->noise_y = hypot(c->noise_y, add_y);
+    c->noise_xy = hypot(c->noise_xy, fabs(add_xy));
+    c->n += n;
+    return MERGE_OK;
+}
+
 /* --- stats_weighted_mean(x, w) = sum(w * x) / sum(w)
  *
  * Both sums are compensated (Neumaier), so adding and later removing the
@@ -1021,4 +1406,66 @@ double weighted_mean_final(int32_t handle) {
     double result = weighted_mean_value(handle);
     weighted_drop(handle);
     return result;
+}
+
+/* Serialized (TAG_WEIGHTED), 72 bytes: tag u8, seven zero bytes, rows,
+ * pos_inf, neg_inf, invalid i64, then sum_w, its compensation, sum_wx, its
+ * compensation f64. Merging adds the counters, each sum into the live
+ * compensated sum and each compensation into its compensation (so merging
+ * into an empty state copies the state exactly). */
+#define WEIGHTED_BYTES 72u
+
+SQLWASM_EXPORT(weighted_serialize)
+int64_t weighted_serialize(int32_t handle) {
+    sqlwasm_arena_reset(); /* no argument row to read: a new call starts here */
+    const weighted_state *s = handle_state(handle, STATE_WEIGHTED);
+    uint8_t *bytes = s ? (uint8_t *)sqlwasm_arena_alloc(WEIGHTED_BYTES) : NULL;
+    if (bytes == NULL) return 0;
+    byte_writer w = {bytes};
+    memset(bytes, 0, WEIGHTED_BYTES);
+    put_u8(&w, TAG_WEIGHTED);
+    w.at += 7;
+    put_i64(&w, s->rows);
+    put_i64(&w, s->pos_inf);
+    put_i64(&w, s->neg_inf);
+    put_i64(&w, s->invalid);
+    put_f64(&w, s->sum_w.sum);
+    put_f64(&w, s->sum_w.compensation);
+    put_f64(&w, s->sum_wx.sum);
+    put_f64(&w, s->sum_wx.compensation);
+    return sqlwasm_result(bytes, WEIGHTED_BYTES);
+}
+
+SQLWASM_EXPORT(weighted_merge)
+int32_t weighted_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
+    weighted_state *s = handle_state(handle, STATE_WEIGHTED);
+    if (s == NULL) return MERGE_MALFORMED;
+    byte_reader r = {ptr, len, 0};
+    int tag_ok = take_u8(&r) == TAG_WEIGHTED && take_padding(&r, 7);
+    int64_t rows = take_i64(&r), pos_inf = take_i64(&r), neg_inf = take_i64(&r);
+    int64_t invalid = take_i64(&r);
+    compensated sum_w, sum_wx; /* one read per statement: the order matters */
+    sum_w.sum = take_f64(&r);
+    sum_w.compensation = take_f64(&r);
+    sum_wx.sum = take_f64(&r);
+    sum_wx.compensation = take_f64(&r);
+    if (r.error || r.left != 0 || !tag_ok) return MERGE_MALFORMED;
+    if (!counter_fits(s->rows, rows) || !counter_fits(s->pos_inf, pos_inf) ||
+        !counter_fits(s->neg_inf, neg_inf) || !counter_fits(s->invalid, invalid))
+        return MERGE_MALFORMED;
+    if (!isfinite(sum_w.sum) || !isfinite(sum_w.compensation) || !isfinite(sum_wx.sum) ||
+        !isfinite(sum_wx.compensation))
+        return MERGE_MALFORMED;
+    if (rows == 0 && (sum_w.sum != 0.0 || sum_w.compensation != 0.0 || sum_wx.sum != 0.0 ||
+                      sum_wx.compensation != 0.0))
+        return MERGE_MALFORMED;
+    s->rows += rows;
+    s->pos_inf += pos_inf;
+    s->neg_inf += neg_inf;
+    s->invalid += invalid;
+    compensated_add(&s->sum_w, sum_w.sum);
+    s->sum_w.compensation += sum_w.compensation;
+    compensated_add(&s->sum_wx, sum_wx.sum);
+    s->sum_wx.compensation += sum_wx.compensation;
+    return MERGE_OK;
 }
