@@ -309,6 +309,29 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(shards: tuple[li
     assert rows == single_file(whole, SINGLE_FILE_MEDIANS)
 
 
+def test_median_p90_and_stddev_per_country_through_partials_equal_the_single_file_answer(
+    client: Client, shards: tuple[list[Path], Path]
+) -> None:
+    paths, whole = shards
+    map_sql = (
+        "SELECT country, stats_median_partial(pm25) AS median, stats_percentile_partial(pm25, 0.9) AS p90, "
+        "stats_stddev_partial(pm25) AS stddev FROM readings GROUP BY country"
+    )
+    reduce_sql = (
+        "SELECT country, stats_median_merge(median), stats_percentile_merge(p90), stats_stddev_merge(stddev) "
+        "FROM map GROUP BY country ORDER BY country"
+    )
+    rows = distributed.query(paths, map_sql, reduce_sql, modules=MODULES, trusted_keys=KEYS, client=client)
+    expected = single_file(
+        whole,
+        "SELECT country, stats_median(pm25), stats_percentile(pm25, 0.9), stats_stddev(pm25) "
+        "FROM readings GROUP BY country ORDER BY country",
+    )
+    assert [row[:3] for row in rows] == [row[:3] for row in expected]  # order statistics: exact
+    assert [row[3] for row in rows] == pytest.approx([row[3] for row in expected], rel=1e-9)
+    assert len(rows) == 3
+
+
 SQL_VALUES = st.one_of(
     st.none(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
