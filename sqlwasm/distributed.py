@@ -22,10 +22,11 @@ import inspect
 import logging
 import os
 import stat
+import sys
 import threading
 import uuid
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, NamedTuple, Sequence, Union, overload
@@ -167,7 +168,8 @@ def query(
     the CPU count) is started and closed. ``runtime_options`` (timeout_ms,
     fuel, memory_pages, max_result_bytes, trust_deterministic) and ``grant``
     go to the Runtime on every side. Returns row tuples, or a pandas
-    DataFrame with ``as_frame=True``. A failing shard raises ShardError.
+    DataFrame with ``as_frame=True``. ``progress=True`` shows Dask's
+    progress bar on stderr. A failing shard raises ShardError.
     """
     columns, rows = query_with_columns(
         shards,
@@ -361,7 +363,9 @@ def _map_on(client: Client, plan: MapPlan, paths: list[str], sizes: list[int], p
     )
     try:
         if progress:
-            progress_bar(futures)
+            # Dask draws on stdout; the rows may be going there (the CLI).
+            with redirect_stdout(sys.stderr):
+                progress_bar(futures)
         gathered: list[list[ShardRows]] = client.gather(futures)
     finally:
         client.cancel([*futures, shared_plan])

@@ -117,7 +117,8 @@ def test_glob_matches_sorted_shards(
         str(tmp_path / "shard-*.db"), sql, modules=MODULES, trusted_keys=key_text, client=client, progress=True
     )
     assert by_glob == [single_file(path, sql)[0] for path in sorted(paths)]
-    assert "100% Completed" in capsys.readouterr().out  # Dask's progress bar
+    drawn = capsys.readouterr()
+    assert "100% Completed" in drawn.err and not drawn.out  # Dask's progress bar, on stderr
     with pytest.raises(sqlwasm.Error, match=r"no file matches the shard pattern '.*nothing-\*\.db'"):
         distributed.query(str(tmp_path / "nothing-*.db"), sql, modules=MODULES, trusted_keys=KEYS, client=client)
 
