@@ -381,3 +381,77 @@ def test_merge_and_serialize_refuse_bad_handles() -> None:
         assert guest.merge(family, 12345, payload) != 0
         assert guest.call(f"{family}_serialize", 12345) == 0
     assert guest.merge("values", handle, payload) != 0  # a handle of another family
+
+
+# ------------------------------------------------------------------ hostile bytes through SQL
+
+# A function of each family, called through NAME_merge.
+FAMILY_FUNCTION = {
+    "values": "stats_median",
+    "histogram": "stats_histogram",
+    "moments": "stats_variance",
+    "comoments": "stats_correlation",
+    "weighted": "stats_weighted_mean",
+}
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def genuine(conn: apsw.Connection, function: str) -> bytes:
+    """A partial of `function` over the rows (1, 1) and (2, 2)."""
+    args = "column1, 3" if function == "stats_histogram" else "column1, column2" if function in TWO_ARG else "column1"
+    blob = conn.execute(f"SELECT {function}_partial({args}) FROM (VALUES (1.0, 1.0), (2.0, 2.0))").fetchone()[0]
+    assert isinstance(blob, bytes)
+    return blob
+
+
+def forged(conn: apsw.Connection, function: str, payload: bytes) -> bytes:
+    """An envelope (docs/abi.md) around payload that the host accepts as a
+    partial of `function`: its header is taken from a genuine partial, the
+    checksum computed anew (the host's check is against accidents)."""
+    genuine_blob = genuine(conn, function)
+    at = 8
+    for _ in range(3):  # module name, version, function name
+        at += 2 + int.from_bytes(genuine_blob[at : at + 2], "little")
+    body = genuine_blob[:at] + struct.pack("<I", len(payload)) + payload
+    return body + struct.pack("<I", crc32c(body))
+
+
+def test_forged_envelopes_reach_merge(conn: apsw.Connection) -> None:
+    """The forging is right: a genuine payload in a forged envelope merges."""
+    guest = Guest()
+    handle = guest.call("values_init")
+    for row in rows_for("values", [4.0, 1.0, 2.0]):
+        guest.step("values", handle, row)
+    blob = forged(conn, "stats_median", guest.serialize("values", handle))
+    assert conn.execute("SELECT stats_median_merge(?)", (blob,)).fetchone() == (2.0,)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_nasty_payloads_fail_the_statement_cleanly(conn: apsw.Connection, family: str) -> None:
+    function = FAMILY_FUNCTION[family]
+    for data in NASTY[family]:  # merged after a genuine partial, as in test_nasty_payloads_are_refused
+        message = one_error(conn, f"SELECT {function}_merge(column1) FROM (VALUES (?), (?))",
+                            genuine(conn, function), forged(conn, function, data))
+        assert message == f"stats.{function}_merge: merge failed (returned 1)"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=hostile_payloads())
+def test_hostile_payloads_through_sql_merge_or_fail_cleanly(
+    conn: apsw.Connection, case: tuple[str, list[float], bytes]
+) -> None:
+    family, _, data = case
+    function = FAMILY_FUNCTION[family]
+    try:
+        conn.execute(f"SELECT {function}_merge(?)", (forged(conn, function, data),)).fetchall()
+    except apsw.SQLError as exc:
+        assert str(exc).startswith(f"stats.{function}_merge: merge failed (returned ")
+    assert conn.execute("SELECT stats_median(column1) FROM (VALUES (1), (3))").fetchone() == (2.0,)
