@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 # The rest (the task function, grouping, the per-process module cache) is
 # public for tests, benchmarks and the CLI, but not the API.
-__all__ = ["ReduceError", "ShardError", "query", "query_with_columns"]
+__all__ = ["ReduceError", "ShardError", "WorkerLostError", "query", "query_with_columns"]
 
 SQLValue = Union[None, int, float, str, bytes]
 Row = tuple[SQLValue, ...]
@@ -76,6 +76,16 @@ class ShardError(Error):
     def __reduce__(self) -> tuple[type[ShardError], tuple[str, str]]:
         # Dask pickles a worker's exception to raise it on the caller.
         return ShardError, (self.path, self.message)
+
+
+class WorkerLostError(Error):
+    """Worker processes died (killed, out of memory) while they ran map_sql on
+    these shards, as many times as Dask retries a task."""
+
+    def __init__(self, paths: Sequence[str], message: str) -> None:
+        super().__init__(f"shards {', '.join(paths)}: {message}")
+        self.paths = tuple(paths)
+        self.message = message
 
 
 class ReduceError(Error):
@@ -349,24 +359,29 @@ def _cluster(client: Client | None, workers: int | None) -> Iterator[Client]:
 
 def _map_on(client: Client, plan: MapPlan, paths: list[str], sizes: list[int], progress: bool) -> list[ShardRows]:
     """Each shard's rows, in the order of paths."""
+    from dask.distributed import KilledWorker
     from dask.distributed import progress as progress_bar
 
     groups = group_shards(paths, sizes, sum(client.nthreads().values()))
     shared_plan = client.scatter(plan, broadcast=True, hash=False)
     token = uuid.uuid4().hex
-    futures = client.map(
-        run_map_task,
-        groups,
-        plan=shared_plan,
-        key=[f"sqlwasm-map-{token}-{index}" for index in range(len(groups))],
-        pure=False,
-    )
+    keys = [f"sqlwasm-map-{token}-{index}" for index in range(len(groups))]
+    futures = client.map(run_map_task, groups, plan=shared_plan, key=keys, pure=False)
     try:
         if progress:
             # Dask draws on stdout; the rows may be going there (the CLI).
             with redirect_stdout(sys.stderr):
                 progress_bar(futures)
         gathered: list[list[ShardRows]] = client.gather(futures)
+    except KilledWorker as exc:
+        group = groups[keys.index(exc.task)] if exc.task in keys else ()
+        deaths = exc.allowed_failures + 1
+        raise WorkerLostError(
+            group,
+            "the worker process running map_sql on them died (killed, or out of memory?)"
+            if deaths == 1
+            else f"{deaths} worker processes died running map_sql on them, in turn (killed, or out of memory?)",
+        ) from None
     finally:
         client.cancel([*futures, shared_plan])
     by_path = {result.path: result for results in gathered for result in results}

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import apsw
+import dask
 import pytest
 from conftest import MEMORY, fn, manifest, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -402,3 +407,31 @@ def test_the_grant_travels_to_the_workers(client: Client, tmp_path: Path) -> Non
         )
     with pytest.raises(sqlwasm.CapabilityError):
         distributed.query(paths, "SELECT 1", modules=graph, trusted_keys=KEYS, client=client)
+
+
+# map_sql that runs for minutes: time to kill the worker running it.
+SLOW_MAP = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000000000) SELECT count(*) AS n FROM c"
+
+
+def test_a_worker_killed_mid_task_fails_the_query_naming_its_shards(shards: tuple[list[Path], Path]) -> None:
+    paths, _ = shards
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),  # no retry on another worker
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster) as own,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        running = pool.submit(distributed.query, paths[:1], SLOW_MAP, modules=MODULES, trusted_keys=KEYS, client=own)
+        deadline = time.monotonic() + 30
+        while not any(keys for keys in own.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for pid in own.run(os.getpid).values():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(distributed.WorkerLostError) as info:
+            running.result(timeout=60)
+    assert info.value.paths == (str(paths[0]),)
+    assert str(info.value) == f"shards {paths[0]}: the worker process running map_sql on them died (killed, or out of memory?)"
