@@ -61,7 +61,7 @@ RUNTIME_OPTIONS = tuple(
     name for name in inspect.signature(Runtime).parameters if name not in ("trusted_keys", "allow_unsigned", "grant")
 )
 # Module sets a process keeps verified and compiled (the least recently used goes first).
-WORKER_CACHE_SIZE = 8
+MODULE_SETS_KEPT = 8
 
 
 class ShardError(Error):
@@ -511,7 +511,7 @@ def loaded_modules(plan: MapPlan) -> Loaded:
         loaded = Loaded(runtime, tuple(runtime.load(data) for data in plan.modules))
         _PROCESS.loads += 1
         _PROCESS.loaded[key] = loaded
-        while len(_PROCESS.loaded) > WORKER_CACHE_SIZE:
+        while len(_PROCESS.loaded) > MODULE_SETS_KEPT:
             _PROCESS.loaded.popitem(last=False)
         return loaded
 
