@@ -271,7 +271,9 @@ def stats_histogram(rows: Iterable[Tuple[Optional[float], Optional[int]]]) -> Op
         data.append(x)
     if not data:
         return None
-    low, high = min(data), max(data)
+    # between zeros of both signs, the min is -0.0 and the max +0.0
+    low = min(data, key=lambda v: (v, math.copysign(1.0, v)))
+    high = max(data, key=lambda v: (v, math.copysign(1.0, v)))
     counts = [0] * first_bins
     if low == high:
         counts[0] = len(data)

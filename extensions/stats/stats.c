@@ -814,6 +814,14 @@ void histogram_drop(int32_t handle) {
     if (s != NULL) histogram_release(handle, s);
 }
 
+/* Append x (room made) and widen [min, max]; between zeros of both signs
+ * the min is -0 and the max +0, whatever order they came in. */
+static void histogram_add(histogram_state *s, double x) {
+    if (s->count == 0 || compare_total(&x, &s->min) < 0) s->min = x;
+    if (s->count == 0 || compare_total(&x, &s->max) > 0) s->max = x;
+    s->values[s->count++] = x;
+}
+
 SQLWASM_EXPORT(histogram_step)
 int64_t histogram_step(int32_t handle, const uint8_t *row, uint32_t len) {
     sqlwasm_arg a[2];
@@ -833,9 +841,7 @@ int64_t histogram_step(int32_t handle, const uint8_t *row, uint32_t len) {
     if (!isfinite(x)) return sqlwasm_return_error("values must be finite numbers");
     if (!grow_array((void **)&s->values, &s->cap, s->count + 1, sizeof(double)))
         return sqlwasm_return_errorf("out of memory (holding %u values)", s->count);
-    if (s->count == 0 || x < s->min) s->min = x;
-    if (s->count == 0 || x > s->max) s->max = x;
-    s->values[s->count++] = x;
+    histogram_add(s, x);
     return 0;
 }
 
@@ -936,9 +942,7 @@ int32_t histogram_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     for (uint32_t i = 0; i < count; i++) {
         double x;
         memcpy(&x, values + (size_t)i * 8u, 8);
-        if (s->count == 0 || x < s->min) s->min = x;
-        if (s->count == 0 || x > s->max) s->max = x;
-        s->values[s->count++] = x;
+        histogram_add(s, x);
     }
     if (bins != 0) s->bins = bins;
     return MERGE_OK;
