@@ -78,7 +78,10 @@ static void sw_agg_partial(sqlite3_context *ctx, const sw_function *f)
     size_t total = 0;
     if (ok) {
         uint32_t ptr = (uint32_t)((uint64_t)vals[0].i64 >> 32), len = (uint32_t)vals[0].i64;
-        if (len > inst->max_result_bytes) {
+        if (ptr == 0) {
+            sw_errorf(ctx, api, "%s_partial: serialize failed (it returned a null pointer)", f->label);
+            ok = 0;
+        } else if (len > inst->max_result_bytes) {
             sw_errorf(ctx, api, "%s_partial: serialize returned %u bytes, over the %u-byte result limit", f->label,
                       len, inst->max_result_bytes);
             ok = 0;

@@ -363,7 +363,8 @@ def test_inspect_shows_aggregate_exports_by_role(capsys: pytest.CaptureFixture[s
     assert status == 0
     assert (
         "  stats_histogram(real, integer) -> text  [aggregate, msgpack, step histogram_step, "
-        "init histogram_init, final histogram_final, drop histogram_drop]" in out.splitlines()
+        "init histogram_init, final histogram_final, drop histogram_drop, serialize histogram_serialize, "
+        "merge histogram_merge]" in out.splitlines()
     )
 
 

@@ -5,8 +5,8 @@ checked BLOB, NAME_merge(blob) folds such BLOBs and finishes as NAME would
 The guest is inline WAT: s(x) sums integers, with serialize/merge exports
 that carry (sum, count) as 16 little-endian bytes; it counts live states, so
 the tests can prove every state is released. Its misbehaviours are keyed on
-the data: a state whose sum is -999 serializes outside memory, a payload
-whose sum is 13 makes merge fail.
+the data: a state whose sum is -999 serializes outside memory (-998: to a
+null pointer), a payload whose sum is 13 makes merge fail.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ SUM_WAT = """
   (func (export "drop") (param $h i32)
     (global.set $live (i32.sub (global.get $live) (i32.const 1))))
   (func (export "serialize") (param $h i32) (result i64)
+    (if (i64.eq (i64.load (call $state (local.get $h))) (i64.const -998)) (then (return (i64.const 16))))
     (if (i64.eq (i64.load (call $state (local.get $h))) (i64.const -999))
       (then (return (i64.or (i64.shl (i64.const 0xfffff000) (i64.const 32)) (i64.const 16)))))
     (memory.copy (i32.const 8192) (call $state (local.get $h)) (i32.const 16))
@@ -188,6 +189,13 @@ def test_serialize_outside_memory_fails_and_releases(conn: apsw.Connection) -> N
     conn.execute("INSERT INTO t VALUES ('c', -999, 9)")
     message = one_error(conn, "SELECT s_partial(x) FROM t WHERE part = 9")
     assert "agg.s_partial: serialize's result (ptr 4294963200, len 16) lies outside" in message
+    assert live(conn) == 0
+
+
+def test_serialize_returning_null_fails_and_releases(conn: apsw.Connection) -> None:
+    conn.execute("INSERT INTO t VALUES ('c', -998, 9)")
+    message = one_error(conn, "SELECT s_partial(x) FROM t WHERE part = 9")
+    assert "agg.s_partial: serialize failed (it returned a null pointer)" in message
     assert live(conn) == 0
 
 
