@@ -107,13 +107,16 @@ def in_one_process(
     return result, reduce_seconds
 
 
-def best(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
-    seconds, result = float("inf"), None
+def best(repeats: int, runs: dict[str, Callable[[], Any]]) -> dict[str, tuple[float, Any]]:
+    """Best wall time and last result of each run, the runs interleaved so
+    that the other load on the machine hits them alike."""
+    measured: dict[str, tuple[float, Any]] = {label: (float("inf"), None) for label in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        seconds = min(seconds, time.perf_counter() - started)
-    return seconds, result
+        for label, run in runs.items():
+            started = time.perf_counter()
+            result = run()
+            measured[label] = (min(measured[label][0], time.perf_counter() - started), result)
+    return measured
 
 
 def shipped_bytes(path: Path, map_sql: str) -> int:
@@ -171,18 +174,33 @@ def main(argv: list[str] | None = None) -> int:
             for name, (partial_query, rows_query, single_sql) in QUERIES.items():
                 map_sql, reduce_sql = partial_query if partials else rows_query
                 expected = single.execute(single_sql).fetchall()
-                measured = seconds[name] = {}
-                measured["one process"], (answer, measured["reduce in one process"]) = best(
-                    args.repeats, lambda: in_one_process(runtime, modules, paths, map_sql, reduce_sql)
+                first_query = best(1, {"dask": on_dask(paths, map_sql, reduce_sql)})["dask"][0]
+                runs = best(
+                    args.repeats,
+                    {
+                        "one process": lambda: in_one_process(runtime, modules, paths, map_sql, reduce_sql),
+                        "dask": on_dask(paths, map_sql, reduce_sql),
+                    },
                 )
+                (one_process, (answer, reduce_seconds)), (on_cluster, dask_answer) = runs["one process"], runs["dask"]
                 check(name, "one process", answer, expected)
-                measured["dask first query"], _ = best(1, on_dask(paths, map_sql, reduce_sql))
-                measured["dask"], answer = best(args.repeats, on_dask(paths, map_sql, reduce_sql))
-                check(name, "Dask", answer, expected)
+                check(name, "Dask", dask_answer, expected)
+                seconds[name] = {
+                    "one process": one_process,
+                    "reduce in one process (last run)": reduce_seconds,
+                    "dask": on_cluster,
+                    "dask first query": first_query,
+                }
 
             map_sql, reduce_sql = QUERIES["median"][0] if partials else QUERIES["median"][1]
-            tiny_sequential, _ = best(args.repeats, lambda: in_one_process(runtime, modules, tiny, map_sql, reduce_sql))
-            tiny_dask, _ = best(args.repeats, on_dask(tiny, map_sql, reduce_sql))
+            runs = best(
+                args.repeats,
+                {
+                    "one process": lambda: in_one_process(runtime, modules, tiny, map_sql, reduce_sql),
+                    "dask": on_dask(tiny, map_sql, reduce_sql),
+                },
+            )
+            tiny_sequential, tiny_dask = runs["one process"][0], runs["dask"][0]
             sizes = [path.stat().st_size for path in tiny]
             tasks = len(distributed.group_shards([str(path) for path in tiny], sizes, args.workers))
         single.close()
@@ -197,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     per_tiny_ms = tiny_dask / args.tiny * 1e3
     how = "through partials" if partials else "shipping the filtered rows (this stats module has no partials)"
     print(f"{args.shards} shards x {args.rows:,} rows: per country, an aggregate of the readings a wasm filter "
-          f"keeps, {how}; best of {args.repeats}; Dask cluster start {cluster_start:.1f} s")  # fmt: skip
+          f"keeps, {how}; best of {args.repeats}, interleaved; Dask cluster start {cluster_start:.1f} s")  # fmt: skip
     for name, measured in seconds.items():
         print(f"  {name}: one process {measured['one process']:.3f} s (of which reduce "
-              f"{measured['reduce in one process']:.3f} s), Dask with {args.workers} workers {measured['dask']:.3f} s: "
+              f"{measured['reduce in one process (last run)']:.3f} s), "
+              f"Dask with {args.workers} workers {measured['dask']:.3f} s: "
               f"{ratios[f'{name}: one process / dask']:.2f}x (first query, verify + compile on each worker: "
               f"{measured['dask first query']:.3f} s)")  # fmt: skip
     print(f"  bytes shipped back per shard (shard file {shard_bytes:,} bytes):")
