@@ -19,6 +19,7 @@ import argparse
 import logging
 import pickle
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     shards, map_sql, reduce_sql, modules=MODULES, trusted_keys=KEYS, client=client
                 )
 
+            ceiling = parallel_ceiling(args.workers)
             seconds: dict[str, dict[str, float]] = {}
             for name, (partial_query, rows_query, single_sql) in QUERIES.items():
                 map_sql, reduce_sql = partial_query if partials else rows_query
@@ -222,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Dask with {args.workers} workers {measured['dask']:.3f} s: "
               f"{ratios[f'{name}: one process / dask']:.2f}x (first query, verify + compile on each worker: "
               f"{measured['dask first query']:.3f} s)")  # fmt: skip
+    print(f"  plain CPU work in {args.workers} processes vs one, measured alongside: {ceiling:.2f}x "
+          f"(the most any split could gain while others share the machine)")  # fmt: skip
     print(f"  bytes shipped back per shard (shard file {shard_bytes:,} bytes):")
     for label, size in back.items():
         print(f"    {label:42} {size:>12,}  ({size / shard_bytes:.3%} of the shard)")
@@ -243,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "cluster_start_seconds": cluster_start,
             "seconds": seconds,
             "ratios": ratios,
+            "plain_cpu_parallel_ratio": ceiling,
             "shard_bytes": shard_bytes,
             "bytes_back_per_shard": back,
             "tiny": {
@@ -256,6 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {path}")
     return 0
+
+
+def spin(count: int) -> int:
+    """CPU work with no I/O: the yardstick for how much two processes get."""
+    total = 0
+    for i in range(count):
+        total += i * i % 7
+    return total
+
+
+def parallel_ceiling(workers: int, count: int = 5_000_000) -> float:
+    """How much faster `workers` processes finish `workers` equal pieces of
+    plain CPU work than one process doing them in turn, right now: the best
+    any split can do on this machine while others share it."""
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(spin, [1000] * workers))  # the processes started
+        started = time.perf_counter()
+        list(pool.map(spin, [count] * workers))
+        parallel = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(workers):
+        spin(count)
+    return (time.perf_counter() - started) / parallel
 
 
 def check(name: str, where: str, answer: list[Any], expected: list[Any]) -> None:
