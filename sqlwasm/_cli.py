@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import __version__, _engine
+from . import __version__, _cache, _engine
 from . import _apsw_cli as _apsw
 from ._build import CompileError, build, pack, write_module
 from ._errors import CapabilityError, Error, ManifestError, SignatureError
@@ -503,6 +503,39 @@ def _shell(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir is not None else _cache.user_cache_dir()
+    if args.action == "clear":
+        removed, freed = _cache.clear(directory) if directory is not None else (0, 0)
+        if args.json:
+            print(json.dumps({"directory": str(directory) if directory else None, "removed": removed, "bytes": freed}))
+        else:
+            print(f"removed {removed} files ({freed:,} bytes) from {directory}" if directory else "no cache directory")
+        return 0
+    if directory is None:
+        info: dict[str, Any] = {
+            "directory": None, "exists": False, "usable": False, "reason": f"{_cache.ENV_VAR} is empty",
+            "entries": 0, "bytes": 0,
+        }
+    else:
+        summary = _cache.summary(directory)
+        info = {
+            "directory": str(summary.directory), "exists": summary.exists, "usable": summary.usable,
+            "reason": summary.reason,
+            "entries": summary.entries, "bytes": summary.bytes,
+        }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(printable(f"directory {info['directory'] or '(none)'}"))
+    print(f"entries   {info['entries']} ({info['bytes']:,} bytes)")
+    if not info["usable"]:
+        print(printable(f"usable    no: {info['reason']}"))
+    else:
+        print("usable    yes" + ("" if info["exists"] else " (made on first load)"))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -601,6 +634,7 @@ EXAMPLES = {
     "--load geo --param 51.5 --param -0.12",
     "shell": "sqlwasm shell places.db --load geo --load myfuncs.wasm --trust keys/publisher.pub",
     "demo": "sqlwasm demo --rows 10000",
+    "cache": "sqlwasm cache info",
 }
 
 
@@ -700,6 +734,17 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("demo", cmd_demo, "build a sample database and run near-data queries with the signed example modules")
     p.add_argument("--rows", type=_count, default=200_000, metavar="N", help="number of sample readings")
+
+    p = command("cache", cmd_cache, "show (info) or empty (clear) the compiled-module cache")
+    p.add_argument(
+        "action", choices=("info", "clear"), metavar="info|clear",
+        help="info: directory, entries, size and whether it is used (and why not); clear: remove every entry",
+    )
+    p.add_argument(
+        "--dir", metavar="DIR",
+        help=f"the cache directory (default: ${_cache.ENV_VAR}, else the user's cache directory)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
     return top
 
 

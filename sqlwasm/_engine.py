@@ -22,6 +22,11 @@ implements the Engine protocol below:
   Instance that hands C the bytes of its memory and function handles.
 - describe(native_module): the plain interface of a module the engine
   compiled outside sqlwasm (tools and tests build them directly).
+- cache_tag(config), serialize(compiled), deserialize(config, payload): the
+  compiled-module cache (sqlwasm/_cache.py) stores serialize's bytes under a
+  key that includes cache_tag, which must change with anything that changes
+  what compiled code means (engine version, every engine setting, the
+  machine); deserialize raises InvalidWasm for bytes the engine cannot take.
 
 The native per-row path (native/) calls the engine's C API itself; a second
 engine needs its own native binding there too.
@@ -180,6 +185,20 @@ class Engine(Protocol):
     ) -> Instance: ...
 
     def describe(self, native_module: object) -> CompiledModule: ...
+
+    def cache_tag(self, config: EngineConfig) -> str:
+        """What, besides the module, decides the code compile(config, ...)
+        produces: the engine and its version, every setting, the machine."""
+        ...
+
+    def serialize(self, compiled: CompiledModule) -> bytes:
+        """compiled's code, for deserialize in a later process."""
+        ...
+
+    def deserialize(self, config: EngineConfig, payload: bytes) -> CompiledModule:
+        """The module serialize wrote. payload is executable code: only ever
+        pass bytes sqlwasm itself wrote and checked (sqlwasm/_cache.py)."""
+        ...
 
 
 def default() -> Engine:

@@ -28,7 +28,11 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
+import importlib.metadata
 import itertools
+import json
+import platform
 import re
 import threading
 from dataclasses import dataclass
@@ -69,6 +73,7 @@ _native.bind_engine(
 atexit.register(_native.watchdog_stop)
 
 MEMORY_RESERVATION = 1 << 32
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 # The wasmtime.Config settings turned off. Reference types stay on: LLVM
 # (zig cc included) encodes call_indirect's table index the reference-types
@@ -126,20 +131,33 @@ def engine(*, fuel: bool) -> wasmtime.Engine:
     return _engine(EngineConfig(fuel=fuel))
 
 
+def _settings(config: EngineConfig) -> dict[str, object]:
+    """Every wasmtime setting sqlwasm changes for config: _wasmtime_config
+    applies exactly these, and cache_tag keys compiled code by them."""
+    if not config.restricted:
+        return {}
+    return {
+        "cranelift_opt_level": "speed",
+        "epoch_interruption": True,
+        "consume_fuel": config.fuel,
+        "max_wasm_stack": _native.MAX_WASM_STACK,
+        **{setting: False for setting in DISABLED},
+        # The native path keeps each memory's base address: it must never move.
+        # memory.grow within the 4 GiB reservation (all of wasm32) never needs to.
+        "memory_reservation": MEMORY_RESERVATION,
+        "memory_may_move": False,
+    }
+
+
 def _wasmtime_config(config: EngineConfig) -> wasmtime.Config:
     settings = wasmtime.Config()
-    if not config.restricted:
-        return settings
-    settings.cranelift_opt_level = "speed"
-    settings.epoch_interruption = True
-    settings.consume_fuel = config.fuel
-    settings.max_wasm_stack = _native.MAX_WASM_STACK
-    for setting in DISABLED:
-        setattr(settings, setting, False)
-    # The native path keeps each memory's base address: it must never move.
-    # memory.grow within the 4 GiB reservation (all of wasm32) never needs to.
-    wasmtime_c.wasmtime_config_memory_reservation_set(settings.ptr(), MEMORY_RESERVATION)
-    wasmtime_c.wasmtime_config_memory_may_move_set(settings.ptr(), False)
+    for name, value in _settings(config).items():
+        if name == "memory_reservation":
+            wasmtime_c.wasmtime_config_memory_reservation_set(settings.ptr(), value)
+        elif name == "memory_may_move":
+            wasmtime_c.wasmtime_config_memory_may_move_set(settings.ptr(), value)
+        else:
+            setattr(settings, name, value)
     return settings
 
 
@@ -311,6 +329,29 @@ class WasmtimeEngine:
         if not isinstance(native_module, wasmtime.Module):
             raise TypeError(f"not a module the wasmtime engine compiled: {type(native_module).__name__}")
         return _described(native_module, EngineConfig(restricted=False))
+
+    def cache_tag(self, config: EngineConfig) -> str:
+        return json.dumps(
+            {
+                "engine": "wasmtime",
+                "wasmtime": WASMTIME_VERSION,
+                "machine": platform.machine(),
+                "config": dataclasses.asdict(config),
+                "settings": _settings(config),
+            },
+            sort_keys=True,
+        )
+
+    def serialize(self, compiled: CompiledModule) -> bytes:
+        assert isinstance(compiled.native, wasmtime.Module)
+        return bytes(compiled.native.serialize())
+
+    def deserialize(self, config: EngineConfig, payload: bytes) -> CompiledModule:
+        try:
+            module = wasmtime.Module.deserialize(_engine(config), payload)
+        except wasmtime.WasmtimeError as exc:  # another version or settings
+            raise InvalidWasm(_cause(exc), None) from exc
+        return _described(module, config)
 
     def new_store(self, config: EngineConfig, memory_pages: int | None) -> Store:
         engine = _engine(config)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Union
 
 import apsw
 
-from . import _connection, _engine
+from . import _cache, _connection, _engine
 from ._capabilities import check_imports
 from ._errors import CapabilityError, Error, ManifestError, ModuleFileNotFoundError, SignatureError
 from ._guest_sql import ascii_lower
@@ -116,6 +116,11 @@ class Runtime:
     whose list narrows sql to those tables and views (docs/security.md).
     With ``trust_deterministic=False`` no guest function is ever declared
     deterministic to SQLite, whatever its manifest claims.
+
+    Compiled code is cached on disk in ``cache_dir``: by default the user's
+    cache directory ($SQLWASM_CACHE_DIR, else e.g. ~/.cache/sqlwasm), None
+    for no disk cache. A directory that is not private to the user is not
+    used (docs/security.md).
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class Runtime:
         memory_pages: int | None = DEFAULT_MEMORY_PAGES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         trust_deterministic: bool = True,
+        cache_dir: _cache.CacheDir = _cache.USER_CACHE,
     ) -> None:
         self._trusted = load_trusted_keys(trusted_keys)  # one key, or many
         self.allow_unsigned = allow_unsigned
@@ -139,6 +145,8 @@ class Runtime:
         self.trust_deterministic = trust_deterministic
         self._compiled: dict[tuple[str, _engine.EngineConfig], _engine.CompiledModule] = {}
         self._lock = threading.Lock()
+        directory = _cache.resolve(cache_dir)
+        self._disk_cache = _cache.DiskCache(directory) if directory is not None else None
 
     # ---------------------------------------------------------------- load
 
@@ -195,19 +203,42 @@ class Runtime:
         return None
 
     def _compile(self, data: bytes, digest: str, name: str, config: _engine.EngineConfig) -> _engine.CompiledModule:
+        """Compiled code for a module whose signature and manifest have been
+        checked: from memory, else the disk cache, else the engine."""
         with self._lock:
             compiled = self._compiled.get((digest, config))
             if compiled is None:
-                try:
-                    compiled = _engine.default().compile(config, data)
-                except _engine.InvalidWasm as exc:
-                    if exc.proposal is not None:
-                        message = f"module '{name}' uses {exc.proposal}, which sqlwasm does not enable"
-                    else:
-                        message = f"module '{name}' is not valid wasm: {exc.cause}"
-                    raise ManifestError(message) from exc.__cause__
+                engine = _engine.default()
+                key = _cache.cache_key(digest, engine.cache_tag(config)) if self._disk_cache else b""
+                compiled = self._cached(engine, config, key)
+                if compiled is None:
+                    try:
+                        compiled = engine.compile(config, data)
+                    except _engine.InvalidWasm as exc:
+                        if exc.proposal is not None:
+                            message = f"module '{name}' uses {exc.proposal}, which sqlwasm does not enable"
+                        else:
+                            message = f"module '{name}' is not valid wasm: {exc.cause}"
+                        raise ManifestError(message) from exc.__cause__
+                    if self._disk_cache is not None:
+                        self._disk_cache.put(key, engine.serialize(compiled))
                 self._compiled[(digest, config)] = compiled
             return compiled
+
+    def _cached(
+        self, engine: _engine.Engine, config: _engine.EngineConfig, key: bytes
+    ) -> _engine.CompiledModule | None:
+        if self._disk_cache is None:
+            return None
+        payload = self._disk_cache.get(key)
+        if payload is None:
+            return None
+        try:
+            return engine.deserialize(config, payload)
+        except _engine.InvalidWasm as exc:  # written by another engine build: compile and replace it
+            where = self._disk_cache.directory
+            log.info("sqlwasm: cached code in %s refused by the engine (%s); compiling", where, exc)
+            return None
 
     @staticmethod
     def _check_memory(manifest: Manifest, data: bytes, limits: Limits) -> None:
@@ -269,7 +300,7 @@ def connect(
     """An apsw.Connection with the modules' functions and wasm_call registered.
 
     ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
-    max_result_bytes, trust_deterministic); ``flags`` and ``vfs`` go to
+    max_result_bytes, trust_deterministic, cache_dir); ``flags`` and ``vfs`` go to
     apsw.Connection. For many
     connections, make one Runtime and use Runtime.connect: it compiles each
     module once.

@@ -7,6 +7,10 @@ wrap the parts that need a temporary directory or a shared key.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -19,6 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import sqlwasm
 from sqlwasm._manifest import Manifest, embed_manifest, parse_manifest
 from sqlwasm._signing import PublicKey, generate_keypair, load_private_key, public_key_of, sign
+
+# Compiled code goes to a private cache of this session's, never the user's
+# (set before any test module makes a Runtime; subprocesses inherit it).
+os.environ["SQLWASM_CACHE_DIR"] = _COMPILED_CACHE = tempfile.mkdtemp(prefix="sqlwasm-test-cache-")
+atexit.register(shutil.rmtree, _COMPILED_CACHE, ignore_errors=True)
 
 # A memory export every module needs; WAT snippets start with it.
 MEMORY = '(memory (export "memory") 1)'
