@@ -467,3 +467,19 @@ def test_hostile_payloads_through_sql_merge_or_fail_cleanly(
     except apsw.SQLError as exc:
         assert str(exc).startswith(f"stats.{function}_merge: merge failed (returned ")
     assert conn.execute("SELECT stats_median(column1) FROM (VALUES (1), (3))").fetchone() == (2.0,)
+
+
+@pytest.mark.parametrize("family", ["moments", "comoments"])
+def test_a_merge_whose_sums_would_overflow_is_refused_whole(family: str) -> None:
+    """Found by test_merge_refuses_bad_bytes_without_harm: a well-formed
+    payload whose mean is huge made the merged squared deviations infinite
+    (accepted, and then refused when merged again)."""
+    guest = Guest()
+    handle = guest.call(f"{family}_init")
+    for row in rows_for(family, [0.0]):
+        guest.step(family, handle, row)
+    before = guest.serialize(family, handle)
+    payload = bytearray(before)  # tag and padding, n, nonfinite, then the (first) mean
+    payload[24:32] = struct.pack("<d", 1e300)
+    assert guest.merge(family, handle, bytes(payload)) != 0
+    assert guest.serialize(family, handle) == before

@@ -1141,9 +1141,12 @@ int32_t moments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     if (!counter_fits(m->n, n) || !counter_fits(m->nonfinite, nonfinite)) return MERGE_MALFORMED;
     if (!isfinite(mean) || !(m2 >= 0.0 && m2 <= DBL_MAX)) return MERGE_MALFORMED;
     if ((n == 0 && (mean != 0.0 || m2 != 0.0)) || (n == 1 && m2 != 0.0)) return MERGE_MALFORMED;
-    m->nonfinite += nonfinite;
-    if (n == 0) return MERGE_OK;
+    if (n == 0) {
+        m->nonfinite += nonfinite;
+        return MERGE_OK;
+    }
     if (m->n == 0) {
+        m->nonfinite += nonfinite;
         m->n = n;
         m->mean = mean;
         m->m2 = m2;
@@ -1152,8 +1155,12 @@ int32_t moments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     double na = (double)m->n, nb = (double)n;
     double delta = mean - m->mean;
     double correction = delta * delta * (na * (nb / (na + nb)));
-    m->mean = pooled_mean(m->mean, mean, delta, na, nb);
-    m->m2 += m2 + correction;
+    double merged_mean = pooled_mean(m->mean, mean, delta, na, nb), merged_m2 = m->m2 + (m2 + correction);
+    /* Refused whole, before any change: a state whose sums overflow is not one rows made. */
+    if (!isfinite(merged_mean) || !(merged_m2 <= DBL_MAX)) return MERGE_MALFORMED;
+    m->nonfinite += nonfinite;
+    m->mean = merged_mean;
+    m->m2 = merged_m2;
     m->noise = hypot(m->noise, m2 + correction);
     m->n += n;
     return MERGE_OK;
@@ -1298,9 +1305,12 @@ int32_t comoments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     int spread = m2_x != 0.0 || m2_y != 0.0 || c_xy != 0.0;
     if ((n == 0 && (mean_x != 0.0 || mean_y != 0.0 || spread)) || (n == 1 && spread))
         return MERGE_MALFORMED;
-    c->nonfinite += nonfinite;
-    if (n == 0) return MERGE_OK;
+    if (n == 0) {
+        c->nonfinite += nonfinite;
+        return MERGE_OK;
+    }
     if (c->n == 0) {
+        c->nonfinite += nonfinite;
         c->n = n;
         c->mean_x = mean_x;
         c->mean_y = mean_y;
@@ -1313,8 +1323,15 @@ int32_t comoments_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     double dx = mean_x - c->mean_x, dy = mean_y - c->mean_y;
     double add_x = m2_x + dx * dx * weight, add_y = m2_y + dy * dy * weight;
     double add_xy = c_xy + dx * dy * weight;
-    c->mean_x = pooled_mean(c->mean_x, mean_x, dx, na, nb);
-    c->mean_y = pooled_mean(c->mean_y, mean_y, dy, na, nb);
+    double merged_mean_x = pooled_mean(c->mean_x, mean_x, dx, na, nb);
+    double merged_mean_y = pooled_mean(c->mean_y, mean_y, dy, na, nb);
+    /* Refused whole, before any change: a state whose sums overflow is not one rows made. */
+    if (!isfinite(merged_mean_x) || !isfinite(merged_mean_y) || !(c->m2_x + add_x <= DBL_MAX) ||
+        !(c->m2_y + add_y <= DBL_MAX) || !isfinite(c->c_xy + add_xy))
+        return MERGE_MALFORMED;
+    c->nonfinite += nonfinite;
+    c->mean_x = merged_mean_x;
+    c->mean_y = merged_mean_y;
     c->m2_x += add_x;
     c->m2_y += add_y;
     c->c_xy += add_xy;
@@ -1463,13 +1480,18 @@ int32_t weighted_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     if (rows == 0 && (sum_w.sum != 0.0 || sum_w.compensation != 0.0 || sum_wx.sum != 0.0 ||
                       sum_wx.compensation != 0.0))
         return MERGE_MALFORMED;
-    s->rows += rows;
-    s->pos_inf += pos_inf;
-    s->neg_inf += neg_inf;
-    s->invalid += invalid;
-    compensated_add(&s->sum_w, sum_w.sum);
-    s->sum_w.compensation += sum_w.compensation;
-    compensated_add(&s->sum_wx, sum_wx.sum);
-    s->sum_wx.compensation += sum_wx.compensation;
+    weighted_state merged = *s; /* refused whole, before any change, if the sums overflow */
+    merged.rows += rows;
+    merged.pos_inf += pos_inf;
+    merged.neg_inf += neg_inf;
+    merged.invalid += invalid;
+    compensated_add(&merged.sum_w, sum_w.sum);
+    merged.sum_w.compensation += sum_w.compensation;
+    compensated_add(&merged.sum_wx, sum_wx.sum);
+    merged.sum_wx.compensation += sum_wx.compensation;
+    if (!isfinite(merged.sum_w.sum) || !isfinite(merged.sum_w.compensation) || !isfinite(merged.sum_wx.sum) ||
+        !isfinite(merged.sum_wx.compensation))
+        return MERGE_MALFORMED;
+    *s = merged;
     return MERGE_OK;
 }
