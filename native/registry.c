@@ -108,6 +108,13 @@ sw_conn *sw_conn_open_loaded(char *errbuf, size_t errbuf_len)
         sw_errbuf(errbuf, errbuf_len, "the extension was not loaded into a connection on this thread");
         return NULL;
     }
+    return sw_conn_open(api, db, errbuf, errbuf_len);
+}
+
+sw_conn *sw_conn_open(const void *routines, void *handle, char *errbuf, size_t errbuf_len)
+{
+    const sqlite3_api_routines *api = routines;
+    sqlite3 *db = handle;
     if (!wt_bound) {
         sw_errbuf(errbuf, errbuf_len, "wasmtime C API is not bound");
         return NULL;

@@ -106,6 +106,92 @@ static const sw_final_cb sw_partial_cbs[SW_API_SLOTS] = {sw_partial_cb_0, sw_par
                                                          sw_partial_cb_3};
 static const sw_sql_cb sw_merge_cbs[SW_API_SLOTS] = {sw_merge_cb_0, sw_merge_cb_1, sw_merge_cb_2, sw_merge_cb_3};
 
+/*
+ * A host whose SQLite cannot load extensions (Python's sqlite3 is often built
+ * without it) hands over its sqlite3* directly; the routines table is then
+ * built here, each routine looked up by name from the host module's own
+ * handle (dlsym searches the libraries it links, where its SQLite is).
+ */
+static struct {
+    void *handle;
+    sqlite3_api_routines *api;
+} sw_linked[SW_API_SLOTS];
+static pthread_mutex_t sw_linked_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const sqlite3_api_routines *sw_link_routines(void *handle, const char **missing)
+{
+    /* Big enough for sqlite3_is_interrupted's slot whatever header this builds with. */
+    size_t size = sizeof(sqlite3_api_routines) > (SW_ROUTINE_IS_INTERRUPTED + 1) * sizeof(sw_routine)
+                      ? sizeof(sqlite3_api_routines)
+                      : (SW_ROUTINE_IS_INTERRUPTED + 1) * sizeof(sw_routine);
+    sqlite3_api_routines *api = calloc(1, size);
+    if (!api) {
+        *missing = "memory";
+        return NULL;
+    }
+#define SW_LINK(field)                                                   \
+    do {                                                                 \
+        *(void **)(&api->field) = dlsym(handle, "sqlite3_" #field);      \
+        if (!api->field) {                                               \
+            *missing = "sqlite3_" #field;                                \
+            free(api);                                                   \
+            return NULL;                                                 \
+        }                                                                \
+    } while (0)
+    /* Every routine native/ calls (tests/test_native_build.py checks the list). */
+    SW_LINK(aggregate_context); SW_LINK(bind_text); SW_LINK(close); SW_LINK(column_bytes);
+    SW_LINK(column_text); SW_LINK(create_function_v2); SW_LINK(create_module_v2);
+    SW_LINK(create_window_function); SW_LINK(declare_vtab); SW_LINK(errmsg); SW_LINK(finalize); SW_LINK(free);
+    SW_LINK(libversion_number); SW_LINK(limit); SW_LINK(malloc64); SW_LINK(mprintf); SW_LINK(next_stmt);
+    SW_LINK(open_v2); SW_LINK(prepare_v2); SW_LINK(result_blob); SW_LINK(result_blob64); SW_LINK(result_double);
+    SW_LINK(result_error); SW_LINK(result_error_nomem); SW_LINK(result_int64); SW_LINK(result_null);
+    SW_LINK(result_text); SW_LINK(result_value); SW_LINK(step); SW_LINK(stmt_busy); SW_LINK(stricmp);
+    SW_LINK(user_data); SW_LINK(value_blob); SW_LINK(value_bytes); SW_LINK(value_double); SW_LINK(value_dup);
+    SW_LINK(value_free); SW_LINK(value_int64); SW_LINK(value_text); SW_LINK(value_type); SW_LINK(vtab_config);
+#undef SW_LINK
+    void *is_interrupted = dlsym(handle, "sqlite3_is_interrupted"); /* 3.41+ */
+    if (is_interrupted)
+        memcpy((char *)api + SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine), &is_interrupted, sizeof is_interrupted);
+    return api;
+}
+
+const void *sw_api_of_library(const char *module_path, char *errbuf, size_t errbuf_len)
+{
+    void *handle = dlopen(module_path, RTLD_NOW | RTLD_NOLOAD);
+    if (!handle) {
+        snprintf(errbuf, errbuf_len, "%s is not loaded in this process", module_path);
+        return NULL;
+    }
+    const sqlite3_api_routines *api = NULL;
+    pthread_mutex_lock(&sw_linked_lock);
+    int k = 0;
+    while (k < SW_API_SLOTS && sw_linked[k].handle && sw_linked[k].handle != handle)
+        k++;
+    if (k == SW_API_SLOTS) {
+        snprintf(errbuf, errbuf_len, "more than %d SQLite libraries in one process", SW_API_SLOTS);
+    } else if (sw_linked[k].handle) {
+        api = sw_linked[k].api;
+        dlclose(handle); /* the first lookup keeps its reference */
+    } else {
+        const char *missing = NULL;
+        api = sw_link_routines(handle, &missing);
+        if (api) {
+            sw_linked[k].handle = handle;
+            sw_linked[k].api = (sqlite3_api_routines *)api;
+        } else {
+            snprintf(errbuf, errbuf_len, "%s's SQLite lacks %s", module_path, missing);
+            dlclose(handle);
+        }
+    }
+    pthread_mutex_unlock(&sw_linked_lock);
+    return api;
+}
+
+int sw_api_limit(const void *api, void *db, int id, int value)
+{
+    return ((const sqlite3_api_routines *)api)->limit(db, id, value);
+}
+
 /* The slot of a routines table, claiming a free one the first time. */
 static int sw_api_slot(const sqlite3_api_routines *api)
 {

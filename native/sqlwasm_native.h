@@ -74,6 +74,16 @@ const char *sw_bind_wasmtime(const char *library_path);
    only once sw_conn_take_closed has handed it back: SQLite has then
    destroyed every registration, so no SQL can reach its guests. */
 sw_conn *sw_conn_open_loaded(char *errbuf, size_t errbuf_len);
+/* The same for a connection (sqlite3*) whose SQLite could not load the
+   extension: routines from sw_api_of_library. */
+sw_conn *sw_conn_open(const void *routines, void *db, char *errbuf, size_t errbuf_len);
+
+/* A routines table for the SQLite library that the already loaded shared
+   object at module_path links (Python's _sqlite3), built once per library;
+   NULL with a message if a routine is missing. */
+const void *sw_api_of_library(const char *module_path, char *errbuf, size_t errbuf_len);
+/* sqlite3_limit through such a table (a host checks the sqlite3* it found). */
+int sw_api_limit(const void *routines, void *db, int id, int value);
 sw_conn *sw_conn_take_closed(void);
 /* Waits (without the GIL, from Python) until a connection is on the closed
    list or timeout_ms passes; whether one is. */

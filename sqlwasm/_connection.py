@@ -9,12 +9,11 @@ import ctypes
 import logging
 import os
 import threading
-import weakref
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import _engine, _native
-from . import _host_apsw as _host
+from . import _engine, _host_apsw, _host_sqlite3, _native
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
@@ -51,12 +50,11 @@ class _ConnectionState:
     inside a guest.
     """
 
-    def __init__(self, conn: Any) -> None:
-        # For the sql capability's queries. A plain weak reference: a closed
-        # or collected connection only makes them fail.
-        self.connection = weakref.ref(conn)
-        self.db = _host.handle(conn)
-        self.native = _host.attach(conn)
+    def __init__(self, conn: Any, host: ModuleType) -> None:
+        self.host = host
+        self.connection = host.connection_ref(conn)  # for the sql capability's queries
+        self.db = host.handle(conn)
+        self.native = host.attach(conn)
         self.installed: dict[str, _Installed] = {}
         self.function_owner: dict[str, str] = {}
         self.per_statement: list[_Installed] = []
@@ -120,12 +118,21 @@ def _reap_when_closed() -> None:
                 _reap_closed()
 
 
+def _host_of(conn: Any) -> ModuleType:
+    """The host layer of conn: APSW's, or the stdlib's sqlite3."""
+    for host in (_host_apsw, _host_sqlite3):
+        if host.owns(conn):
+            return host
+    raise TypeError(f"sqlwasm installs into an apsw.Connection or a sqlite3.Connection, not {type(conn).__name__}")
+
+
 def _state_of(conn: Any) -> _ConnectionState:
     global _reaper_pid
     _reap_closed()
-    found = _states.get(_host.handle(conn))
+    host = _host_of(conn)
+    found = _states.get(host.handle(conn))
     if found is None:
-        found = _ConnectionState(conn)
+        found = _ConnectionState(conn, host)
         _states[found.db] = found
         _by_native[found.native.address] = found
         if _reaper_pid != os.getpid():
@@ -166,6 +173,7 @@ def _install(
     conn: Any, state: _ConnectionState, module: Module, *, replace: bool, trust_deterministic: bool
 ) -> None:
     name = module.name
+    state.host.check_module(name, module.manifest.instance, module.capabilities)
     if name in state.installed:
         raise Error(f"module '{name}' is already installed in this connection")
     sql_names = [sql_name for spec in module.functions for sql_name in (spec.name, *(spec.partial_names or ()))]
@@ -246,7 +254,7 @@ def _install(
                 )
             )
         if module.manifest.instance == "statement" and not state.per_statement:
-            _host.watch_statements(conn, _TRACE_ID, _statement_hook(state))
+            state.host.watch_statements(conn, _TRACE_ID, _statement_hook(state))
     except BaseException:
         _roll_back(state, installed)
         raise
@@ -308,7 +316,7 @@ def _guest_sql(state: _ConnectionState, instance_index: int, module: Module) -> 
     native = state.native
     return GuestSql(
         connection=state.connection,
-        run_query=_host.run_query,
+        run_query=state.host.run_query,
         grant=_sql_grant(module),
         grant_of_function=grant_of_function,
         call_ms_left=lambda: native.call_ms_left(instance_index),

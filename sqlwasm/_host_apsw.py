@@ -10,6 +10,7 @@ policy _guest_sql decides. A second host (the stdlib's sqlite3) is a second file
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import apsw
@@ -27,6 +28,20 @@ def attach(conn: apsw.Connection) -> _native.NativeConnection:
     finally:
         # Leave SQL's load_extension() off: a query must not load code.
         conn.enable_load_extension(False)
+
+
+def owns(conn: Any) -> bool:
+    return isinstance(conn, apsw.Connection)
+
+
+def connection_ref(conn: apsw.Connection) -> Callable[[], Any]:
+    """For the sql capability's queries. A plain weak reference: a closed or
+    collected connection only makes them fail."""
+    return weakref.ref(conn)
+
+
+def check_module(name: str, instance: str, capabilities: Sequence[str]) -> None:
+    """APSW connections can host every module."""
 
 
 def handle(conn: apsw.Connection) -> int:

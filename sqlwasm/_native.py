@@ -98,6 +98,21 @@ def wait_closed(timeout_ms: int) -> bool:
     return bool(lib.sw_conn_wait_closed(timeout_ms))
 
 
+def api_of_library(module_path: str) -> int:
+    """The routines table (address) of the SQLite that the loaded shared
+    object at module_path links."""
+    errbuf = ffi.new("char[]", _ERRBUF_LEN)
+    api = lib.sw_api_of_library(module_path.encode(), errbuf, _ERRBUF_LEN)
+    if api == ffi.NULL:
+        raise Error(f"sqlwasm cannot reach this SQLite library: {ffi.string(errbuf).decode()}")
+    return int(ffi.cast("uintptr_t", api))
+
+
+def api_limit(routines: int, db: int, limit_id: int, value: int) -> int:
+    """sqlite3_limit(db, limit_id, value) through a routines table."""
+    return int(lib.sw_api_limit(_pointer(routines), _pointer(db), limit_id, value))
+
+
 def stack_left() -> int:
     """Native stack left below the caller on this thread, in bytes."""
     return int(lib.sw_stack_left())
@@ -108,10 +123,15 @@ class NativeConnection:
     through registrations; once take_closed returns its address, the owner
     drops the wasm stores and calls free_closed."""
 
-    def __init__(self) -> None:
-        """For the connection a host has just loaded EXTENSION_PATH into (on this thread)."""
+    def __init__(self, routines: int | None = None, db: int | None = None) -> None:
+        """For the connection a host has just loaded EXTENSION_PATH into (on
+        this thread); or, given them, for the sqlite3* db of the SQLite whose
+        routines table api_of_library built."""
         errbuf = ffi.new("char[]", _ERRBUF_LEN)
-        self._ptr = lib.sw_conn_open_loaded(errbuf, _ERRBUF_LEN)
+        if routines is None or db is None:
+            self._ptr = lib.sw_conn_open_loaded(errbuf, _ERRBUF_LEN)
+        else:
+            self._ptr = lib.sw_conn_open(_pointer(routines), _pointer(db), errbuf, _ERRBUF_LEN)
         if self._ptr == ffi.NULL:
             raise Error(f"sqlwasm could not attach to the connection: {ffi.string(errbuf).decode()}")
         self.address = int(ffi.cast("uintptr_t", self._ptr))

@@ -68,3 +68,14 @@ def test_a_header_where_the_index_is_wrong_does_not_build(tmp_path: Path, routin
     done = compile_native(newer_header(tmp_path, routines, 3044000))
     assert done.returncode != 0
     assert "is_interrupted" in done.stderr, done.stderr
+
+
+def test_every_routine_native_calls_is_linked_for_hosts_without_load_extension() -> None:
+    """sw_link_routines (native/sqlite_api.c) builds a routines table by name
+    for the stdlib's SQLite; a routine the code calls but the table lacks
+    would be a NULL call there."""
+    sources = "".join(path.read_text() for path in sorted(NATIVE.glob("*.c")))
+    called = set(re.findall(r"\bapi->(\w+)\(", sources)) | set(re.findall(r"\]->(\w+)\(", sources))
+    linked = set(re.findall(r"SW_LINK\((\w+)\)", (NATIVE / "sqlite_api.c").read_text()))
+    assert called, "no routine calls found: the pattern is stale"
+    assert called - linked == set()
