@@ -276,7 +276,9 @@ def test_interrupt_ends_a_scan_whose_close_never_returns(tmp_path: Any) -> None:
     module.write_bytes(wasm_module(STUCK_CLOSE, manifest(STUCK, name="sk")))
     try:
         done = subprocess.run(
-            [sys.executable, "-c", INTERRUPT_A_SCAN, str(module)], capture_output=True, text=True, timeout=4
+            # outside the checkout: the installed sqlwasm (CI does not build the checkout's)
+            [sys.executable, "-c", INTERRUPT_A_SCAN, str(module)], capture_output=True, text=True, timeout=4,
+            cwd=tmp_path,
         )
     except subprocess.TimeoutExpired:
         pytest.fail("the statement was still running 4 s after interrupt()")

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -329,10 +330,15 @@ def test_sql_error_says_where(capsys: pytest.CaptureFixture[str]) -> None:
 # ------------------------------------------------------------ shell
 
 
+# Subprocesses run outside the checkout, so that `python -m sqlwasm` is the
+# installed package (CI installs it; the checkout's sqlwasm/ is not built there).
+OUTSIDE = tempfile.gettempdir()
+
+
 def shell(*argv: Any, stdin: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sqlwasm", "shell", *map(str, argv)], input=stdin, capture_output=True, text=True,
-        timeout=120,
+        timeout=120, cwd=OUTSIDE,
     )
 
 
@@ -375,7 +381,9 @@ def test_version_and_python_m(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         _cli.main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out == f"sqlwasm {sqlwasm.__version__}\n"
-    result = subprocess.run([sys.executable, "-m", "sqlwasm", "--version"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "sqlwasm", "--version"], capture_output=True, text=True, timeout=60, cwd=OUTSIDE
+    )
     assert result.returncode == 0 and result.stdout == f"sqlwasm {sqlwasm.__version__}\n"
 
 
