@@ -118,7 +118,9 @@ def test_the_shipped_geo_module_loads_warm_in_a_new_process(cache_dir: Path) -> 
     env = {**os.environ, _cache.ENV_VAR: str(cache_dir)}
 
     def run() -> list[Any]:
-        done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(  # outside the checkout: the installed sqlwasm
+            [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True, cwd=cache_dir.parent
+        )
         result: list[Any] = json.loads(done.stdout)
         return result
 
@@ -449,7 +451,9 @@ def test_concurrent_writers_never_leave_a_damaged_entry(cache_dir: Path) -> None
     key = _cache.cache_key("11" * 32, "tag")
     cache = _cache.DiskCache(cache_dir)
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(cache_dir), key.hex(), str(fill), "15"])
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(cache_dir), key.hex(), str(fill), "15"], cwd=cache_dir.parent
+        )
         for fill in (1, 2, 3)
     ]
     threads = [
