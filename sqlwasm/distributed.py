@@ -176,8 +176,8 @@ def query(
     here), key text or 32 raw bytes. ``client``: a dask.distributed Client,
     left open; without one, a LocalCluster of ``workers`` processes (default:
     the CPU count) is started and closed. ``runtime_options`` (timeout_ms,
-    fuel, memory_pages, max_result_bytes, trust_deterministic) and ``grant``
-    go to the Runtime on every side. Returns row tuples, or a pandas
+    fuel, memory_pages, max_result_bytes, trust_deterministic, cache_dir)
+    and ``grant`` go to the Runtime on every side. Returns row tuples, or a pandas
     DataFrame with ``as_frame=True``. ``progress=True`` shows Dask's
     progress bar on stderr. A failing shard raises ShardError.
     """
