@@ -1,4 +1,4 @@
-"""sqlwasm: signed, sandboxed WebAssembly functions for SQLite through APSW.
+"""sqlwasm: signed, sandboxed WebAssembly functions for SQLite (APSW or Python's sqlite3).
 
     import sqlwasm
     conn = sqlwasm.connect("places.db", ["geo.wasm"], trusted_keys=["publisher.pub"])
@@ -15,7 +15,7 @@ from ._errors import (
     TrapError,
 )
 from ._manifest import FunctionSpec, Manifest
-from ._runtime import Module, Runtime, connect
+from ._runtime import Module, Runtime, connect, install
 from ._signing import PublicKey
 
 __version__ = "0.1.0"
@@ -34,4 +34,5 @@ __all__ = [
     "SignatureError",
     "TrapError",
     "connect",
+    "install",
 ]

@@ -312,3 +312,25 @@ def connect(
     if vfs is not None:
         apsw_options["vfs"] = vfs
     return runtime.connect(path, modules, **apsw_options)
+
+
+def install(
+    conn: Any,
+    modules: ModuleSource | Module | Iterable[ModuleSource | Module],
+    *,
+    trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
+    allow_unsigned: bool = False,
+    **options: Any,
+) -> list[Module]:
+    """Installs the modules into an open connection: an apsw.Connection or
+    Python's own sqlite3.Connection (what sqlite-utils and Datasette use).
+    ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
+    max_result_bytes, trust_deterministic, cache_dir). Returns the loaded
+    modules. All or nothing per module, as Runtime.install."""
+    runtime = Runtime(trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, **options)
+    if isinstance(modules, (str, os.PathLike, bytes, bytearray, memoryview, Module)):
+        modules = [modules]  # one module: a path is not a list of characters
+    loaded = [runtime.load(module) for module in modules]  # every module checked before any is installed
+    for module in loaded:
+        runtime.install(conn, module)
+    return loaded

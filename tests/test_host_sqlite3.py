@@ -165,3 +165,19 @@ def test_a_connection_used_from_another_thread(examples: sqlwasm.Runtime) -> Non
     worker.join()
     assert results == [[(0.0,)]]
     conn.close()
+
+
+def test_sqlwasm_install_checks_every_module_before_installing_any(tmp_path: Any) -> None:
+    conn = sqlite3.connect(":memory:")
+    loaded = sqlwasm.install(conn, [module_path("geo"), module_path("stats")], trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    assert [m.name for m in loaded] == ["geo", "stats"]
+    assert conn.execute("SELECT stats_median(x) FROM (SELECT 1 AS x UNION ALL SELECT 5)").fetchall() == [(3.0,)]
+    other = sqlite3.connect(":memory:")
+    with pytest.raises(sqlwasm.SignatureError, match="not in trusted_keys"):
+        sqlwasm.install(other, module_path("geo"))  # trusts nothing by default
+    with pytest.raises(sqlwasm.ModuleFileNotFoundError):
+        sqlwasm.install(other, [module_path("geo"), tmp_path / "missing.wasm"], trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    with pytest.raises(sqlite3.OperationalError, match="no such function: geo_haversine"):
+        other.execute("SELECT geo_haversine(0, 0, 0, 0)").fetchall()
+    conn.close()
+    other.close()
