@@ -221,6 +221,7 @@ class Loader:
         self._options = options
         self._examples_runtime: Runtime | None = None
         self._owner: dict[Module, Runtime] = {}  # a module installs through the Runtime that loaded it
+        self._bytes: dict[Module, bytes] = {}
 
     def _examples(self) -> Runtime:
         """The Runtime for shipped examples loaded by name: one is as trusted
@@ -249,6 +250,7 @@ class Loader:
         self._check(spec, data, runtime is self.runtime)
         module = runtime.load(path)
         self._owner[module] = runtime
+        self._bytes[module] = data
         return module
 
     def _check(self, spec: str, data: bytes, check_trust: bool) -> None:
@@ -291,18 +293,22 @@ class Loader:
     def install(self, conn: Any, module: Module) -> None:
         self._owner[module].install(conn, module)
 
+    def shard_modules(self, args: argparse.Namespace) -> tuple[list[bytes], list[Any]]:
+        """For a query over shards: every module's bytes (checked here as for
+        any query) and the keys the workers must trust (the examples' key
+        only if an example was loaded by name)."""
+        modules = [self.load(spec) for spec in self._specs(args)]
+        keys: list[Any] = list(self.trusted.values())
+        if any(self._owner[m] is not self.runtime for m in modules):
+            from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY
+
+            keys.append(EXAMPLES_PUBLIC_KEY)
+        return [self._bytes[m] for m in modules], keys
+
     def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module]]:
         """The database with every --modules-dir and --load module installed."""
         _check_database(args.db, args.create)
-        specs: list[str] = []
-        for directory in args.modules_dir:
-            if not Path(directory).is_dir():
-                raise Error(f"--modules-dir {directory}: not a directory")
-            found = sorted(str(p) for p in Path(directory).glob("*.wasm"))
-            if not found:
-                raise Error(f"--modules-dir {directory}: no .wasm modules in it")
-            specs += found
-        modules = [self.load(spec) for spec in specs + args.load]
+        modules = [self.load(spec) for spec in self._specs(args)]
         conn = self.runtime.connect(args.db)
         try:
             for module in modules:
@@ -311,6 +317,17 @@ class Loader:
             conn.close()
             raise
         return conn, modules
+
+    def _specs(self, args: argparse.Namespace) -> list[str]:
+        specs: list[str] = []
+        for directory in args.modules_dir:
+            if not Path(directory).is_dir():
+                raise Error(f"--modules-dir {directory}: not a directory")
+            found = sorted(str(p) for p in Path(directory).glob("*.wasm"))
+            if not found:
+                raise Error(f"--modules-dir {directory}: no .wasm modules in it")
+            specs += found
+        return specs + list(args.load)
 
 
 def _check_database(db: str, create: bool) -> None:
@@ -428,6 +445,10 @@ def _position(sql: str, offset: int) -> str:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    if args.map is not None:
+        return _shard_query(args)
+    if args.reduce is not None or args.workers is not None:
+        raise UsageError("--reduce and --workers are for a query over shards: give its SQL with --map")
     sql = _sql_text(args)
     bindings = _bindings(args.param)
     with _showing_logs():
@@ -463,6 +484,32 @@ def _query(args: argparse.Namespace, sql: str, bindings: list[Any] | dict[str, A
         finally:
             conn.close()
     return result
+
+
+def _shard_query(args: argparse.Namespace) -> int:
+    """DB is a glob of shard files: --map runs on each (on Dask workers),
+    --reduce over table `map` here (docs/distributed.md)."""
+    if args.sql is not None or args.file is not None:
+        raise UsageError("with --map the SQL is --map's (and --reduce's): give no other SQL")
+    if args.param or args.create:
+        raise UsageError("--param and --create are not for a query over shards")
+    from . import distributed
+
+    loader = Loader(args)
+    module_bytes, keys = loader.shard_modules(args)
+    limits = {
+        name: getattr(args, name)
+        for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
+        if getattr(args, name) is not None
+    }
+    with _showing_logs():
+        names, rows = distributed.query_with_columns(
+            args.db, args.map, args.reduce, modules=module_bytes, trusted_keys=keys,
+            allow_unsigned=args.allow_unsigned, grant=loader.grant, workers=args.workers,
+            progress=args.progress or sys.stderr.isatty(), **limits,
+        )
+    _print_result(args, _apsw.Result(list(names), [tuple(r) for r in rows], None, []))
+    return 0
 
 
 def _print_result(args: argparse.Namespace, result: _apsw.Result) -> None:
@@ -726,6 +773,12 @@ def parser() -> argparse.ArgumentParser:
         "--progress", action="store_true",
         help="show elapsed time and rows so far on stderr even when it is not a terminal",
     )
+    p.add_argument(
+        "--map", metavar="SQL",
+        help="DB is a glob of shard files: run SQL on each, on Dask workers (pip install '.[dask]')",
+    )
+    p.add_argument("--reduce", metavar="SQL", help="with --map: run SQL over table `map`, the rows of every shard")
+    p.add_argument("--workers", type=_count, metavar="N", help="with --map: Dask worker processes (default: CPUs)")
 
     p = command("shell", cmd_shell, "APSW's interactive shell with modules loaded")
     _add_database_options(p)

@@ -435,3 +435,40 @@ def test_a_worker_killed_mid_task_fails_the_query_naming_its_shards(shards: tupl
             running.result(timeout=60)
     assert info.value.paths == (str(paths[0]),)
     assert str(info.value) == f"shards {paths[0]}: the worker process running map_sql on them died (killed, or out of memory?)"
+
+
+def test_the_demos_shard_query_equals_the_one_file_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    """sqlwasm demo's last part: 8 shard files of its sample, partials merged on the caller."""
+    from sqlwasm._demo import build_sample, run_shard_demo
+
+    runtime = sqlwasm.Runtime(trusted_keys=[EXAMPLES_PUBLIC_KEY])
+    conn = runtime.connect(":memory:", [module_path("stats")])
+    try:
+        build_sample(conn, 3000)
+        run_shard_demo(conn, 3000)
+    finally:
+        conn.close()
+    out = capsys.readouterr().out
+    assert "over 8 shard files on Dask" in out
+    assert "equal to the one-file answer: yes" in out
+
+
+def test_the_command_line_queries_shards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm import _cli
+
+    for day in range(3):
+        shard = apsw.Connection(str(tmp_path / f"day-{day}.db"))
+        shard.execute("CREATE TABLE readings(country TEXT, pm25 REAL)")
+        shard.executemany("INSERT INTO readings VALUES (?, ?)", [("GB", day + 1.0), ("FR", 2.0 * day)])
+        shard.close()
+    status = _cli.main([
+        "query", str(tmp_path / "day-*.db"), "--load", "stats", "--workers", "2", "--csv",
+        "--map", "SELECT country, stats_median_partial(pm25) AS m FROM readings GROUP BY country",
+        "--reduce", "SELECT country, stats_median_merge(m) AS median FROM map GROUP BY country ORDER BY country",
+    ])  # fmt: skip
+    assert status == 0
+    assert capsys.readouterr().out.splitlines() == ["country,median", "FR,2.0", "GB,2.0"]
+    with pytest.raises(SystemExit) as usage:  # a usage error: argparse's exit 2
+        _cli.main(["query", str(tmp_path / "day-0.db"), "--reduce", "SELECT 1"])
+    assert usage.value.code == 2
+    assert "--reduce and --workers are for a query over shards" in capsys.readouterr().err
