@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import __version__, _cache, _engine
+from . import __version__, _cache, _engine, _stored
 from . import _apsw_cli as _apsw
 from ._build import CompileError, build, pack, write_module
 from ._errors import CapabilityError, Error, ManifestError, SignatureError
@@ -311,6 +311,10 @@ class Loader:
         modules = [self.load(spec) for spec in self._specs(args)]
         conn = self.runtime.connect(args.db)
         try:
+            if args.db_modules:  # verified against --trust like any other module
+                for module in self.runtime.load_stored(conn):
+                    self._owner[module] = self.runtime
+                    modules.append(module)
             for module in modules:
                 self.install(conn, module)
         except BaseException:
@@ -590,6 +594,94 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------ store
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    if sum((bool(args.modules), args.list, bool(args.remove))) != 1:
+        raise UsageError("give the modules to store, --list, or --remove NAME (one of them)")
+    _check_database(args.db, args.create)
+    if args.list and (args.trust or args.allow_unsigned):
+        raise UsageError("--trust and --allow-unsigned are for storing modules, not --list")
+    conn = _stored.open_database(args.db)
+    try:
+        execute = _stored.executor(conn)
+        if args.list:
+            return _list_stored(args.db, execute)
+        if args.remove:
+            return _remove_stored(args.db, conn, execute, args.remove)
+        return _store(args, conn, execute)
+    finally:
+        conn.close()
+
+
+def _store(args: argparse.Namespace, conn: Any, execute: _stored.Execute) -> int:
+    """Every module is checked as it would be loaded (signature, manifest,
+    exports, imports) before any is written: nothing stored fails to load
+    for a reason of its own."""
+    trusted = load_trusted_keys(args.trust)
+    runtime = Runtime(trusted_keys=list(trusted.values()), allow_unsigned=args.allow_unsigned, grant=CAPABILITIES)
+    checked: dict[str, tuple[str, Module, bytes]] = {}
+    with _showing_logs():
+        for spec in args.modules:
+            data = _read(spec)
+            if not data.startswith(b"\0asm"):
+                raise Error(f"{spec} is not a wasm module")
+            signature = check_signature(data)
+            if signature is None and not args.allow_unsigned:
+                raise SignatureError(
+                    f"module {spec} is not signed: sign it with `sqlwasm sign {spec} --key NAME.key` "
+                    "(or pass --allow-unsigned to store it unsigned, for development only)"
+                )
+            if signature is not None and signature.public_key.raw not in trusted and not args.allow_unsigned:
+                raise SignatureError(
+                    f"module {spec} is signed by key {signature.key_id}, which is not trusted: "
+                    "pass --trust KEY.pub with its publisher's key"
+                )
+            module = runtime.load(data)
+            if module.name in checked:
+                raise Error(f"{checked[module.name][0]} and {spec} are both module '{module.name}'")
+            checked[module.name] = (spec, module, data)
+    with conn:  # one transaction: all stored, or none
+        replaced = {
+            name: _stored.write(execute, args.db, name, module.version, data)
+            for name, (_, module, data) in checked.items()
+        }
+    for name, (spec, module, _) in checked.items():
+        signer = f"signed by key {module.signer}" if module.signer else "unsigned"
+        verb = "replaced" if replaced[name] else "stored"
+        sha = module.sha256[:12]
+        print(printable(f"{verb} {name} {module.version} from {spec} in {args.db} ({signer}, sha256 {sha})"))
+    return 0
+
+
+def _list_stored(db: str, execute: _stored.Execute) -> int:
+    stored = _stored.read(execute, db)
+    if not stored:
+        print(printable(f"no modules stored in {db}"))
+        return 0
+    rows = []
+    for module in stored:
+        try:
+            signature = check_signature(module.wasm)
+            signer = signature.key_id if signature else "unsigned"
+        except SignatureError:
+            signer = "invalid signature"
+        rows.append((module.name, module.version, module.sha256[:12], signer, len(module.wasm)))
+    print(format_table(["name", "version", "sha256", "signer", "bytes"], rows))
+    return 0
+
+
+def _remove_stored(db: str, conn: Any, execute: _stored.Execute, names: list[str]) -> int:
+    with conn:  # one transaction: all removed, or none
+        for name in names:
+            if not _stored.remove(execute, db, name):
+                raise Error(f"no module {name!r} stored in {db}")
+    for name in names:
+        print(printable(f"removed {name} from {db}"))
+    return 0
+
+
 def _utf8(text: str) -> str:
     """An argument SQLite takes as text (SQL, a database name): a command
     line that was not UTF-8 reaches Python with surrogates in it."""
@@ -642,6 +734,10 @@ def _add_database_options(p: argparse.ArgumentParser) -> None:
         "--modules-dir", action="append", default=[], metavar="DIR", help="load every .wasm in DIR (repeatable)"
     )
     p.add_argument(
+        "--db-modules", action="store_true",
+        help="also load the modules stored in DB (sqlwasm store), verified against --trust like any other",
+    )
+    p.add_argument(
         "--trust", action="append", default=[], metavar="KEY.pub",
         help="trusted public key: a .pub file or its text (repeatable)",
     )
@@ -682,6 +778,7 @@ EXAMPLES = {
     "shell": "sqlwasm shell places.db --load geo --load myfuncs.wasm --trust keys/publisher.pub",
     "demo": "sqlwasm demo --rows 10000",
     "cache": "sqlwasm cache info",
+    "store": "sqlwasm store data.db myfuncs.wasm --trust keys/publisher.pub",
 }
 
 
@@ -798,6 +895,24 @@ def parser() -> argparse.ArgumentParser:
         help=f"the cache directory (default: ${_cache.ENV_VAR}, else the user's cache directory)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("store", cmd_store, "store signed modules in a database, list them, or remove them")
+    p.add_argument("db", type=_utf8, metavar="DB", help="the database file")
+    p.add_argument(
+        "modules", nargs="*", metavar="MODULE", help="the .wasm modules to store (replacing any of the same name)"
+    )
+    p.add_argument("--create", action="store_true", help="create DB if it does not exist (otherwise an error)")
+    p.add_argument(
+        "--trust", action="append", default=[], metavar="KEY.pub",
+        help="trusted public key: a .pub file or its text (repeatable); a module to store must be signed by one",
+    )
+    p.add_argument(
+        "--allow-unsigned", action="store_true", help="store modules without a trusted signature (development only)"
+    )
+    p.add_argument("--list", action="store_true", help="list the stored modules: name, version, sha256, signer, size")
+    p.add_argument(
+        "--remove", action="append", default=[], metavar="NAME", help="remove the stored module NAME (repeatable)"
+    )
     return top
 
 

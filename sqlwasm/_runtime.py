@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Union
 
 import apsw
 
-from . import _cache, _connection, _engine
+from . import _cache, _connection, _engine, _stored
 from ._capabilities import check_imports
 from ._errors import CapabilityError, Error, ManifestError, ModuleFileNotFoundError, SignatureError
 from ._guest_sql import ascii_lower
@@ -158,15 +158,39 @@ class Runtime:
                 raise Error(f"module '{source.name}' was loaded by another Runtime; load it with this one")
             return source
         if isinstance(source, (bytes, bytearray, memoryview)):
-            data, label = bytes(source), "<bytes>"
-        else:
-            label = os.fspath(source)
+            return self._load_bytes(bytes(source), "<bytes>")
+        label = os.fspath(source)
+        try:
+            data = Path(label).read_bytes()
+        except FileNotFoundError:
+            raise ModuleFileNotFoundError(label) from None
+        except OSError as exc:
+            raise Error(f"cannot read module {label}: {exc.strerror}") from exc
+        return self._load_bytes(data, label)
+
+    def load_stored(self, conn: Any) -> list[Module]:
+        """Loads every module stored in the connection's database (the
+        sqlwasm_module table that `sqlwasm store` writes; none if there is no
+        such table), each verified against this Runtime's trusted keys like
+        any other module: the database chooses no trust. A module that fails
+        is refused with an error that names it and the database."""
+        execute = _stored.executor(conn)
+        where = _stored.database_label(execute)
+        loaded = []
+        for stored in _stored.read(execute, where):
+            label = f"{stored.name!r} stored in {where}"
             try:
-                data = Path(label).read_bytes()
-            except FileNotFoundError:
-                raise ModuleFileNotFoundError(label) from None
-            except OSError as exc:
-                raise Error(f"cannot read module {label}: {exc.strerror}") from exc
+                module = self._load_bytes(stored.wasm, label)
+                if module.name != stored.name:
+                    raise ManifestError(f"its manifest names it '{module.name}'")
+            except Error as exc:
+                if label in str(exc):
+                    raise
+                raise type(exc)(f"module {label}: {exc}") from exc
+            loaded.append(module)
+        return loaded
+
+    def _load_bytes(self, data: bytes, label: str) -> Module:
         signer = self._check_trust(data, label)
         try:
             manifests = find_custom(data, MANIFEST_SECTION)
@@ -271,15 +295,24 @@ class Runtime:
         return module
 
     def connect(
-        self, path: str, modules: ModuleSource | Module | Iterable[ModuleSource | Module] = (), **apsw_options: Any
+        self,
+        path: str,
+        modules: ModuleSource | Module | Iterable[ModuleSource | Module] = (),
+        *,
+        db_modules: bool = False,
+        **apsw_options: Any,
     ) -> apsw.Connection:
         """Opens an APSW connection with the given modules installed (one
-        module, or many)."""
+        module, or many), and with ``db_modules=True`` the modules stored in
+        the database (load_stored)."""
         if isinstance(modules, (str, os.PathLike, bytes, bytearray, memoryview, Module)):
             modules = [modules]  # one module: a path is not a list of characters
         conn = apsw.Connection(path, **apsw_options)
         try:
-            for module in modules:
+            loaded = [self.load(module) for module in modules]
+            if db_modules:
+                loaded += self.load_stored(conn)
+            for module in loaded:  # every module checked before any is installed
                 self.install(conn, module)
         except BaseException:
             conn.close()
@@ -293,14 +326,17 @@ def connect(
     *,
     trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
     allow_unsigned: bool = False,
+    db_modules: bool = False,
     flags: int | None = None,
     vfs: str | None = None,
     **options: Any,
 ) -> apsw.Connection:
     """An apsw.Connection with the modules' functions and wasm_call registered.
 
-    ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
-    max_result_bytes, trust_deterministic, cache_dir); ``flags`` and ``vfs`` go to
+    ``db_modules=True`` also installs the modules stored in the database
+    (Runtime.load_stored), verified against ``trusted_keys``. ``options``
+    go to Runtime (grant, timeout_ms, fuel, memory_pages, max_result_bytes,
+    trust_deterministic, cache_dir); ``flags`` and ``vfs`` go to
     apsw.Connection. For many
     connections, make one Runtime and use Runtime.connect: it compiles each
     module once.
@@ -311,7 +347,7 @@ def connect(
         apsw_options["flags"] = flags
     if vfs is not None:
         apsw_options["vfs"] = vfs
-    return runtime.connect(path, modules, **apsw_options)
+    return runtime.connect(path, modules, db_modules=db_modules, **apsw_options)
 
 
 def install(
@@ -320,10 +356,13 @@ def install(
     *,
     trusted_keys: TrustedKey | Iterable[TrustedKey] = (),
     allow_unsigned: bool = False,
+    db_modules: bool = False,
     **options: Any,
 ) -> list[Module]:
     """Installs the modules into an open connection: an apsw.Connection or
     Python's own sqlite3.Connection (what sqlite-utils and Datasette use).
+    ``db_modules=True`` also installs the modules stored in the connection's
+    database (Runtime.load_stored), verified against ``trusted_keys``.
     ``options`` go to Runtime (grant, timeout_ms, fuel, memory_pages,
     max_result_bytes, trust_deterministic, cache_dir). Returns the loaded
     modules. All or nothing per module, as Runtime.install."""
@@ -331,6 +370,8 @@ def install(
     if isinstance(modules, (str, os.PathLike, bytes, bytearray, memoryview, Module)):
         modules = [modules]  # one module: a path is not a list of characters
     loaded = [runtime.load(module) for module in modules]  # every module checked before any is installed
+    if db_modules:
+        loaded += runtime.load_stored(conn)
     for module in loaded:
         runtime.install(conn, module)
     return loaded
