@@ -46,20 +46,26 @@ def executor(conn: Any) -> Execute:
     if isinstance(conn, apsw.Connection):
 
         def run_apsw(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            cursor = conn.cursor()
-            cursor.row_trace = _plain_row  # a cursor's tracer takes the place of the connection's
-            return [tuple(row) for row in cursor.execute(sql, tuple(params))]
+            try:
+                cursor = conn.cursor()
+                cursor.row_trace = _plain_row  # a cursor's tracer takes the place of the connection's
+                return [tuple(row) for row in cursor.execute(sql, tuple(params))]
+            except apsw.Error as exc:
+                raise Error(f"cannot {_verb(sql)} the stored modules: {exc}") from exc
 
         return run_apsw
     if isinstance(conn, sqlite3.Connection):
 
         def run_sqlite3(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            cursor = conn.cursor()
-            cursor.row_factory = None
             try:
-                return [tuple(row) for row in cursor.execute(sql, tuple(params))]
-            finally:
-                cursor.close()
+                cursor = conn.cursor()
+                cursor.row_factory = None
+                try:
+                    return [tuple(row) for row in cursor.execute(sql, tuple(params))]
+                finally:
+                    cursor.close()
+            except sqlite3.Error as exc:
+                raise Error(f"cannot {_verb(sql)} the stored modules: {exc}") from exc
 
         return run_sqlite3
     raise Error(f"expected an apsw.Connection or a sqlite3.Connection, got {type(conn).__name__}")
@@ -67,10 +73,14 @@ def executor(conn: Any) -> Execute:
 
 def open_database(path: str) -> apsw.Connection:
     """An APSW connection for reading and writing the table (waiting a while
-    for other writers)."""
-    conn = apsw.Connection(path)
+    for other writers); a `file:` path is a URI."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
     conn.set_busy_timeout(5000)
     return conn
+
+
+def _verb(sql: str) -> str:
+    return "read" if sql.startswith("SELECT") else "write"
 
 
 def _plain_row(cursor: Any, row: tuple[Any, ...]) -> tuple[Any, ...]:

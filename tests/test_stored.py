@@ -13,6 +13,8 @@ import apsw
 import pytest
 from conftest import MEMORY, KeyPair, fn, manifest, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sqlwasm
 from sqlwasm import _cli
@@ -444,3 +446,45 @@ def test_shell_with_db_modules(db: Path, capsys: pytest.CaptureFixture[str], key
     status, out, err = run(capsys, "shell", db, "--db-modules", "--trust", keypair.pub_path, "SELECT s_neg(5);")
     assert status == 0, err
     assert "-5" in out
+
+
+# ------------------------------------------------------------ whatever the rows hold
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.one_of(st.text(max_size=20), st.binary(max_size=8), st.integers(-(2**63), 2**63 - 1), st.none()),
+       version=st.one_of(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1), st.none()),
+       wasm=st.one_of(st.binary(max_size=64), st.text(max_size=8), st.floats(allow_nan=False), st.none()),
+       honest_sha=st.booleans())
+def test_any_row_is_refused_with_a_sqlwasm_error(
+    tmp_path_factory: pytest.TempPathFactory, keypair: KeyPair, name: Any, version: Any, wasm: Any, honest_sha: bool
+) -> None:
+    """No row loads unless it is a module signed by a trusted key; anything
+    else is a sqlwasm error (never another exception), on both hosts."""
+    path = tmp_path_factory.mktemp("rows") / "rows.db"
+    digest = hashlib.sha256(wasm).hexdigest() if isinstance(wasm, bytes) and honest_sha else "0" * 64
+    rows(path, "CREATE TABLE sqlwasm_module(name TEXT PRIMARY KEY, version TEXT, sha256 TEXT, wasm BLOB)")
+    rows(path, "INSERT INTO sqlwasm_module VALUES (?, ?, ?, ?)", name, version, digest, wasm)
+    message = refusal(path, sqlwasm.Error, trusted_keys=[keypair.pub_path])
+    assert message.isprintable()
+
+
+def test_a_closed_connection_is_a_sqlwasm_error(db: Path, keypair: KeyPair) -> None:
+    conn = sqlite3.connect(str(db))
+    conn.close()
+    with pytest.raises(sqlwasm.Error, match="cannot read the stored modules: "):
+        sqlwasm.install(conn, [], db_modules=True, trusted_keys=[keypair.pub_path])
+    closed = apsw.Connection(str(db))
+    closed.close()
+    with pytest.raises(sqlwasm.Error, match="cannot read the stored modules: "):
+        sqlwasm.Runtime(trusted_keys=[keypair.pub_path]).load_stored(closed)
+
+
+def test_a_read_only_database_cannot_be_written(
+    db: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair, modules: dict[str, Path]
+) -> None:
+    uri = f"file:{db}?mode=ro"
+    message = failed(capsys, "store", uri, modules["adder"], "--trust", keypair.pub_path)
+    assert message.startswith("cannot write the stored modules: ") and "readonly" in message
+    assert failed(capsys, "store", uri, "--remove", "adder").startswith("cannot write the stored modules: ")
+    assert run(capsys, "store", uri, "--list")[0] == 0
