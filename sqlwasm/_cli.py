@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 from . import __version__, _cache, _engine, _stored
 from . import _apsw_cli as _apsw
 from ._build import CompileError, build, pack, write_module
+from ._config import Config, ModuleRef, load_config
 from ._errors import CapabilityError, Error, ManifestError, SignatureError
 from ._interrupt import CtrlC
 from ._limits import DEFAULT_MAX_RESULT_BYTES, DEFAULT_MEMORY_PAGES, DEFAULT_TIMEOUT_MS, limit_problem
@@ -204,19 +205,24 @@ def _grant(args: argparse.Namespace) -> list[str] | dict[str, bool | list[str]]:
 
 class Loader:
     """Loads modules as the command line asks (--trust, --allow-unsigned,
-    --grant, the limits) and says what to do, in its words, when one cannot
-    be loaded."""
+    --grant, the limits) on top of the config file (--config) and says what
+    to do, in its words, when one cannot be loaded."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        limits = {
-            name: getattr(args, name)
-            for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
-            if getattr(args, name) is not None
-        }
-        self.grant = _grant(args)
-        self.allow_unsigned = args.allow_unsigned
-        self.trusted = load_trusted_keys(args.trust)
-        options: dict[str, Any] = {"grant": self.grant, **limits}
+        # The config file's settings; the command line adds modules, keys and
+        # grants to them, and its limits replace the file's.
+        self.config = load_config(args.config) or Config(source="no config file")
+        limits = dict(self.config.limits)
+        for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes"):
+            if getattr(args, name) is not None:
+                limits[name] = getattr(args, name)
+        command_line_grant = _grant(args)
+        if not isinstance(command_line_grant, dict):
+            command_line_grant = {cap: True for cap in command_line_grant}
+        self.grant = {**self.config.grant, **command_line_grant}
+        self.allow_unsigned = args.allow_unsigned or self.config.allow_unsigned
+        self.trusted = load_trusted_keys([*self.config.trusted_keys, *args.trust])
+        options: dict[str, Any] = {"grant": self.grant, **limits, "cache_dir": self.config.cache_dir}
         self.runtime = Runtime(trusted_keys=list(self.trusted.values()), allow_unsigned=self.allow_unsigned, **options)
         self._options = options
         self._examples_runtime: Runtime | None = None
@@ -246,6 +252,13 @@ class Loader:
             raise Error(f"no module {spec}: not a file, nor the name of a shipped example ({names})")
         if path.is_dir():
             raise Error(f"{spec} is a directory: pass its modules with --modules-dir {spec}")
+        return self._load(spec, path, runtime)
+
+    def load_configured(self, ref: ModuleRef) -> Module:
+        """A module the config file names (its path resolved there)."""
+        return self._load(str(ref.path), ref.path, self._examples() if ref.example else self.runtime)
+
+    def _load(self, spec: str, path: Path, runtime: Runtime) -> Module:
         data = _read(str(path))
         self._check(spec, data, runtime is self.runtime)
         module = runtime.load(path)
@@ -308,7 +321,8 @@ class Loader:
     def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module]]:
         """The database with every --modules-dir and --load module installed."""
         _check_database(args.db, args.create)
-        modules = [self.load(spec) for spec in self._specs(args)]
+        modules = [self.load_configured(ref) for ref in self.config.modules]
+        modules += [self.load(spec) for spec in self._specs(args)]
         conn = self.runtime.connect(args.db)
         try:
             if args.db_modules:  # verified against --trust like any other module
@@ -726,6 +740,11 @@ def _capability(text: str) -> str:
 def _add_database_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", type=_utf8, metavar="DB", help="database file (':memory:' for a temporary one)")
     p.add_argument("--create", action="store_true", help="create DB if it does not exist (otherwise an error)")
+    p.add_argument(
+        "--config", metavar="FILE",
+        help="the config file (default: $SQLWASM_CONFIG, else ./sqlwasm.toml if there is one); the options below "
+        "add to its modules, keys and grants and replace its limits",
+    )
     p.add_argument(
         "--load", action="append", default=[], metavar="MODULE",
         help="module to load: a .wasm file or a shipped example's name (geo, stats, text); repeatable",
