@@ -42,6 +42,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "batches are copied as
 #define SW_MAX_ARGS 127
 #define SW_STACK_CELLS 16
 #define SW_ERRMSG_MAX 600
+#define SW_CATALOGS 2
 
 /* Watchdog ticks since it first started: the clock of time limits (only the
    watchdog thread advances it). */
@@ -69,6 +70,10 @@ struct sw_conn {
     int n_instances;
     sw_function **functions;
     int n_functions;
+    /* The rows of sqlwasm_modules and sqlwasm_functions (catalog.c). */
+    uint8_t *catalog[SW_CATALOGS];
+    size_t catalog_len[SW_CATALOGS];
+    sw_conn *catalog_aux[SW_CATALOGS]; /* each table's user data: &catalog_aux[k] says which */
 };
 
 enum { SW_STOP_NONE = 0, SW_STOP_TIMEOUT, SW_STOP_INTERRUPT };
@@ -148,5 +153,6 @@ static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, con
 static void sw_nomem(sqlite3_context *ctx, const sqlite3_api_routines *api); /* results.c */
 static void sw_closed_list_lock(void);     /* registry.c */
 static void sw_closed_list_unlock(void);   /* registry.c */
+static int sw_catalog_register(sw_conn *conn); /* catalog.c */
 
 #endif

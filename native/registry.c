@@ -36,6 +36,8 @@ void sw_conn_free(sw_conn *conn)
         free(conn->instances[i]->version);
         free(conn->instances[i]);
     }
+    for (int k = 0; k < SW_CATALOGS; k++)
+        free(conn->catalog[k]);
     free(conn->functions);
     free(conn->instances);
     free(conn);
@@ -88,6 +90,7 @@ sw_conn *sw_conn_take_closed(void)
 /* xDestroy of wasm_call (user data: the connection state) and of every
    guest function (user data: its sw_function). */
 static void sw_wasm_call_destroy(void *conn) { sw_conn_unregistered(conn); }
+static void sw_catalog_destroy(void *aux) { sw_conn_unregistered(*(sw_conn **)aux); }
 static void sw_function_destroy(void *f) { sw_conn_unregistered(((sw_function *)f)->inst->conn); }
 
 static void sw_errbuf(char *errbuf, size_t errbuf_len, const char *fmt, ...)
@@ -141,6 +144,11 @@ sw_conn *sw_conn_open(const void *routines, void *handle, char *errbuf, size_t e
     if (rc != SQLITE_OK) {
         /* SQLite ran the destructor: conn is on the closed list, and freed from there. */
         sw_errbuf(errbuf, errbuf_len, "registering wasm_call: %s", api->errmsg(db));
+        return NULL;
+    }
+    if (sw_catalog_register(conn) != SQLITE_OK) {
+        /* SQLite holds conn through wasm_call: it is freed from the closed list. */
+        sw_errbuf(errbuf, errbuf_len, "registering the catalog tables: %s", api->errmsg(db));
         return NULL;
     }
     return conn;

@@ -28,3 +28,4 @@
 #include "wasm_call.c"       /* wasm_call(module, function, args...) */
 #include "sqlite_api.c"      /* entry point, per-library API slots and callbacks */
 #include "registry.c"        /* connection lifetime, instances, function registration */
+#include "catalog.c"         /* sqlwasm_modules and sqlwasm_functions: what is loaded, in SQL */

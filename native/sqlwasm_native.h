@@ -90,6 +90,15 @@ sw_conn *sw_conn_take_closed(void);
 int sw_conn_wait_closed(int timeout_ms);
 void sw_conn_free(sw_conn *conn);
 
+/* The catalog tables every connection with sqlwasm has, and their rows: a
+   msgpack array of rows (arrays of text, integers, nil) in the columns
+   native/catalog.c declares. Returns 0, or -1. */
+enum {
+    SW_CATALOG_MODULES = 0,   /* sqlwasm_modules */
+    SW_CATALOG_FUNCTIONS = 1, /* sqlwasm_functions */
+};
+int sw_conn_set_catalog(sw_conn *conn, int which, const uint8_t *rows, size_t len);
+
 /* Whether a statement of the connection is running (stepped, not reset):
    SQLite then refuses to delete or replace functions. */
 int sw_conn_statement_active(sw_conn *conn);

@@ -9,11 +9,11 @@ import ctypes
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import _engine, _host_apsw, _host_sqlite3, _native
+from . import _catalog, _engine, _host_apsw, _host_sqlite3, _native
 from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
@@ -36,6 +36,8 @@ class _Installed:
     function_indexes: list[int]  # its native functions (sw_conn_add_function)
     store: _engine.Store
     instance: _engine.Instance | None
+    # (direct_only, deterministic) of each function, as registered
+    flags: list[tuple[bool, bool]] = field(default_factory=list)
 
 
 class _ConnectionState:
@@ -235,6 +237,7 @@ def _install(
             direct_only, deterministic = sqlite_call_flags(
                 module.manifest.capabilities, spec.deterministic and trust_deterministic
             )
+            installed.flags.append((direct_only, deterministic))
             installed.function_indexes.append(
                 state.native.add_function(
                     instance_index,
@@ -259,6 +262,7 @@ def _install(
         _roll_back(state, installed)
         raise
     state.installed[name] = installed
+    _update_catalog(state)
     for spec in module.functions:
         for sql_name in (spec.name, *(spec.partial_names or ())):
             state.function_owner[sql_name.lower()] = name
@@ -348,6 +352,18 @@ def _refresh(state: _ConnectionState, installed: _Installed) -> None:
 
 
 _TRACE_ID = "sqlwasm.fresh-instance-per-statement"
+
+
+def _update_catalog(state: _ConnectionState) -> None:
+    """sqlwasm_modules and sqlwasm_functions: what is installed now."""
+    installed = list(state.installed.values())
+    state.native.set_catalog(_native.lib.SW_CATALOG_MODULES, _catalog.module_rows(i.module for i in installed))
+    registered = [
+        (i.module, spec, direct_only, deterministic)
+        for i in installed
+        for spec, (direct_only, deterministic) in zip(i.module.functions, i.flags)
+    ]
+    state.native.set_catalog(_native.lib.SW_CATALOG_FUNCTIONS, _catalog.function_rows(registered))
 
 
 def _roll_back(state: _ConnectionState, installed: _Installed) -> None:

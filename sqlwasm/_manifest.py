@@ -39,7 +39,7 @@ REQUIRED_ROLES = {
 }
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"
-RESERVED_NAMES = frozenset({"wasm_call"})
+RESERVED_NAMES = frozenset({"wasm_call", "sqlwasm_modules", "sqlwasm_functions"})
 
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

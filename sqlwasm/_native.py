@@ -239,6 +239,11 @@ class NativeConnection:
         """Unregisters a function; SQLite's result code (0 on success)."""
         return int(lib.sw_conn_remove_function(self._ptr, index))
 
+    def set_catalog(self, which: int, rows: bytes) -> None:
+        """The rows of catalog table `which` (SW_CATALOG_*), msgpack."""
+        if lib.sw_conn_set_catalog(self._ptr, which, rows, len(rows)) != 0:
+            raise MemoryError("sqlwasm: out of memory setting the catalog")
+
     def call_ms_left(self, index: int) -> int | None:
         """Milliseconds left before the time limit of the instance's running
         guest call; None when it has no limit or no call is running."""
