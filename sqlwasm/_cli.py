@@ -216,6 +216,7 @@ class Loader:
         for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes"):
             if getattr(args, name) is not None:
                 limits[name] = getattr(args, name)
+        self.limits: dict[str, Any] = limits
         command_line_grant = _grant(args)
         if not isinstance(command_line_grant, dict):
             command_line_grant = {cap: True for cap in command_line_grant}
@@ -310,7 +311,8 @@ class Loader:
         """For a query over shards: every module's bytes (checked here as for
         any query) and the keys the workers must trust (the examples' key
         only if an example was loaded by name)."""
-        modules = [self.load(spec) for spec in self._specs(args)]
+        modules = [self.load_configured(ref) for ref in self.config.modules]
+        modules += [self.load(spec) for spec in self._specs(args)]
         keys: list[Any] = list(self.trusted.values())
         if any(self._owner[m] is not self.runtime for m in modules):
             from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY
@@ -325,7 +327,7 @@ class Loader:
         modules += [self.load(spec) for spec in self._specs(args)]
         conn = self.runtime.connect(args.db)
         try:
-            if args.db_modules:  # verified against --trust like any other module
+            if args.db_modules or self.config.db_modules:  # verified against --trust like any other module
                 for module in self.runtime.load_stored(conn):
                     self._owner[module] = self.runtime
                     modules.append(module)
@@ -515,16 +517,11 @@ def _shard_query(args: argparse.Namespace) -> int:
 
     loader = Loader(args)
     module_bytes, keys = loader.shard_modules(args)
-    limits = {
-        name: getattr(args, name)
-        for name in ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
-        if getattr(args, name) is not None
-    }
     with _showing_logs():
         names, rows = distributed.query_with_columns(
             args.db, args.map, args.reduce, modules=module_bytes, trusted_keys=keys,
-            allow_unsigned=args.allow_unsigned, grant=loader.grant, workers=args.workers,
-            progress=args.progress or sys.stderr.isatty(), **limits,
+            allow_unsigned=loader.allow_unsigned, grant=loader.grant, workers=args.workers,
+            progress=args.progress or sys.stderr.isatty(), **loader.limits,
         )
     _print_result(args, _apsw.Result(list(names), [tuple(r) for r in rows], None, []))
     return 0

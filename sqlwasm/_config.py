@@ -4,6 +4,7 @@ sqlite-utils and Datasette plugins) loads into a connection.
     trusted_keys = ["keys/publisher.pub"]       # .pub files or their text
     modules = ["geo", "modules/"]               # .wasm files, directories, shipped examples by name
     allow_unsigned = false
+    db_modules = true                           # also the modules stored in each database
     grant = { sql = ["edges"], log = true }     # or a list: ["log"]
     cache_dir = "cache"                         # false: no disk cache
     [limits]
@@ -32,7 +33,7 @@ FILE_NAME = "sqlwasm.toml"
 LIMITS = ("timeout_ms", "fuel", "memory_pages", "max_result_bytes")
 # (key, what is wrong) -> the error naming the source and the key
 Problem = Callable[[str, str], "ConfigError"]
-KEYS = ("trusted_keys", "modules", "allow_unsigned", "grant", "limits", "cache_dir")
+KEYS = ("trusted_keys", "modules", "allow_unsigned", "db_modules", "grant", "limits", "cache_dir")
 
 
 class ConfigError(Error):
@@ -58,10 +59,12 @@ class Config:
     trusted_keys: tuple[PublicKey, ...] = ()
     modules: tuple[ModuleRef, ...] = ()
     allow_unsigned: bool = False
+    db_modules: bool = False  # also install the modules stored in the connection's database
     grant: dict[str, bool | list[str]] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
     cache_dir: _cache.CacheDir = _cache.USER_CACHE
     _loaded: list[tuple[Module, Runtime]] | None = field(default=None, repr=False)
+    _runtime: Runtime | None = field(default=None, repr=False)  # the one for trusted_keys
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def runtime_options(self) -> dict[str, Any]:
@@ -87,13 +90,19 @@ class Config:
                         loaded.append((examples.load(ref.path), examples))
                     else:
                         loaded.append((runtime.load(ref.path), runtime))
+                self._runtime = runtime
                 self._loaded = loaded
             return self._loaded
 
     def install(self, conn: Any) -> list[Module]:
-        """Installs every module into an apsw.Connection or sqlite3.Connection.
-        Every module is loaded before any is installed."""
-        loaded = self._load()
+        """Installs every module into an apsw.Connection or sqlite3.Connection
+        (with db_modules, also those stored in its database, verified against
+        trusted_keys: the database chooses no trust). Every module is loaded
+        before any is installed."""
+        loaded = list(self._load())
+        if self.db_modules:
+            assert self._runtime is not None
+            loaded += [(module, self._runtime) for module in self._runtime.load_stored(conn)]
         for module, runtime in loaded:
             runtime.install(conn, module)
         return [module for module, _ in loaded]
@@ -181,10 +190,11 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, base_dir: Path)
         ref for i, spec in enumerate(specs) for ref in _module_refs(spec, base_dir, f"modules[{i}]", problem)
     )
 
-    allow_unsigned = data.get("allow_unsigned", False)
-    if not isinstance(allow_unsigned, bool):
-        raise problem("allow_unsigned", f"must be true or false, got {allow_unsigned!r}")
-    config.allow_unsigned = allow_unsigned
+    for name in ("allow_unsigned", "db_modules"):
+        value = data.get(name, False)
+        if not isinstance(value, bool):
+            raise problem(name, f"must be true or false, got {value!r}")
+        setattr(config, name, value)
 
     config.grant = _grant(data.get("grant", []), problem)
 

@@ -290,3 +290,58 @@ def test_cli_config_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     status, out, err = run(capsys, "query", ":memory:", "--config", path, "SELECT 1")
     assert (status, out) == (1, "")
     assert err == f"sqlwasm: error: config file {path}: limits.fuel: must be a positive integer, got -1\n"
+
+
+# ------------------------------------------------- modules stored in the database
+
+
+@pytest.fixture
+def stored_geo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A database with the signed geo module stored in it."""
+    db = tmp_path / "stored.db"
+    assert _cli.main(["store", str(db), str(module_path("geo")), "--trust", str(EXAMPLES_PUBLIC_KEY), "--create"]) == 0
+    capsys.readouterr()
+    return db
+
+
+def test_db_modules_installs_the_stored_modules_verified_against_the_files_keys(
+    tmp_path: Path, stored_geo: Path
+) -> None:
+    trusting = load_config(write(tmp_path / "a.toml", f'db_modules = true\ntrusted_keys = ["{EXAMPLES_PUBLIC_KEY}"]\n'))
+    assert trusting is not None and trusting.db_modules is True
+    conn = sqlite3.connect(stored_geo)
+    assert [m.name for m in trusting.install(conn)] == ["geo"]
+    assert conn.execute(HAVERSINE).fetchall() == [(344.0,)]
+    untrusting = load_config(write(tmp_path / "b.toml", "db_modules = true\n"))
+    assert untrusting is not None
+    with pytest.raises(sqlwasm.SignatureError, match="module 'geo' stored in"):
+        untrusting.install(sqlite3.connect(stored_geo))
+    # without db_modules the stored modules stay where they are
+    off = load_config(write(tmp_path / "c.toml", f'trusted_keys = ["{EXAMPLES_PUBLIC_KEY}"]\n'))
+    assert off is not None and off.install(sqlite3.connect(stored_geo)) == []
+
+
+def test_db_modules_must_be_a_boolean(tmp_path: Path) -> None:
+    path = write(tmp_path / "sqlwasm.toml", 'db_modules = "yes"\n')
+    with pytest.raises(ConfigError, match=rf"^config file {path}: db_modules: must be true or false"):
+        load_config(path)
+
+
+def test_cli_takes_db_modules_from_the_file(
+    tmp_path: Path, stored_geo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "sqlwasm.toml", f'db_modules = true\ntrusted_keys = ["{EXAMPLES_PUBLIC_KEY}"]\n')
+    status, out, err = run(capsys, "query", stored_geo, "--config", path, "--json", HAVERSINE + " AS km")
+    assert (status, err) == (0, "") and '"km": 344.0' in out
+
+
+def test_a_query_over_shards_takes_the_files_modules_and_limits(tmp_path: Path) -> None:
+    """What `query --map` hands to the workers (the Dask run itself is
+    tested in test_distributed)."""
+    path = write(tmp_path / "sqlwasm.toml", 'modules = ["geo"]\nallow_unsigned = true\n[limits]\nfuel = 5000\n')
+    args = _cli.parser().parse_args(["query", "shards/*.db", "--map", "SELECT 1", "--config", str(path)])
+    loader = _cli.Loader(args)
+    module_bytes, keys = loader.shard_modules(args)
+    assert module_bytes == [module_path("geo").read_bytes()]
+    assert keys == [EXAMPLES_PUBLIC_KEY]
+    assert (loader.limits, loader.allow_unsigned) == ({"fuel": 5000}, True)
