@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -147,24 +148,25 @@ class Server:
         return get(f"http://127.0.0.1:{self.port}/data.json?{query}")
 
 
-def start_datasette(directory: Path, metadata: dict[str, Any]) -> tuple[subprocess.Popen[str], int]:
+def start_datasette(
+    directory: Path, metadata: dict[str, Any], *, config_dir: bool = False
+) -> tuple[subprocess.Popen[str], int]:
+    """`datasette serve data.db -m metadata.json` in directory, or with
+    config_dir `datasette serve DIRECTORY` (configuration-directory mode)
+    from elsewhere."""
     (directory / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     port = free_port()
+    served = [str(directory)] if config_dir else ["data.db", "-m", "metadata.json"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "datasette", "serve", "data.db", "-m", "metadata.json", "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "datasette", "serve", *served, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=OUTSIDE if config_dir else directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     return process, port
 
 
-@pytest.fixture(scope="module")
-def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module, started in its own directory (outside
-    the checkout): relative paths in its configuration are relative to it."""
-    directory = tmp_path_factory.mktemp("datasette")
-    setup_directory(directory)
-    process, port = start_datasette(directory, {"plugins": {"sqlwasm": SETTINGS}})
+@contextmanager
+def running(process: subprocess.Popen[str], port: int) -> Iterator[Server]:
+    """The server once it answers; stopped afterwards."""
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -181,6 +183,16 @@ def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module, started in its own directory (outside
+    the checkout): relative paths in its configuration are relative to it."""
+    directory = tmp_path_factory.mktemp("datasette")
+    setup_directory(directory)
+    with running(*start_datasette(directory, {"plugins": {"sqlwasm": SETTINGS}})) as server:
+        yield server
 
 
 def test_datasette_answers_a_wasm_query(datasette: Server) -> None:
@@ -200,6 +212,21 @@ def test_datasette_trap_and_timeout_are_its_normal_errors(datasette: Server, sql
     assert time.monotonic() - started < 5
     assert datasette.query(HAVERSINE) == (200, [{"km": KM}])  # the server keeps answering
     assert datasette.process.poll() is None
+
+
+def test_datasette_error_page(datasette: Server) -> None:
+    """The HTML page shows the guest's error as Datasette shows any SQL error."""
+    url = f"http://127.0.0.1:{datasette.port}/data?" + urllib.parse.urlencode({"sql": "select t_boom(1)"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url, timeout=30)
+    page = info.value.read().decode("utf-8")
+    assert info.value.code == 400 and "t.t_boom" in page and "unreachable" in page
+
+
+def test_datasette_configuration_directory_is_where_relative_paths_start(tmp_path: Path) -> None:
+    setup_directory(tmp_path)
+    with running(*start_datasette(tmp_path, {"plugins": {"sqlwasm": SETTINGS}}, config_dir=True)) as server:
+        assert server.query("select t_add(40, 2) as s") == (200, [{"s": 42}])
 
 
 def test_datasette_bad_configuration_stops_it_at_startup(tmp_path: Path) -> None:
