@@ -14,9 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import click
 from datasette import hookimpl
 
 from ._config import Config, ConfigError, config_from_mapping, load_config
+from ._errors import Error
 
 # One Config per distinct settings: each module is verified and compiled
 # once per process, however many connections Datasette opens.
@@ -47,9 +49,15 @@ def startup(datasette: Any) -> None:
     """Loads (verifies, compiles) the configured modules as the server starts:
     a bad configuration stops it there, with the reason, rather than
     failing every request."""
-    config = _config(datasette, None)
-    if config is not None:
-        config.load()
+    try:
+        config = _config(datasette, None)
+        if config is not None:
+            config.load()
+    except Error as exc:
+        if click.get_current_context(silent=True) is None:
+            raise  # Datasette used from Python: the sqlwasm error itself
+        # `datasette serve`: its one-line "Error: ..." and status 1, not a traceback.
+        raise click.ClickException(str(exc)) from exc
 
 
 @hookimpl  # type: ignore[untyped-decorator]

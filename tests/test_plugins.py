@@ -121,6 +121,25 @@ def test_sqlite_utils_command(configured: Path) -> None:
     assert json.loads(result.stdout) == [{"km": KM}]
 
 
+def test_sqlite_utils_command_with_a_bad_config_says_why_in_one_line(configured: Path) -> None:
+    config = configured.parent / "sqlwasm.toml"
+    config.write_text("[limits]\nfuel = 0\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "sqlite_utils", "query", str(configured), "select 1"],
+        capture_output=True, text=True, timeout=60, cwd=OUTSIDE, env=os.environ.copy(),
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: config file {config}: limits.fuel: must be a positive integer, got 0\n"
+
+
+def test_sqlite_utils_database_with_a_bad_config_raises_the_config_error(configured: Path) -> None:
+    from sqlwasm._config import ConfigError
+
+    (configured.parent / "sqlwasm.toml").write_text('modules = ["missing.wasm"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"modules\[0\]: no module missing.wasm"):
+        sqlite_utils.Database(memory=True)
+
+
 # ---------------------------------------------------------------- Datasette
 
 
@@ -234,8 +253,10 @@ def test_datasette_bad_configuration_stops_it_at_startup(tmp_path: Path) -> None
     bad = {**SETTINGS, "limits": {"fuel": 0}}
     process, _ = start_datasette(tmp_path, {"plugins": {"sqlwasm": bad}})
     output = process.communicate(timeout=60)[0]
-    assert process.returncode != 0
-    assert "Datasette's plugins.sqlwasm configuration: limits.fuel: must be a positive integer, got 0" in output
+    assert process.returncode == 1
+    assert output.endswith(
+        "Error: Datasette's plugins.sqlwasm configuration: limits.fuel: must be a positive integer, got 0\n"
+    ) and "Traceback" not in output, output
 
 
 def test_untrusted_key_is_refused_by_the_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
