@@ -130,7 +130,7 @@ def read(execute: Execute, where: str) -> list[StoredModule]:
     )
     modules = []
     for name, name_type, version, version_type, sha256, sha256_type, wasm, wasm_type in rows:
-        label = f"stored module {_text(name)!r} in {where}"
+        label = f"module {_text(name)!r} stored in {where}"
         if name_type != "text":
             raise ManifestError(f"a stored module in {where} has a name of type {name_type}, not text")
         for column, kind in (("version", version_type), ("sha256", sha256_type)):

@@ -322,7 +322,7 @@ def test_refused_when_the_blob_was_tampered_with(db: Path, keypair: KeyPair) -> 
 def test_refused_when_the_sha256_does_not_match(db: Path, keypair: KeyPair) -> None:
     rows(db, "UPDATE sqlwasm_module SET sha256 = ? WHERE name = 'negator'", "0" * 64)
     message = refusal(db, sqlwasm.SignatureError, trusted_keys=[keypair.pub_path])
-    assert message.startswith(f"stored module 'negator' in {db}: its sha256 '{'0' * 64}' is not its wasm's")
+    assert message.startswith(f"module 'negator' stored in {db}: its sha256 '{'0' * 64}' is not its wasm's")
 
 
 def test_unsigned_loads_only_when_the_caller_allows_it(
@@ -348,7 +348,7 @@ def test_refused_when_the_row_name_is_not_the_manifest_name(db: Path, keypair: K
 def test_refused_when_a_value_has_the_wrong_type(db: Path, keypair: KeyPair) -> None:
     rows(db, "UPDATE sqlwasm_module SET wasm = 'text' WHERE name = 'adder'")
     message = refusal(db, sqlwasm.ManifestError, trusted_keys=[keypair.pub_path])
-    assert message == f"stored module 'adder' in {db}: its wasm is of type text, not a blob"
+    assert message == f"module 'adder' stored in {db}: its wasm is of type text, not a blob"
 
 
 @pytest.mark.parametrize(
