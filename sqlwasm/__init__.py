@@ -5,6 +5,7 @@
     conn.execute("SELECT geo_haversine(lat, lon, 51.5, -0.12) FROM places")
 """
 
+from ._config import ConfigError, load_config
 from ._errors import (
     CapabilityError,
     Error,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CapabilityError",
+    "ConfigError",
     "Error",
     "FunctionSpec",
     "Manifest",
@@ -35,4 +37,5 @@ __all__ = [
     "TrapError",
     "connect",
     "install",
+    "load_config",
 ]

@@ -511,8 +511,8 @@ def _shard_query(args: argparse.Namespace) -> int:
     --reduce over table `map` here (docs/distributed.md)."""
     if args.sql is not None or args.file is not None:
         raise UsageError("with --map the SQL is --map's (and --reduce's): give no other SQL")
-    if args.param or args.create:
-        raise UsageError("--param and --create are not for a query over shards")
+    if args.param or args.create or args.db_modules:
+        raise UsageError("--param, --create and --db-modules are not for a query over shards")
     from . import distributed
 
     loader = Loader(args)
