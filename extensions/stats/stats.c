@@ -307,6 +307,7 @@ typedef struct {
     double *pending; /* added, not sorted in yet */
     uint32_t npending;
     uint32_t pending_cap;
+    int pending_unsorted; /* pending is not in ascending order (0: it is, so flush need not sort) */
 } multiset;
 
 static void multiset_free(multiset *ms) {
@@ -322,7 +323,33 @@ static int multiset_add(multiset *ms, double x) {
     if (ms->npending == UINT32_MAX - ms->size) return 0;
     if (!grow_array((void **)&ms->pending, &ms->pending_cap, ms->npending + 1, sizeof(double)))
         return 0;
+    if (ms->npending > 0 && ms->pending[ms->npending - 1] > x) ms->pending_unsorted = 1;
     ms->pending[ms->npending++] = x;
+    return 1;
+}
+
+/* Adds count values in ascending order (a merged partial). While pending is
+ * sorted they are merged in, linearly, so a merge of sorted partials never
+ * sorts; otherwise appended. Returns 0 when out of memory (nothing added). */
+static int multiset_add_sorted(multiset *ms, const double *values, uint32_t count) {
+    if (count > UINT32_MAX - ms->size - ms->npending) return 0;
+    uint32_t total = ms->npending + count;
+    if (ms->npending == 0 || ms->pending_unsorted) {
+        if (!grow_array((void **)&ms->pending, &ms->pending_cap, total, sizeof(double))) return 0;
+        if (ms->npending > 0 && count > 0 && ms->pending[ms->npending - 1] > values[0]) ms->pending_unsorted = 1;
+        memcpy(ms->pending + ms->npending, values, (size_t)count * sizeof(double));
+        ms->npending = total;
+        return 1;
+    }
+    double *merged = (double *)malloc((size_t)(total ? total : 1) * sizeof(double));
+    if (merged == NULL) return 0;
+    uint32_t i = 0, j = 0, k = 0;
+    while (i < ms->npending && j < count) merged[k++] = values[j] < ms->pending[i] ? values[j++] : ms->pending[i++];
+    while (i < ms->npending) merged[k++] = ms->pending[i++];
+    while (j < count) merged[k++] = values[j++];
+    free(ms->pending);
+    ms->pending = merged;
+    ms->npending = ms->pending_cap = total;
     return 1;
 }
 
@@ -424,7 +451,8 @@ static int insert_value(multiset *ms, double x) {
  * yet inserted then stay pending, so the set is unchanged as a whole. */
 static int multiset_flush(multiset *ms) {
     if (ms->npending == 0) return 1;
-    qsort(ms->pending, ms->npending, sizeof(double), compare_doubles);
+    if (ms->pending_unsorted) qsort(ms->pending, ms->npending, sizeof(double), compare_doubles);
+    ms->pending_unsorted = 0; /* sorted now, and so is whatever stays pending below */
     if (ms->size == 0) { /* no blocks: adopt the sorted buffer as the only one */
         if (!reserve_blocks(ms, 1)) return 0;
         ms->blocks[0] = (block){ms->pending, ms->npending, ms->pending_cap};
@@ -757,10 +785,12 @@ int32_t values_merge(int32_t handle, const uint8_t *ptr, uint32_t len) {
     if (values == NULL || r.error || r.left != 0) return MERGE_MALFORMED;
     multiset *ms = &s->values;
     if (count > UINT32_MAX - multiset_count(ms)) return MERGE_OUT_OF_MEMORY;
-    if (!grow_array((void **)&ms->pending, &ms->pending_cap, ms->npending + count, sizeof(double)))
-        return MERGE_OUT_OF_MEMORY;
-    memcpy(ms->pending + ms->npending, values, (size_t)count * sizeof(double));
-    ms->npending += count;
+    double *sorted = (double *)malloc((size_t)(count ? count : 1) * sizeof(double)); /* aligned copy */
+    if (sorted == NULL) return MERGE_OUT_OF_MEMORY;
+    memcpy(sorted, values, (size_t)count * sizeof(double));
+    int added = multiset_add_sorted(ms, sorted, count);
+    free(sorted);
+    if (!added) return MERGE_OUT_OF_MEMORY;
     if (has_p && !s->has_p) {
         s->p = p;
         s->has_p = 1;
