@@ -42,6 +42,14 @@ class Result:
     timings: list[tuple[str, float]]  # (statement, seconds) for each statement run
 
 
+def open_options(db: str) -> dict[str, Any]:
+    """apsw.Connection's options for a DB as the command line names it: a
+    `file:` name is a URI (mode=ro, ...), not a file of that name."""
+    if db.startswith("file:"):
+        return {"flags": apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI}
+    return {}
+
+
 def run(conn: apsw.Connection, sql: str, bindings: Bindings = (), progress: Progress | None = None) -> Result:
     """Runs sql (every statement in it) and fetches the rows, counting them
     in progress."""

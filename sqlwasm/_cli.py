@@ -325,7 +325,7 @@ class Loader:
         _check_database(args.db, args.create)
         modules = [self.load_configured(ref) for ref in self.config.modules]
         modules += [self.load(spec) for spec in self._specs(args)]
-        conn = self.runtime.connect(args.db)
+        conn = self.runtime.connect(args.db, **_apsw.open_options(args.db))
         try:
             if args.db_modules or self.config.db_modules:  # verified against --trust like any other module
                 for module in self.runtime.load_stored(conn):

@@ -521,3 +521,14 @@ def test_verify_bad_key_text(signed: Path, capsys: pytest.CaptureFixture[str]) -
     assert error(capsys, "verify", signed, "--trust", "sqlwasm-ed25519 AAAA") == (
         "trusted key text: an ed25519 public key is 32 bytes, got 3"
     )
+
+
+def test_a_file_uri_is_a_uri(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "d.db"
+    assert _cli.main(["query", str(db), "--create", "CREATE TABLE t(x); INSERT INTO t VALUES (42)"]) == 0
+    uri = f"file:{db}?mode=ro"
+    assert _cli.main(["query", uri, "--csv", "SELECT x FROM t"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == ["x", "42"]
+    assert _cli.main(["query", uri, "INSERT INTO t VALUES (1)"]) == 1  # read-only, as the URI says
+    assert "readonly" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.db"]  # no file named after the URI
