@@ -27,5 +27,7 @@
 #include "table.c"           /* table-valued functions (eponymous virtual tables) */
 #include "wasm_call.c"       /* wasm_call(module, function, args...) */
 #include "sqlite_api.c"      /* entry point, per-library API slots and callbacks */
-#include "registry.c"        /* connection lifetime, instances, function registration */
+#include "registry.c"        /* connection lifetime, instances */
+#include "functions.c"       /* registering SQL functions, and undoing it */
+#include "lookup.c"          /* what a connection has already (install's clash checks) */
 #include "catalog.c"         /* sqlwasm_modules and sqlwasm_functions: what is loaded, in SQL */

@@ -219,14 +219,8 @@ static int sw_table_fetch(sw_table_cursor *cur, const sw_function *f)
         }
         return 0;
     }
-    if (cur->rows_left == 0) {
-        if (cur->rows.p != cur->rows.end) {
-            sw_errorf(NULL, api, "%s: next's result has %ld trailing bytes", f->label,
-                      (long)(cur->rows.end - cur->rows.p));
-            return 0;
-        }
-        cur->done = 1;
-    }
+    if (cur->rows_left == 0)
+        cur->done = 1; /* sw_table_advance checks for bytes after the empty array */
     return 1;
 }
 
