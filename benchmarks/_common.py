@@ -31,11 +31,12 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def measure_interleaved(
-    conn: apsw.Connection, queries: dict[str, tuple[str, int, Any]], repeats: int, *, once: set[str] = frozenset()
+    conn: Any, queries: dict[str, tuple[str, int, Any]], repeats: int, *, once: set[str] = frozenset()
 ) -> dict[str, float]:
-    """ns/row of each query (label -> (sql, rows, expected first cell)), best
-    of `repeats`, the queries interleaved so that machine noise hits them
-    alike; those in `once` run a single time. A wrong answer stops the run."""
+    """ns/row of each query (label -> (sql, rows, expected first cell)) on
+    conn (APSW's or the stdlib's), best of `repeats`, the queries
+    interleaved so that machine noise hits them alike; those in `once` run
+    a single time. A wrong answer stops the run."""
     ns_per_row = {label: float("inf") for label in queries}
     for repeat in range(repeats):
         for label, (sql, rows, expected) in queries.items():

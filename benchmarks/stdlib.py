@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import time
 from pathlib import Path
 
 import sqlwasm
 
-from ._common import HERE, print_against, print_checks, signed_guest, workdir, write_results
+from ._common import HERE, measure_interleaved, print_against, print_checks, signed_guest, workdir, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             "wasm raw": "bench_add_raw(a, b)",
             "wasm msgpack": "bench_add_msgpack(a, b)",
         }
-        ns_per_row = {label: float("inf") for label in variants}
-        for _ in range(args.repeats):  # interleaved, so that machine noise hits them alike
-            for label, expr in variants.items():
-                started = time.perf_counter()
-                result = conn.execute(f"SELECT sum({expr}) FROM t").fetchall()[0][0]
-                seconds = time.perf_counter() - started
-                if result != expected:
-                    raise SystemExit(f"{label}: wrong answer {result} != {expected}")
-                ns_per_row[label] = min(ns_per_row[label], seconds / args.rows * 1e9)
+        queries = {label: (f"SELECT sum({expr}) FROM t", args.rows, expected) for label, expr in variants.items()}
+        ns_per_row = measure_interleaved(conn, queries, args.repeats)
         conn.close()
 
     print(f"stdlib sqlite3 {sqlite3.sqlite_version}: SELECT sum(f(a, b)) over {args.rows:,} rows, "
