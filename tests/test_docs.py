@@ -179,7 +179,7 @@ def test_every_instance_policy_is_documented(doc: str) -> None:
 
 # ------------------------------------------------------------ guest build flags
 
-# Every place outside sqlwasm/_build.py that shows how to compile a guest.
+# Every place outside sqlwasm/_build/ that shows how to compile a guest.
 BUILD_COMMAND_PLACES = sorted(
     {
         *DOCUMENTS,
@@ -209,7 +209,7 @@ def test_build_flags_are_shown_in_the_sdk_header_and_the_cli_doc() -> None:
 @pytest.mark.parametrize("path", [p for p in BUILD_COMMAND_PLACES if p.is_file()], ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shown_build_command_uses_the_build_flags(path: Path) -> None:
     """A command that starts like the real one (`ziglang cc`, `-target
-    wasm32-...`) must go on with exactly sqlwasm._build.ZIG_FLAGS."""
+    wasm32-...`) must go on with exactly sqlwasm._build.ZIG_FLAGS (sqlwasm/_build/_c.py)."""
     text = shown_commands(path.read_text(encoding="utf-8"))
     flags = " ".join(ZIG_FLAGS)
     for match in re.finditer(r"ziglang cc (?=-)|-target wasm32", text):
