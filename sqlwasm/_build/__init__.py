@@ -7,8 +7,10 @@ module: the manifest is embedded, checked against the code, then signed.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Callable
 
 from .. import _engine
 from .._errors import Error, ManifestError
@@ -50,20 +52,20 @@ def pack(wasm: bytes, manifest: Manifest) -> bytes:
     return packed
 
 
-# source suffix -> the language that compiles it
-TOOLCHAINS: dict[str, str] = {".c": "c"}
+# source suffix -> the module here that compiles it; each has
+# compile_guest(source: Path, *, flags: tuple[str, ...]) -> bytes
+TOOLCHAINS: dict[str, str] = {".c": "_c"}
 
 
 def compile_source(source: PathLike, *, cflags: tuple[str, ...] = ()) -> bytes:
     """Compiles a guest's source to wasm with the toolchain its suffix names."""
     source = Path(source)
-    language = TOOLCHAINS.get(source.suffix.lower())
-    if language is None:
+    toolchain = TOOLCHAINS.get(source.suffix.lower())
+    if toolchain is None:
         known = ", ".join(sorted(TOOLCHAINS))
         raise Error(f"cannot build {source}: no toolchain for '{source.suffix or source.name}' sources (known: {known})")
-    if language == "c":
-        return compile_c(source, cflags=cflags)
-    raise AssertionError(language)
+    compile_guest: Callable[..., bytes] = importlib.import_module(f"{__name__}.{toolchain}").compile_guest
+    return compile_guest(source, flags=cflags)
 
 
 def build(

@@ -32,3 +32,7 @@ def compile_c(source: PathLike, *, include_dirs: tuple[PathLike, ...] = (), cfla
         if result.returncode != 0:
             raise CompileError(source, "zig cc", result.returncode, result.stderr.strip())
         return out.read_bytes()
+
+
+def compile_guest(source: Path, *, flags: tuple[str, ...] = ()) -> bytes:
+    return compile_c(source, cflags=flags)
