@@ -33,6 +33,8 @@ class ModuleLoader(Protocol):
 
     def install(self, conn: apsw.Connection, module: Module) -> None: ...
 
+    def load_stored(self, conn: apsw.Connection) -> list[Module]: ...
+
 
 @dataclass
 class Result:
@@ -87,7 +89,11 @@ def error_offset(exc: BaseException) -> int | None:
 
 class Shell(apsw.shell.Shell):
     """APSW's shell with sqlwasm's modules: .open keeps them, .load adds
-    one, .modules lists them; Ctrl-C stops the running statement."""
+    one, .modules lists them; Ctrl-C stops the running statement.
+
+    stored: the modules stored in the database (--db-modules), or None if
+    the shell does not load them; each .open replaces them with the new
+    database's."""
 
     def __init__(
         self,
@@ -95,11 +101,13 @@ class Shell(apsw.shell.Shell):
         modules: list[Module],
         loader: ModuleLoader,
         ctrl_c: CtrlC,
+        stored: list[Module] | None = None,
         **options: Any,
     ) -> None:
         self._progress = Progress(sys.stderr, False)  # one per statement (process_sql)
         super().__init__(db=conn, **options)
         self._modules = modules
+        self._stored = stored
         self._loader = loader
         self._ctrl_c = ctrl_c
 
@@ -135,11 +143,19 @@ class Shell(apsw.shell.Shell):
 
         The options are those of APSW's shell (--wipe, --vfs VFS, --flags
         FLAGS). Every module loaded so far is installed into the new
-        connection. If FILE is omitted a memory database is opened.
+        connection; with --db-modules, so are the new database's stored
+        modules (verified like any other) in place of the old one's. If FILE
+        is omitted a memory database is opened.
         """
         super().command_open(cmd)  # type: ignore[no-untyped-call]
         for module in self._modules:
             self._loader.install(self.db, module)
+        if self._stored is not None:
+            self._stored = []
+            stored = self._loader.load_stored(self.db)
+            for module in stored:
+                self._loader.install(self.db, module)
+                self._stored.append(module)
 
     def command_load(self, cmd: list[str]) -> None:
         """load MODULE: Loads a sqlwasm module into the connection
@@ -161,11 +177,13 @@ class Shell(apsw.shell.Shell):
         """modules: Lists the loaded sqlwasm modules and their functions"""
         if cmd:
             raise self.Error("modules takes no parameters")
-        for module in self._modules:
+        stored = self._stored or []
+        for module in [*self._modules, *stored]:
             signer = f"signed by key {module.signer}" if module.signer else "not trusted (--allow-unsigned)"
             capabilities = ", ".join(module.capabilities) or "none"
+            where = "  (stored in the database)" if module in stored else ""
             self.write(
                 self.stdout,
-                f"{module.name} {module.version}  {signer}; capabilities: {capabilities}\n"
+                f"{module.name} {module.version}{where}  {signer}; capabilities: {capabilities}\n"
                 f"  {', '.join(f.name for f in module.functions)}\n",
             )

@@ -307,6 +307,12 @@ class Loader:
     def install(self, conn: Any, module: Module) -> None:
         self._owner[module].install(conn, module)
 
+    def cache_option(self) -> dict[str, Any]:
+        """cache_dir for shard workers, when the config file sets one (the
+        default, the user's cache directory, is each worker's own)."""
+        cache_dir = self.config.cache_dir
+        return {} if cache_dir is _cache.USER_CACHE else {"cache_dir": cache_dir}
+
     def shard_modules(self, args: argparse.Namespace) -> tuple[list[bytes], list[Any]]:
         """For a query over shards: every module's bytes (checked here as for
         any query) and the keys the workers must trust (the examples' key
@@ -320,23 +326,29 @@ class Loader:
             keys.append(EXAMPLES_PUBLIC_KEY)
         return [self._bytes[m] for m in modules], keys
 
-    def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module]]:
-        """The database with every --modules-dir and --load module installed."""
+    def load_stored(self, conn: Any) -> list[Module]:
+        """The modules stored in conn's database, verified against --trust
+        like any other module (the database chooses no trust)."""
+        stored = self.runtime.load_stored(conn)
+        for module in stored:
+            self._owner[module] = self.runtime
+        return stored
+
+    def connect(self, args: argparse.Namespace) -> tuple[Any, list[Module], list[Module] | None]:
+        """The database with every --modules-dir and --load module installed,
+        and (with --db-modules) the modules stored in it, else None."""
         _check_database(args.db, args.create)
         modules = [self.load_configured(ref) for ref in self.config.modules]
         modules += [self.load(spec) for spec in self._specs(args)]
         conn = self.runtime.connect(args.db, **_apsw.open_options(args.db))
         try:
-            if args.db_modules or self.config.db_modules:  # verified against --trust like any other module
-                for module in self.runtime.load_stored(conn):
-                    self._owner[module] = self.runtime
-                    modules.append(module)
-            for module in modules:
+            stored = self.load_stored(conn) if args.db_modules or self.config.db_modules else None
+            for module in [*modules, *(stored or [])]:
                 self.install(conn, module)
         except BaseException:
             conn.close()
             raise
-        return conn, modules
+        return conn, modules, stored
 
     def _specs(self, args: argparse.Namespace) -> list[str]:
         specs: list[str] = []
@@ -480,7 +492,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace, sql: str, bindings: list[Any] | dict[str, Any]) -> _apsw.Result:
     loader = Loader(args)
     with CtrlC() as ctrl_c:
-        conn, _ = loader.connect(args)
+        conn, _, _ = loader.connect(args)
         try:
             progress = Progress(sys.stderr, args.progress or sys.stderr.isatty())
             with ctrl_c.statement(conn), progress:
@@ -511,8 +523,8 @@ def _shard_query(args: argparse.Namespace) -> int:
     --reduce over table `map` here (docs/distributed.md)."""
     if args.sql is not None or args.file is not None:
         raise UsageError("with --map the SQL is --map's (and --reduce's): give no other SQL")
-    if args.param or args.create or args.db_modules:
-        raise UsageError("--param, --create and --db-modules are not for a query over shards")
+    if args.param or args.create:
+        raise UsageError("--param and --create are not for a query over shards")
     from . import distributed
 
     loader = Loader(args)
@@ -521,7 +533,8 @@ def _shard_query(args: argparse.Namespace) -> int:
         names, rows = distributed.query_with_columns(
             args.db, args.map, args.reduce, modules=module_bytes, trusted_keys=keys,
             allow_unsigned=loader.allow_unsigned, grant=loader.grant, workers=args.workers,
-            progress=args.progress or sys.stderr.isatty(), **loader.limits,
+            progress=args.progress or sys.stderr.isatty(), db_modules=args.db_modules or loader.config.db_modules,
+            **loader.limits, **loader.cache_option(),
         )
     _print_result(args, _apsw.Result(list(names), [tuple(r) for r in rows], None, []))
     return 0
@@ -555,10 +568,10 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def _shell(args: argparse.Namespace) -> int:
     loader = Loader(args)
-    conn, modules = loader.connect(args)
+    conn, modules, stored = loader.connect(args)
     try:
         with CtrlC() as ctrl_c:
-            shell = _apsw.Shell(conn, modules, loader, ctrl_c)
+            shell = _apsw.Shell(conn, modules, loader, ctrl_c, stored)
             shell.timer = args.timer
             return shell.run(args.sql)
     finally:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, NamedTuple, 
 
 import apsw
 
+from . import _stored
 from ._errors import Error
 from ._guest_sql import ascii_lower
 from ._runtime import Grant, Module, Runtime, parse_grant
@@ -130,6 +131,7 @@ def query(
     as_frame: Literal[False] = False,
     workers: int | None = None,
     progress: bool = False,
+    db_modules: bool = False,
     **runtime_options: Any,
 ) -> list[Row]: ...
 
@@ -148,6 +150,7 @@ def query(
     as_frame: Literal[True],
     workers: int | None = None,
     progress: bool = False,
+    db_modules: bool = False,
     **runtime_options: Any,
 ) -> Any: ...
 
@@ -165,6 +168,7 @@ def query(
     as_frame: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    db_modules: bool = False,
     **runtime_options: Any,
 ) -> list[Row] | Any:
     """Runs map_sql on every shard (read-only, on Dask workers), gathers the
@@ -179,7 +183,10 @@ def query(
     fuel, memory_pages, max_result_bytes, trust_deterministic, cache_dir)
     and ``grant`` go to the Runtime on every side. Returns row tuples, or a pandas
     DataFrame with ``as_frame=True``. ``progress=True`` shows Dask's
-    progress bar on stderr. A failing shard raises ShardError.
+    progress bar on stderr. ``db_modules=True`` adds the modules stored in
+    the shards (``sqlwasm store``), verified against ``trusted_keys`` like any
+    other; every shard that stores a module must store the same bytes. A
+    failing shard raises ShardError.
     """
     columns, rows = query_with_columns(
         shards,
@@ -192,6 +199,7 @@ def query(
         grant=grant,
         workers=workers,
         progress=progress,
+        db_modules=db_modules,
         **runtime_options,
     )
     if not as_frame:
@@ -215,6 +223,7 @@ def query_with_columns(
     grant: Grant = (),
     workers: int | None = None,
     progress: bool = False,
+    db_modules: bool = False,
     **runtime_options: Any,
 ) -> tuple[tuple[str, ...], list[Row]]:
     """query() that also returns the result's column names (for printing a
@@ -230,6 +239,12 @@ def query_with_columns(
     sizes = [shard_size(path) for path in paths]  # a missing shard fails here, before any work
     module_bytes = tuple(_read_module(module) for module in modules)
     key_bytes = trusted_key_bytes(trusted_keys)
+    if db_modules:
+        runtime = Runtime(
+            trusted_keys=list(key_bytes), allow_unsigned=allow_unsigned, grant=grant_of(canonical_grant(grant)),
+            **runtime_options,
+        )
+        module_bytes += stored_modules(runtime, paths, module_bytes)
     plan = MapPlan(
         module_bytes, key_bytes, allow_unsigned, canonical_grant(grant), tuple(sorted(runtime_options.items())), map_sql
     )
@@ -244,6 +259,38 @@ def query_with_columns(
     if reduce_sql is None:
         return columns, rows
     return _reduce(loaded, columns, rows, reduce_sql)
+
+
+def stored_modules(runtime: Runtime, paths: Sequence[str], passed: Sequence[bytes]) -> tuple[bytes, ...]:
+    """The modules stored in the shards, each verified by runtime (the
+    database chooses no trust), once per name: every shard storing a module
+    of a name must store the same bytes, and a module also passed in
+    ``modules`` must be the same one."""
+    by_name: dict[str, tuple[str, str]] = {}  # name -> (sha256, the first shard that stores it)
+    for data in passed:
+        by_name[runtime.load(data).name] = (hashlib.sha256(data).hexdigest(), "modules")
+    found: list[bytes] = []
+    for path in paths:
+        conn = open_shard(path)
+        try:
+            runtime.load_stored(conn)  # verifies each, with errors that name it and the shard
+            stored = _stored.read(_stored.executor(conn), path)
+        except Error as exc:
+            raise ShardError(path, str(exc)) from None
+        finally:
+            conn.close()
+        for module in stored:
+            seen = by_name.get(module.name)
+            if seen is None:
+                by_name[module.name] = (module.sha256, path)
+                found.append(module.wasm)
+            elif seen[0] != module.sha256:
+                raise ShardError(
+                    path,
+                    f"its stored module '{module.name}' (sha256 {module.sha256[:16]}...) is not the one in "
+                    f"{seen[1]} (sha256 {seen[0][:16]}...)",
+                )
+    return tuple(found)
 
 
 def resolve_shards(shards: Shards) -> list[str]:

@@ -26,6 +26,7 @@ from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 import sqlwasm
 from sqlwasm import distributed
+from sqlwasm._signing import sign
 from sqlwasm.distributed import MapPlan, ShardError
 
 MODULES = [module_path("geo"), module_path("stats")]
@@ -472,3 +473,96 @@ def test_the_command_line_queries_shards(tmp_path: Path, capsys: pytest.CaptureF
         _cli.main(["query", str(tmp_path / "day-0.db"), "--reduce", "SELECT 1"])
     assert usage.value.code == 2
     assert "--reduce and --workers are for a query over shards" in capsys.readouterr().err
+
+
+# ------------------------------------------------- modules stored in the shards
+
+
+def store_in(path: Path, module: bytes, name: str = "stats") -> None:
+    from sqlwasm import _stored
+
+    conn = apsw.Connection(str(path))
+    with conn:
+        _stored.write(_stored.executor(conn), str(path), name, "1", module)
+    conn.close()
+
+
+def test_modules_stored_in_the_shards_are_loaded_with_db_modules(client: Client, shards: tuple[list[Path], Path]) -> None:
+    paths, whole = shards
+    stats = module_path("stats").read_bytes()
+    for path in paths:
+        store_in(path, stats)
+    map_sql = f"SELECT country, pm25 FROM readings WHERE {NEAR_LONDON}"
+    rows = distributed.query(
+        [str(p) for p in paths], map_sql, REDUCE_MEDIANS, modules=[module_path("geo")], trusted_keys=KEYS,
+        client=client, db_modules=True,
+    )
+    assert rows == single_file(whole, SINGLE_FILE_MEDIANS)
+    # Without db_modules the stored module is not there (the reduce needs stats_median).
+    with pytest.raises(distributed.ReduceError, match="no such function: stats_median"):
+        distributed.query([str(p) for p in paths], map_sql, REDUCE_MEDIANS, modules=[module_path("geo")], trusted_keys=KEYS, client=client)
+
+
+def test_a_shard_storing_an_untrusted_module_is_refused_naming_it(
+    client: Client, shards: tuple[list[Path], Path], session_key: Ed25519PrivateKey
+) -> None:
+    paths, _ = shards
+    foreign = sign(module_path("stats").read_bytes(), session_key)  # signed by a key the caller does not trust
+    store_in(paths[2], foreign)
+    with pytest.raises(ShardError, match=r"shard-2\.db.*'stats' stored in .*shard-2\.db is signed by key .* not in trusted_keys") as failed:
+        distributed.query([str(p) for p in paths], "SELECT 1", modules=[], trusted_keys=KEYS, client=client, db_modules=True)
+    assert failed.value.path.endswith("shard-2.db")
+
+
+def test_shards_storing_different_modules_of_one_name_are_refused(
+    client: Client, shards: tuple[list[Path], Path], session_key: Ed25519PrivateKey
+) -> None:
+    paths, _ = shards
+    stats = module_path("stats").read_bytes()
+    other = sign(stats, session_key)
+    store_in(paths[0], stats)
+    store_in(paths[3], other)
+    keys = [*KEYS, session_key.public_key()]
+    with pytest.raises(ShardError, match=r"shard-3\.db.*its stored module 'stats' .* is not the one in .*shard-0\.db"):
+        distributed.query([str(p) for p in paths], "SELECT 1", modules=[], trusted_keys=keys, client=client, db_modules=True)
+    # Nor may a stored module differ from one passed in modules.
+    with pytest.raises(ShardError, match=r"shard-3\.db.*'stats' .* is not the one in modules"):
+        distributed.query([str(paths[3])], "SELECT 1", modules=[stats], trusted_keys=keys, client=client, db_modules=True)
+
+
+def test_the_command_line_queries_shards_with_their_stored_modules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm.extensions import ROOT
+
+    from sqlwasm import _cli
+
+    for day in range(2):
+        path = tmp_path / f"day-{day}.db"
+        shard = apsw.Connection(str(path))
+        shard.execute("CREATE TABLE readings(country TEXT, pm25 REAL)")
+        shard.executemany("INSERT INTO readings VALUES (?, ?)", [("GB", day + 1.0), ("GB", 5.0)])
+        shard.close()
+        store_in(path, module_path("stats").read_bytes())
+    status = _cli.main([
+        "query", str(tmp_path / "day-*.db"), "--db-modules", "--trust", str(Path(ROOT) / "keys" / "examples.pub"),
+        "--workers", "1", "--csv",
+        "--map", "SELECT stats_median_partial(pm25) AS m FROM readings",
+        "--reduce", "SELECT stats_median_merge(m) AS median FROM map",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == ["median", "3.5"]
+
+
+def test_the_command_line_gives_shard_queries_the_config_files_cache_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlwasm import _cli
+
+    shard = apsw.Connection(str(tmp_path / "one.db"))
+    shard.execute("CREATE TABLE t(x REAL); INSERT INTO t VALUES (1), (3)")
+    shard.close()
+    (tmp_path / "sqlwasm.toml").write_text('cache_dir = "compiled"\n')
+    status = _cli.main([
+        "query", str(tmp_path / "one*.db"), "--config", str(tmp_path / "sqlwasm.toml"), "--load", "stats",
+        "--workers", "1", "--csv", "--map", "SELECT stats_median(x) AS m FROM t",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == ["m", "2.0"]
+    assert list((tmp_path / "compiled").rglob("*.compiled")), "the config file's cache_dir was not used"

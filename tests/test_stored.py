@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -446,6 +449,34 @@ def test_shell_with_db_modules(db: Path, capsys: pytest.CaptureFixture[str], key
     status, out, err = run(capsys, "shell", db, "--db-modules", "--trust", keypair.pub_path, "SELECT s_neg(5);")
     assert status == 0, err
     assert "-5" in out
+
+
+def test_shell_open_swaps_the_stored_modules_for_the_new_databases(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair, modules: dict[str, Path]
+) -> None:
+    """.open with --db-modules installs the new database's stored modules, and
+    the old database's are gone; modules loaded by hand stay."""
+    other = tmp_path / "other.db"
+    status, _, err = run(capsys, "store", other, modules["negator"], "--trust", keypair.pub_path, "--create")
+    assert status == 0, err
+    script = f"SELECT s_add(1, 2);\n.modules\n.open {other}\nSELECT s_neg(7);\n.modules\nSELECT s_add(1, 2);\n"
+    result = shell(db, "--db-modules", "--trust", keypair.pub_path, "--load", "geo", stdin=script)
+    before, found, after = result.stdout.partition("-7\n")
+    assert found and before.startswith("3\n"), (result.stdout, result.stderr)
+    assert "adder 1.0.0  (stored in the database)" in before and "geo " in before
+    assert "adder" not in after and "negator 2.0.0  (stored in the database)" in after and "geo " in after
+    assert "no such function: s_add" in result.stderr and "Traceback" not in result.stderr
+    # Without --db-modules, .open loads none of the new database's.
+    result = shell(":memory:", "--load", "geo", stdin=f".open {other}\nSELECT s_neg(7);\n")
+    assert "no such function: s_neg" in result.stderr
+
+
+def shell(*argv: Any, stdin: str) -> subprocess.CompletedProcess[str]:
+    """`sqlwasm shell` reading stdin, run outside the checkout (the installed package)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sqlwasm", "shell", *map(str, argv)], input=stdin, capture_output=True, text=True,
+        timeout=120, cwd=tempfile.gettempdir(),
+    )
 
 
 # ------------------------------------------------------------ whatever the rows hold
