@@ -22,6 +22,10 @@ implements the Engine protocol below:
   Instance that hands C the bytes of its memory and function handles.
 - describe(native_module): the plain interface of a module the engine
   compiled outside sqlwasm (tools and tests build them directly).
+- snapshot(data, ...): pre-initialization (sqlwasm/_preinit.py): run a
+  module's start and initializer exports on the sandbox's engine with every
+  import a stub that fails the run naming itself, then report its memory,
+  globals and whether its function references changed (Snapshot).
 - cache_tag(config), serialize(compiled), deserialize(config, payload): the
   compiled-module cache (sqlwasm/_cache.py) stores serialize's bytes under a
   key that includes cache_tag, which must change with anything that changes
@@ -148,6 +152,15 @@ class HostFunction:
     report_failure: Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """An instance's state after pre-initialization's calls."""
+
+    memory: bytes | None  # the whole memory export asked for
+    globals: dict[str, bytes]  # export -> the value's little-endian bytes (16, zero-padded)
+    changed: tuple[str, ...]  # the reference exports (tables, funcref globals) the calls changed
+
+
 # ------------------------------------------------------------ interface
 
 
@@ -185,6 +198,26 @@ class Engine(Protocol):
     ) -> Instance: ...
 
     def describe(self, native_module: object) -> CompiledModule: ...
+
+    def snapshot(
+        self,
+        data: bytes,
+        *,
+        calls: tuple[str, ...],
+        memory: str | None,
+        globals: tuple[str, ...],
+        references: tuple[str, ...],
+        timeout_ms: int,
+        memory_pages: int,
+        where: str,
+    ) -> Snapshot:
+        """Instantiates data (restricted, every import a stub that traps
+        naming itself), runs the exports `calls` in order within timeout_ms in
+        all, and returns the state of the exports named: references are
+        compared before and after the calls. A failure raises TrapError
+        naming the call (and the import, when one was called); a module the
+        engine refuses raises InvalidWasm."""
+        ...
 
     def cache_tag(self, config: EngineConfig) -> str:
         """What, besides the module, decides the code compile(config, ...)

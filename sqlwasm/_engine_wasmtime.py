@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import dataclasses
+import functools
 import importlib.metadata
 import itertools
 import json
@@ -56,10 +57,11 @@ from ._engine import (
     InvalidWasm,
     MemoryType,
     OtherType,
+    Snapshot,
     Store,
     start_failure,
 )
-from ._errors import CapabilityError
+from ._errors import CapabilityError, TrapError
 from ._limits import MAX_TABLE_ELEMENTS, WASM_PAGE
 
 _native.bind_engine(
@@ -73,6 +75,7 @@ _native.bind_engine(
 atexit.register(_native.watchdog_stop)
 
 MEMORY_RESERVATION = 1 << 32
+EPOCH_TICK_MS = 10  # how often the native watchdog advances the epoch (SW_TICK_MS)
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 # The wasmtime.Config settings turned off. Reference types stay on: LLVM
@@ -268,7 +271,12 @@ def _forget_host_function(handle: int | None, host_functions: dict[int, HostFunc
 
 _TRAMPOLINE = wasmtime_c.wasmtime_func_callback_t(_call_host_function)
 _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_forget_host_function)
-_VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+_VALTYPES = {
+    "i32": wasmtime.ValType.i32,
+    "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32,
+    "f64": wasmtime.ValType.f64,
+}
 
 
 def _define(linker: wasmtime.Linker, function: HostFunction) -> None:
@@ -397,6 +405,98 @@ class WasmtimeEngine:
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         return WasmtimeInstance(store, instance, _handle_bytes(memory._memory))
+
+
+    def snapshot(
+        self,
+        data: bytes,
+        *,
+        calls: tuple[str, ...],
+        memory: str | None,
+        globals: tuple[str, ...],
+        references: tuple[str, ...],
+        timeout_ms: int,
+        memory_pages: int,
+        where: str,
+    ) -> Snapshot:
+        config = EngineConfig()
+        compiled = self.compile(config, data)
+        store = self.new_store(config, memory_pages)
+        assert isinstance(store, WasmtimeStore) and isinstance(compiled.native, wasmtime.Module)
+        wasm_store = store.store
+        called: list[str] = []
+        linker = wasmtime.Linker(wasm_store.engine)
+        for imp in compiled.imports:
+            ty = imp.type
+            assert isinstance(ty, FuncType)  # preinit refuses every other import
+            unsupported = [t for t in (*ty.params, *ty.results) if t not in _VALTYPES]
+            if unsupported:
+                raise TrapError(
+                    f"{where}: imports {imp.module}.{imp.name} with a {unsupported[0]}, which preinit cannot stub"
+                )
+            body = functools.partial(_import_stub, called, f"{imp.module}.{imp.name}")
+            _define(linker, HostFunction(imp.module, imp.name, ty.params, ty.results, body, _ignore))
+        # The watchdog ticks the epoch every 10 ms; the deadline covers every call.
+        wasm_store.set_epoch_deadline(-(-timeout_ms // EPOCH_TICK_MS) + 1)
+        step = "instantiation"
+        try:
+            instance = linker.instantiate(wasm_store, compiled.native)
+            exports = instance.exports(wasm_store)
+            before = {name: _reference_state(wasm_store, exports[name]) for name in references}
+            for step in calls:
+                func = exports[step]
+                assert isinstance(func, wasmtime.Func)
+                if func.type(wasm_store).params:
+                    raise TrapError(f"{where}: {step} takes parameters: an initializer takes none")
+                func(wasm_store)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if called:
+                cause = f"it called import {called[0]}, and preinit provides no host functions"
+            elif isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+                cause = f"time limit of {timeout_ms} ms exceeded"
+            else:
+                cause = _cause(exc)
+            raise TrapError(f"{where}: {step} failed: {cause}") from exc
+        memory_bytes = None
+        if memory is not None:
+            found = exports[memory]
+            assert isinstance(found, wasmtime.Memory)
+            memory_bytes = ctypes.string_at(_address(found.data_ptr(wasm_store)), found.data_len(wasm_store))
+        return Snapshot(
+            memory=memory_bytes,
+            globals={name: _global_bytes(wasm_store, exports[name]) for name in globals},
+            changed=tuple(name for name in references if _reference_state(wasm_store, exports[name]) != before[name]),
+        )
+
+
+def _import_stub(called: list[str], name: str, _memory: object, *_args: int) -> int:
+    called.append(name)
+    raise CapabilityError("preinit provides no host functions")
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+def _global_bytes(store: wasmtime.Store, found: object) -> bytes:
+    assert isinstance(found, wasmtime.Global)
+    raw = wasmtime_c.wasmtime_val_t()
+    wasmtime_c.wasmtime_global_get(store._context(), ctypes.byref(found._global), ctypes.byref(raw))
+    return ctypes.string_at(ctypes.addressof(raw.of), 16)
+
+
+def _reference_state(store: wasmtime.Store, found: object) -> list[bytes]:
+    """A table's or reference global's contents, as comparable handles."""
+    if isinstance(found, wasmtime.Global):
+        return [_global_bytes(store, found)]
+    assert isinstance(found, wasmtime.Table)
+    state = []
+    raw = wasmtime_c.wasmtime_val_t()
+    for index in range(found.size(store)):
+        wasmtime_c.wasmtime_table_get(store._context(), ctypes.byref(found._table), index, ctypes.byref(raw))
+        kind = ctypes.string_at(ctypes.addressof(raw), 1)
+        state.append(kind + ctypes.string_at(ctypes.addressof(raw.of), 16))
+    return state
 
 
 ENGINE: Engine = WasmtimeEngine()
