@@ -176,7 +176,8 @@ def _check_output(path: str) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     _check_output(args.output)
-    write_module(args.output, build(args.source, args.manifest, key=args.key))
+    flags = (*(f"-D{d}" for d in args.define), *(f"-I{i}" for i in args.include), *args.cflag)
+    write_module(args.output, build(args.source, args.manifest, key=args.key, cflags=flags))
     print(f"wrote {args.output}" + ("" if args.key else " (unsigned)"))
     return 0
 
@@ -876,11 +877,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", metavar="MANIFEST.toml", help="the manifest to embed")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the packed module")
 
-    p = command("build", cmd_build, "compile a C guest with zig cc and embed its manifest")
-    p.add_argument("source", metavar="SOURCE.c", help="the guest's C source")
+    p = command("build", cmd_build, "compile a C or C++ guest with zig cc, check it and embed its manifest")
+    p.add_argument(
+        "source", nargs="+", metavar="SOURCE",
+        help="the guest's source files, compiled into one module (.c; .cc, .cpp, .cxx for C++)",
+    )
     p.add_argument("--manifest", required=True, metavar="MANIFEST.toml", help="the manifest to embed")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the module")
     p.add_argument("--key", metavar="NAME.key", help="also sign with this key")
+    p.add_argument(
+        "-D", dest="define", action="append", default=[], metavar="NAME[=VALUE]",
+        help="define a preprocessor macro in every source (repeatable; -DNAME works too)",
+    )
+    p.add_argument(
+        "-I", dest="include", action="append", default=[], metavar="DIR",
+        help="search DIR for #include files (repeatable; -IDIR works too)",
+    )
+    p.add_argument(
+        "--cflag", action="append", default=[], metavar="FLAG",
+        help="pass FLAG to the compiler as is; write --cflag=FLAG (repeatable): --cflag=-O3",
+    )
 
     p = command("query", cmd_query, "run SQL with modules loaded and print the rows")
     _add_database_options(p)

@@ -75,8 +75,16 @@
  *            sqlwasm_batch_begin / _row / _full / _finish, for table
  *            functions: see "Table functions" below.
  *
- * Keep modules free of imports: no stdout/stderr, files, clocks, random or
- * abort()/exit(); snprintf into a buffer is fine (it adds code, not imports).
+ *   aggregates  SQLWASM_RAW_STEP(step, step_batch, add_row, types...): a
+ *            raw aggregate's step and batched step from one function: see
+ *            "Raw aggregates with a batched step" below.
+ *
+ * Imports: a module may import only what a capability its manifest declares
+ * provides (clock: time(), clock(); random: arc4random(), getentropy()).
+ * No stdio (printf, puts), files, getenv or exit(): they import WASI
+ * functions no capability provides, and `sqlwasm build` refuses the module,
+ * naming the call. snprintf into a buffer, malloc, string.h, math.h, qsort,
+ * rand() and abort() (a trap) need no import. docs/sdk-c.md has the list.
  */
 #ifndef SQLWASM_H
 #define SQLWASM_H
@@ -902,6 +910,70 @@ malformed:
 }
 
 /* ------------------------------------------------------------------------
+ * Raw aggregates with a batched step
+ *
+ * SQLWASM_RAW_STEP(step_export, batch_export, add_row, T1[, T2, T3, T4])
+ * defines the two exports of a raw aggregate's step (manifest exports roles
+ * step and step_batch, docs/abi.md) from one function of yours,
+ *
+ *   void add_row(int32_t handle, T1 x1, ...)
+ *
+ * each T int64_t (an "integer" argument) or double ("real"), one to four of
+ * them (the host batches rows of at most 4 arguments):
+ *
+ *   step_export(handle, x1, ...)        calls add_row once;
+ *   batch_export(handle, rows, count)   calls add_row for each of count rows
+ *                                       the host packed at rows, 8 bytes a
+ *                                       value (docs/abi.md, step_batch).
+ *
+ * Make add_row static: then the compiler inlines it into the batch loop,
+ * and one call into the guest adds up to 256 rows. Example (a sum):
+ *
+ *   static int64_t totals[64];
+ *   static inline void sum_add(int32_t h, int64_t x) { totals[h] += x; }
+ *   SQLWASM_RAW_STEP(sum_step, sum_step_batch, sum_add, int64_t)
+ * ------------------------------------------------------------------------ */
+
+#ifdef __cplusplus
+#define SQLWASM__ASSERT_SIZE(T) static_assert(sizeof(T) == 8, "SQLWASM_RAW_STEP: argument types are int64_t or double")
+#else
+#define SQLWASM__ASSERT_SIZE(T) _Static_assert(sizeof(T) == 8, "SQLWASM_RAW_STEP: argument types are int64_t or double")
+#endif
+#define SQLWASM__CAT(a, b) SQLWASM__CAT2(a, b)
+#define SQLWASM__CAT2(a, b) a##b
+/* How many types follow (1-4); more names a macro that does not exist. */
+#define SQLWASM__NTYPES(...) SQLWASM__NTYPES2(__VA_ARGS__, _SQLWASM_RAW_STEP_takes_at_most_4_types, 4, 3, 2, 1, _)
+#define SQLWASM__NTYPES2(a, b, c, d, e, n, ...) n
+#define SQLWASM__PARAMS_1(T1) T1 x1
+#define SQLWASM__PARAMS_2(T1, T2) T1 x1, T2 x2
+#define SQLWASM__PARAMS_3(T1, T2, T3) T1 x1, T2 x2, T3 x3
+#define SQLWASM__PARAMS_4(T1, T2, T3, T4) T1 x1, T2 x2, T3 x3, T4 x4
+#define SQLWASM__NAMES_1 x1
+#define SQLWASM__NAMES_2 x1, x2
+#define SQLWASM__NAMES_3 x1, x2, x3
+#define SQLWASM__NAMES_4 x1, x2, x3, x4
+/* Declare x1.. and load them from a row of 8-byte values at p. */
+#define SQLWASM__LOAD_1(p, T1) SQLWASM__ASSERT_SIZE(T1); T1 x1; memcpy(&x1, (p), 8);
+#define SQLWASM__LOAD_2(p, T1, T2) SQLWASM__LOAD_1(p, T1) SQLWASM__ASSERT_SIZE(T2); T2 x2; memcpy(&x2, (p) + 8, 8);
+#define SQLWASM__LOAD_3(p, T1, T2, T3) \
+    SQLWASM__LOAD_2(p, T1, T2) SQLWASM__ASSERT_SIZE(T3); T3 x3; memcpy(&x3, (p) + 16, 8);
+#define SQLWASM__LOAD_4(p, T1, T2, T3, T4) \
+    SQLWASM__LOAD_3(p, T1, T2, T3) SQLWASM__ASSERT_SIZE(T4); T4 x4; memcpy(&x4, (p) + 24, 8);
+
+#define SQLWASM_RAW_STEP(step_export, batch_export, add_row, ...)                                   \
+    SQLWASM_EXPORT(step_export)                                                                    \
+    void step_export(int32_t handle, SQLWASM__CAT(SQLWASM__PARAMS_, SQLWASM__NTYPES(__VA_ARGS__))(__VA_ARGS__)) { \
+        add_row(handle, SQLWASM__CAT(SQLWASM__NAMES_, SQLWASM__NTYPES(__VA_ARGS__)));              \
+    }                                                                                              \
+    SQLWASM_EXPORT(batch_export)                                                                   \
+    void batch_export(int32_t handle, const uint8_t *rows, int32_t count) {                        \
+        for (int32_t row = 0; row < count; row++, rows += 8 * SQLWASM__NTYPES(__VA_ARGS__)) {      \
+            SQLWASM__CAT(SQLWASM__LOAD_, SQLWASM__NTYPES(__VA_ARGS__))(rows, __VA_ARGS__)          \
+            add_row(handle, SQLWASM__CAT(SQLWASM__NAMES_, SQLWASM__NTYPES(__VA_ARGS__)));          \
+        }                                                                                          \
+    }
+
+/* ------------------------------------------------------------------------
  * Table functions (manifest kind "table", abi "msgpack")
  *
  * A table function exports three functions (docs/abi.md):
@@ -1069,5 +1141,15 @@ static inline int64_t sqlwasm_batch_finish(const sqlwasm_batch *b) {
     }
     return sqlwasm_result(at - header, b->w.len - SQLWASM__BATCH_HEADER + header);
 }
+
+/* C++: libc++ reports a broken precondition, or what would have thrown
+ * (guests build with -fno-exceptions), through this function before it
+ * aborts. Its default writes to stderr, importing fd_write and friends,
+ * which no capability provides; a guest traps instead. */
+#if defined(__cplusplus) && defined(_LIBCPP_VERSION)
+_LIBCPP_BEGIN_NAMESPACE_STD
+[[noreturn]] void __libcpp_verbose_abort(char const *, ...) noexcept { __builtin_trap(); }
+_LIBCPP_END_NAMESPACE_STD
+#endif
 
 #endif /* SQLWASM_H */
