@@ -1,0 +1,638 @@
+/*
+ * sqljs.c - the runtime of JavaScript guests: QuickJS-ng behind the sqlwasm
+ * msgpack ABI (docs/abi.md, docs/sdk-javascript.md).
+ *
+ * `sqlwasm build funcs.js` links this file and the QuickJS engine (compiled
+ * once, cached) with a small generated file that holds the author's source
+ * and one wasm export per JS export:
+ *
+ *   const char sqljs_source[];               the module's text, NUL-terminated
+ *   const uint32_t sqljs_source_len;
+ *   const char sqljs_filename[];             shown in stack traces
+ *   const char *const sqljs_export_names[];  the JS exports the wasm exports call
+ *   const uint32_t sqljs_export_count;
+ *
+ * and stubs that call sqljs_scalar / sqljs_agg_* with the export's index.
+ *
+ * The JS module is evaluated once per instance, by the first call or by
+ * sqlwasm_init (which pre-initialization runs before snapshotting memory).
+ * A trap (timeout, fuel, a wasm stack overflow) can stop the engine anywhere,
+ * leaving its heap inconsistent: the next call sees that the previous one
+ * never returned and starts a new runtime, abandoning the old one's memory.
+ */
+#include <math.h>
+#include <stdbool.h>
+
+#include "quickjs.h"
+#include "sqlwasm.h"
+
+extern const char sqljs_source[];
+extern const uint32_t sqljs_source_len;
+extern const char sqljs_filename[];
+extern const char *const sqljs_export_names[];
+extern const uint32_t sqljs_export_count;
+
+/* Below the shadow stack linked in (1 MiB): QuickJS throws RangeError
+ * before the C stack runs out. */
+#define SQLJS_JS_STACK (1024u * 1024u - 128u * 1024u)
+#define SQLJS_SAFE_INT 9007199254740991.0 /* 2^53 - 1 */
+
+static JSRuntime *sqljs_rt;
+static JSContext *sqljs_ctx;
+static JSValue *sqljs_exports; /* sqljs_export_count values, JS_UNDEFINED until bound */
+static bool sqljs_in_call;     /* set while a call runs: still set at entry = the last call trapped */
+static uint32_t sqljs_generation; /* bumped per runtime, part of every state handle */
+static char sqljs_init_error[512]; /* why the module failed to evaluate, "" if it did not */
+
+/* ------------------------------------------------------------------------
+ * No WASI imports: QuickJS reads the clock (Date.now, the Math.random seed)
+ * and, in debugging paths, writes to stdout. A module may import only what
+ * its manifest's capabilities provide, so these are defined here instead of
+ * imported: the clock stands at the epoch, output goes nowhere.
+ * ------------------------------------------------------------------------ */
+#define SQLJS_WASI_STUB(name, ...) \
+    int32_t __imported_wasi_snapshot_preview1_##name(__VA_ARGS__)
+
+SQLJS_WASI_STUB(clock_time_get, int32_t id, int64_t precision, int32_t out) {
+    (void)id, (void)precision;
+    *(uint64_t *)(uintptr_t)out = 0;
+    return 0;
+}
+SQLJS_WASI_STUB(clock_res_get, int32_t id, int32_t out) {
+    (void)id;
+    *(uint64_t *)(uintptr_t)out = 1000;
+    return 0;
+}
+SQLJS_WASI_STUB(fd_write, int32_t fd, int32_t iovs, int32_t n, int32_t written) {
+    (void)fd;
+    const uint32_t *iov = (const uint32_t *)(uintptr_t)iovs;
+    uint32_t total = 0;
+    for (int32_t i = 0; i < n; i++) total += iov[2 * i + 1];
+    *(uint32_t *)(uintptr_t)written = total;
+    return 0;
+}
+SQLJS_WASI_STUB(fd_seek, int32_t fd, int64_t offset, int32_t whence, int32_t out) {
+    (void)fd, (void)offset, (void)whence, (void)out;
+    return 70; /* ESPIPE */
+}
+/* zig's libc closes descriptors through its own import of fd_close */
+int close(int fd) {
+    (void)fd;
+    return 0;
+}
+SQLJS_WASI_STUB(fd_fdstat_get, int32_t fd, int32_t out) {
+    /* a character device with no rights: stdio treats it as unbuffered */
+    memset((void *)(uintptr_t)out, 0, 24);
+    *(uint8_t *)(uintptr_t)out = 2;
+    (void)fd;
+    return 0;
+}
+void __imported_wasi_snapshot_preview1_proc_exit(int32_t code) {
+    (void)code;
+    __builtin_trap();
+}
+
+/* ------------------------------------------------------------------------
+ * Errors: the exception's text and its stack, as the call's error result.
+ * ------------------------------------------------------------------------ */
+
+/* Fills buf with "Error: text\n    at f (funcs.js:3:11)\n..." for the
+ * pending exception, which it clears. */
+static void sqljs_exception_text(JSContext *ctx, char *buf, size_t cap) {
+    JSValue exc = JS_GetException(ctx);
+    size_t text_len = 0, stack_len = 0;
+    const char *text = JS_ToCStringLen(ctx, &text_len, exc);
+    if (text == NULL) JS_FreeValue(ctx, JS_GetException(ctx));
+    const char *stack = NULL;
+    if (JS_IsError(exc)) {
+        JSValue st = JS_GetPropertyStr(ctx, exc, "stack");
+        if (JS_IsString(st)) stack = JS_ToCStringLen(ctx, &stack_len, st);
+        if (stack == NULL) JS_FreeValue(ctx, JS_GetException(ctx));
+        JS_FreeValue(ctx, st);
+    }
+    JS_FreeValue(ctx, exc);
+    while (stack_len > 0 && stack[stack_len - 1] == '\n') stack_len--;
+    snprintf(buf, cap, "%.*s%s%.*s", (int)(text ? text_len : 27), text ? text : "(a value that cannot be shown)",
+             stack_len ? "\n" : "", (int)stack_len, stack ? stack : "");
+    if (text) JS_FreeCString(ctx, text);
+    if (stack) JS_FreeCString(ctx, stack);
+}
+
+/* The host shows 500 bytes of an error; a little more lets it cut cleanly. */
+static char sqljs_error_buf[1024];
+
+/* The pending exception as the call's {"error": ...} result. */
+static int64_t sqljs_exception_result(JSContext *ctx, const char *role) {
+    sqljs_exception_text(ctx, sqljs_error_buf, sizeof sqljs_error_buf);
+    return sqlwasm_return_errorf("%s%s%s", role ? role : "", role ? ": " : "", sqljs_error_buf);
+}
+
+/* ------------------------------------------------------------------------
+ * The runtime: created on first use, the module evaluated into it.
+ * ------------------------------------------------------------------------ */
+
+/* Compiles and runs the module text (NUL-terminated at len); its namespace
+ * object, or JS_EXCEPTION with sqljs_init_error saying why. */
+static JSValue sqljs_evaluate(JSContext *ctx, const char *text, uint32_t len, const char *filename) {
+    JSValue module = JS_Eval(ctx, text, len, filename, JS_EVAL_TYPE_MODULE | JS_EVAL_FLAG_COMPILE_ONLY);
+    if (JS_IsException(module)) goto exception;
+    JSModuleDef *def = (JSModuleDef *)JS_VALUE_GET_PTR(module);
+    JSValue promise = JS_EvalFunction(ctx, module); /* consumes module */
+    if (JS_IsException(promise)) goto exception;
+    JSContext *job_ctx;
+    while (JS_ExecutePendingJob(JS_GetRuntime(ctx), &job_ctx) > 0) {
+    }
+    JSPromiseStateEnum state = JS_PromiseState(ctx, promise);
+    if (state == JS_PROMISE_REJECTED) {
+        JS_Throw(ctx, JS_PromiseResult(ctx, promise));
+        JS_FreeValue(ctx, promise);
+        goto exception;
+    }
+    JS_FreeValue(ctx, promise);
+    if (state == JS_PROMISE_PENDING) {
+        snprintf(sqljs_init_error, sizeof sqljs_init_error,
+                 "evaluating %s: its top-level code never finished (an await that nothing resolves)", filename);
+        return JS_EXCEPTION;
+    }
+    JSValue ns = JS_GetModuleNamespace(ctx, def);
+    if (!JS_IsException(ns)) return ns;
+exception:
+    sqljs_exception_text(ctx, sqljs_error_buf, sizeof sqljs_error_buf);
+    snprintf(sqljs_init_error, sizeof sqljs_init_error, "evaluating %s: %s", filename, sqljs_error_buf);
+    return JS_EXCEPTION;
+}
+
+/* Evaluates the author's module and binds its exports. */
+static void sqljs_bind(JSContext *ctx) {
+    JSValue ns = sqljs_evaluate(ctx, sqljs_source, sqljs_source_len, sqljs_filename);
+    if (JS_IsException(ns)) return;
+    for (uint32_t i = 0; i < sqljs_export_count; i++) {
+        JSValue v = JS_GetPropertyStr(ctx, ns, sqljs_export_names[i]);
+        if (JS_IsException(v)) {
+            sqljs_exception_text(ctx, sqljs_error_buf, sizeof sqljs_error_buf);
+            snprintf(sqljs_init_error, sizeof sqljs_init_error, "evaluating %s: export '%s': %s", sqljs_filename,
+                     sqljs_export_names[i], sqljs_error_buf);
+            break;
+        }
+        sqljs_exports[i] = v;
+    }
+    JS_FreeValue(ctx, ns);
+}
+
+static JSContext *sqljs_new_context(void) {
+    JSRuntime *rt = JS_NewRuntime();
+    if (rt == NULL) return NULL;
+    JS_SetMaxStackSize(rt, SQLJS_JS_STACK);
+    JSContext *ctx = JS_NewContext(rt);
+    if (ctx == NULL) JS_FreeRuntime(rt);
+    return ctx;
+}
+
+/* A fresh runtime with the module evaluated. false: out of memory. */
+static bool sqljs_start(void) {
+    sqljs_init_error[0] = '\0';
+    sqljs_ctx = sqljs_new_context();
+    if (sqljs_ctx == NULL) return false;
+    sqljs_rt = JS_GetRuntime(sqljs_ctx);
+    if (sqljs_exports == NULL) sqljs_exports = calloc(sqljs_export_count ? sqljs_export_count : 1, sizeof(JSValue));
+    if (sqljs_exports == NULL) return false;
+    for (uint32_t i = 0; i < sqljs_export_count; i++) sqljs_exports[i] = JS_UNDEFINED;
+    sqljs_generation = (sqljs_generation + 1) & 0x7ff;
+    sqljs_bind(sqljs_ctx);
+    return true;
+}
+
+/* Called at the start of every export: NULL with *err set when the engine
+ * cannot run. */
+static JSContext *sqljs_enter(int64_t *err) {
+    if (sqljs_in_call) {
+        /* The last call never returned: it trapped inside the engine. */
+        sqljs_rt = NULL;
+        sqljs_ctx = NULL;
+        sqljs_exports = NULL;
+    }
+    sqljs_in_call = true;
+    if (sqljs_rt == NULL && !sqljs_start()) {
+        sqljs_in_call = false;
+        *err = sqlwasm_return_error("out of memory starting the JavaScript engine");
+        return NULL;
+    }
+    if (sqljs_init_error[0]) {
+        sqljs_in_call = false;
+        *err = sqlwasm_return_error(sqljs_init_error);
+        return NULL;
+    }
+    JS_UpdateStackTop(sqljs_rt);
+    return sqljs_ctx;
+}
+
+static inline void sqljs_leave(void) { sqljs_in_call = false; }
+
+/* Pre-initialization runs this, then snapshots memory: instances then start
+ * with the module already compiled and evaluated. */
+SQLWASM_EXPORT(sqlwasm_init) void sqlwasm_init(void) {
+    int64_t err;
+    if (sqljs_enter(&err)) sqljs_leave();
+    sqljs_in_call = false;
+}
+
+/* ------------------------------------------------------------------------
+ * Values: msgpack <-> JS.
+ * ------------------------------------------------------------------------ */
+
+/* The next msgpack value as JS: nil -> null, int -> number (BigInt beyond
+ * 2^53 - 1), float -> number, str -> string, bin -> Uint8Array. */
+static JSValue sqljs_read_value(JSContext *ctx, sqlwasm_reader *r) {
+    uint32_t n = 0;
+    switch (sqlwasm_peek(r)) {
+    case SQLWASM_NIL:
+        sqlwasm_read_nil(r);
+        return JS_NULL;
+    case SQLWASM_BOOL:
+        return JS_NewBool(ctx, sqlwasm_read_bool(r));
+    case SQLWASM_INT: {
+        int64_t v = sqlwasm_read_int(r);
+        if (r->error) return JS_EXCEPTION;
+        if (v >= -(int64_t)SQLJS_SAFE_INT && v <= (int64_t)SQLJS_SAFE_INT) return JS_NewInt64(ctx, v);
+        return JS_NewBigInt64(ctx, v);
+    }
+    case SQLWASM_FLOAT:
+        return JS_NewFloat64(ctx, sqlwasm_read_double(r));
+    case SQLWASM_STR: {
+        const char *s = sqlwasm_read_str(r, &n);
+        return s ? JS_NewStringLen(ctx, s, n) : JS_EXCEPTION;
+    }
+    case SQLWASM_BIN: {
+        const uint8_t *b = sqlwasm_read_bin(r, &n);
+        return b ? JS_NewUint8ArrayCopy(ctx, b, n) : JS_EXCEPTION;
+    }
+    default:
+        r->error = 1;
+        return JS_EXCEPTION;
+    }
+}
+
+/* Writes v as a result: null/undefined -> nil, boolean -> bool, a number
+ * with an integral value within +-(2^53 - 1) -> int (other numbers float),
+ * BigInt -> int (within int64), string -> str, Uint8Array / ArrayBuffer ->
+ * bin. Anything else is an error naming what it was. false: the pending
+ * exception or *problem says why. */
+static bool sqljs_write_value(JSContext *ctx, sqlwasm_writer *w, JSValueConst v, const char **problem) {
+    int tag = JS_VALUE_GET_NORM_TAG(v);
+    switch (tag) {
+    case JS_TAG_NULL:
+    case JS_TAG_UNDEFINED:
+        sqlwasm_write_nil(w);
+        return true;
+    case JS_TAG_BOOL:
+        sqlwasm_write_bool(w, JS_VALUE_GET_BOOL(v));
+        return true;
+    case JS_TAG_INT:
+        sqlwasm_write_int(w, JS_VALUE_GET_INT(v));
+        return true;
+    case JS_TAG_FLOAT64: {
+        double d = JS_VALUE_GET_FLOAT64(v);
+        if (d == trunc(d) && fabs(d) <= SQLJS_SAFE_INT && !(d == 0 && signbit(d)))
+            sqlwasm_write_int(w, (int64_t)d);
+        else
+            sqlwasm_write_double(w, d);
+        return true;
+    }
+    case JS_TAG_BIG_INT:
+    case JS_TAG_SHORT_BIG_INT: {
+        int64_t i;
+        /* JS_ToBigInt64 wraps modulo 2^64: compare back to catch overflow */
+        if (JS_ToBigInt64(ctx, &i, v) < 0) return false;
+        JSValue back = JS_NewBigInt64(ctx, i);
+        bool same = JS_IsStrictEqual(ctx, back, v);
+        JS_FreeValue(ctx, back);
+        if (!same) {
+            *problem = "returned a BigInt outside the 64-bit integer range";
+            return false;
+        }
+        sqlwasm_write_int(w, i);
+        return true;
+    }
+    case JS_TAG_STRING:
+    case JS_TAG_STRING_ROPE: {
+        size_t n = 0;
+        const char *s = JS_ToCStringLen(ctx, &n, v);
+        if (s == NULL) return false;
+        sqlwasm_write_str(w, s, (uint32_t)n);
+        JS_FreeCString(ctx, s);
+        return true;
+    }
+    case JS_TAG_OBJECT: {
+        size_t n = 0;
+        uint8_t *p = NULL;
+        if (JS_GetTypedArrayType(v) == JS_TYPED_ARRAY_UINT8) {
+            p = JS_GetUint8Array(ctx, &n, v);
+        } else if (JS_IsArrayBuffer(v)) {
+            p = JS_GetArrayBuffer(ctx, &n, v);
+        } else {
+            *problem = JS_IsFunction(ctx, v) ? "returned a function"
+                       : JS_IsArray(v)      ? "returned an array (return a string, e.g. JSON.stringify(value))"
+                                            : "returned an object (return a string, e.g. JSON.stringify(value))";
+            return false;
+        }
+        if (p == NULL && n != 0) return false;
+        sqlwasm_write_bin(w, p ? p : (const uint8_t *)"", (uint32_t)n);
+        return true;
+    }
+    case JS_TAG_SYMBOL:
+        *problem = "returned a Symbol";
+        return false;
+    default:
+        *problem = "returned a value sqlwasm cannot pass to SQL";
+        return false;
+    }
+}
+
+/* The packed result for v (consumed), or the error it caused. */
+static int64_t sqljs_result(JSContext *ctx, JSValue v, const char *role) {
+    if (JS_IsException(v)) return sqljs_exception_result(ctx, role);
+    sqlwasm_writer w;
+    sqlwasm_writer_init(&w, 64);
+    const char *problem = NULL;
+    bool ok = sqljs_write_value(ctx, &w, v, &problem);
+    JS_FreeValue(ctx, v);
+    if (ok) return sqlwasm_writer_finish(&w);
+    if (problem) return sqlwasm_return_errorf("%s%s%s", role ? role : "", role ? " " : "", problem);
+    return sqljs_exception_result(ctx, role);
+}
+
+#define SQLJS_MAX_ARGS 1000 /* SQLite's limit */
+
+/* Decodes the argument row into argv (JS values to free); -1 when malformed. */
+static int sqljs_read_row(JSContext *ctx, const uint8_t *row, uint32_t len, JSValue *argv) {
+    sqlwasm_reader r;
+    sqlwasm_reader_init(&r, row, len);
+    uint32_t argc = sqlwasm_read_array(&r);
+    if (r.error || argc > SQLJS_MAX_ARGS) return -1;
+    for (uint32_t i = 0; i < argc; i++) {
+        argv[i] = sqljs_read_value(ctx, &r);
+        if (JS_IsException(argv[i])) {
+            for (uint32_t j = 0; j < i; j++) JS_FreeValue(ctx, argv[j]);
+            if (!r.error) JS_FreeValue(ctx, JS_GetException(ctx));
+            return -1;
+        }
+    }
+    if (!sqlwasm_reader_done(&r)) {
+        for (uint32_t j = 0; j < argc; j++) JS_FreeValue(ctx, argv[j]);
+        return -1;
+    }
+    return (int)argc;
+}
+
+static void sqljs_free_args(JSContext *ctx, JSValue *argv, int argc) {
+    for (int i = 0; i < argc; i++) JS_FreeValue(ctx, argv[i]);
+}
+
+static JSValue sqljs_argv[SQLJS_MAX_ARGS];
+
+/* ------------------------------------------------------------------------
+ * Scalars: export i is a function, called with the row's values.
+ * ------------------------------------------------------------------------ */
+
+int64_t sqljs_scalar(uint32_t fn, const uint8_t *row, uint32_t len) {
+    int64_t err;
+    JSContext *ctx = sqljs_enter(&err);
+    if (ctx == NULL) return err;
+    int argc = sqljs_read_row(ctx, row, len, sqljs_argv);
+    int64_t result;
+    if (argc < 0) {
+        result = sqlwasm_return_error("malformed argument row");
+    } else if (!JS_IsFunction(ctx, sqljs_exports[fn])) {
+        sqljs_free_args(ctx, sqljs_argv, argc);
+        result = sqlwasm_return_errorf("%s: export '%s' is not a function", sqljs_filename, sqljs_export_names[fn]);
+    } else {
+        JSValue v = JS_Call(ctx, sqljs_exports[fn], JS_UNDEFINED, argc, sqljs_argv);
+        sqljs_free_args(ctx, sqljs_argv, argc);
+        result = sqljs_result(ctx, v, NULL);
+    }
+    sqljs_leave();
+    return result;
+}
+
+/* ------------------------------------------------------------------------
+ * Aggregates and windows: export i is a class; each state is an instance
+ * (`new C()`), rows go to its step(...args) (inverse(...args) for windows),
+ * the result comes from final() (value() for a window's current result).
+ * A handle is the state's slot plus the runtime's generation, so a handle
+ * from before a reset is refused rather than mistaken for another state.
+ * ------------------------------------------------------------------------ */
+
+#define SQLJS_SLOT_BITS 20
+#define SQLJS_MAX_STATES (1u << SQLJS_SLOT_BITS)
+
+typedef struct {
+    JSValue value; /* the instance, or what its constructor threw; JS_UNDEFINED when the slot is free */
+    bool threw;
+} sqljs_state;
+
+static sqljs_state *sqljs_states;
+static uint32_t sqljs_states_cap;
+static uint32_t sqljs_states_generation; /* the runtime the slots belong to */
+
+static int32_t sqljs_handle(uint32_t slot) { return (int32_t)((sqljs_generation << SQLJS_SLOT_BITS) | slot); }
+
+/* The state's slot, or -1 when the handle is not a live state. */
+static int64_t sqljs_slot(int32_t handle) {
+    uint32_t slot = (uint32_t)handle & (SQLJS_MAX_STATES - 1);
+    if (((uint32_t)handle >> SQLJS_SLOT_BITS) != sqljs_generation || sqljs_states_generation != sqljs_generation ||
+        slot >= sqljs_states_cap || JS_IsUndefined(sqljs_states[slot].value))
+        return -1;
+    return slot;
+}
+
+static int64_t sqljs_lost_state(void) {
+    return sqlwasm_return_error("aggregate state lost: the JavaScript engine was restarted after a trap");
+}
+
+int32_t sqljs_agg_init(uint32_t fn) {
+    int64_t err;
+    JSContext *ctx = sqljs_enter(&err);
+    if (ctx == NULL) return -1; /* step reports the cause */
+    if (sqljs_states_generation != sqljs_generation) {
+        /* slots of an abandoned runtime: forget them */
+        for (uint32_t i = 0; i < sqljs_states_cap; i++) sqljs_states[i].value = JS_UNDEFINED;
+        sqljs_states_generation = sqljs_generation;
+    }
+    uint32_t slot = 0;
+    while (slot < sqljs_states_cap && !JS_IsUndefined(sqljs_states[slot].value)) slot++;
+    if (slot == sqljs_states_cap) {
+        uint32_t cap = sqljs_states_cap ? 2 * sqljs_states_cap : 16;
+        sqljs_state *grown = cap <= SQLJS_MAX_STATES ? realloc(sqljs_states, cap * sizeof(sqljs_state)) : NULL;
+        if (grown == NULL) {
+            sqljs_leave();
+            return -1;
+        }
+        for (uint32_t i = sqljs_states_cap; i < cap; i++) grown[i].value = JS_UNDEFINED;
+        sqljs_states = grown;
+        sqljs_states_cap = cap;
+    }
+    sqljs_state *state = &sqljs_states[slot];
+    state->threw = false;
+    if (!JS_IsConstructor(ctx, sqljs_exports[fn])) {
+        state->value = JS_NULL; /* the first call on it says so */
+    } else {
+        state->value = JS_CallConstructor(ctx, sqljs_exports[fn], 0, NULL);
+        if (JS_IsException(state->value)) {
+            /* init cannot fail: the first call on the state rethrows */
+            state->value = JS_GetException(ctx);
+            state->threw = true;
+            if (JS_IsUndefined(state->value)) state->value = JS_NULL;
+        }
+    }
+    sqljs_leave();
+    return sqljs_handle(slot);
+}
+
+/* Calls method `name` of the state behind handle with args; consumes nothing. */
+static JSValue sqljs_call_method(JSContext *ctx, uint32_t fn, const sqljs_state *s, const char *name, int argc,
+                                 JSValueConst *argv, int64_t *err) {
+    JSValueConst state = s->value;
+    if (s->threw) {
+        JS_Throw(ctx, JS_DupValue(ctx, state));
+        *err = sqljs_exception_result(ctx, "constructor");
+        return JS_UNINITIALIZED;
+    }
+    if (JS_IsNull(state)) {
+        *err = sqlwasm_return_errorf("%s: export '%s' is not a class", sqljs_filename, sqljs_export_names[fn]);
+        return JS_UNINITIALIZED;
+    }
+    JSValue method = JS_GetPropertyStr(ctx, state, name);
+    if (JS_IsException(method)) {
+        *err = sqljs_exception_result(ctx, name);
+        return JS_UNINITIALIZED;
+    }
+    if (!JS_IsFunction(ctx, method)) {
+        JS_FreeValue(ctx, method);
+        *err = sqlwasm_return_errorf("%s: class '%s' has no method %s()", sqljs_filename, sqljs_export_names[fn], name);
+        return JS_UNINITIALIZED;
+    }
+    JSValue v = JS_Call(ctx, method, state, argc, argv);
+    JS_FreeValue(ctx, method);
+    return v;
+}
+
+/* step and inverse: 0, or the packed error. */
+static int64_t sqljs_agg_rows(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len, const char *name) {
+    int64_t err;
+    JSContext *ctx = sqljs_enter(&err);
+    if (ctx == NULL) return err;
+    int64_t slot = sqljs_slot(handle), result = 0;
+    int argc;
+    if (slot < 0) {
+        result = sqljs_lost_state();
+    } else if ((argc = sqljs_read_row(ctx, row, len, sqljs_argv)) < 0) {
+        result = sqlwasm_return_error("malformed argument row");
+    } else {
+        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], name, argc, sqljs_argv, &result);
+        sqljs_free_args(ctx, sqljs_argv, argc);
+        if (JS_IsException(v)) result = sqljs_exception_result(ctx, name);
+        else JS_FreeValue(ctx, v);
+    }
+    sqljs_leave();
+    return result;
+}
+
+int64_t sqljs_agg_step(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len) {
+    return sqljs_agg_rows(fn, handle, row, len, "step");
+}
+
+int64_t sqljs_agg_inverse(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len) {
+    return sqljs_agg_rows(fn, handle, row, len, "inverse");
+}
+
+/* final (release = true) and value: the packed result. */
+static int64_t sqljs_agg_result(uint32_t fn, int32_t handle, const char *name, bool release) {
+    sqlwasm_arena_reset(); /* no argument row to reset it */
+    int64_t err;
+    JSContext *ctx = sqljs_enter(&err);
+    if (ctx == NULL) return err;
+    int64_t slot = sqljs_slot(handle), result = 0;
+    if (slot < 0) {
+        result = sqljs_lost_state();
+    } else {
+        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], name, 0, NULL, &result);
+        if (!JS_IsUninitialized(v)) result = sqljs_result(ctx, v, name);
+        if (release) {
+            JS_FreeValue(ctx, sqljs_states[slot].value);
+            sqljs_states[slot].value = JS_UNDEFINED;
+        }
+    }
+    sqljs_leave();
+    return result;
+}
+
+int64_t sqljs_agg_final(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, "final", true); }
+
+int64_t sqljs_agg_value(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, "value", false); }
+
+void sqljs_agg_drop(uint32_t fn, int32_t handle) {
+    (void)fn;
+    int64_t err;
+    JSContext *ctx = sqljs_enter(&err);
+    if (ctx == NULL) return;
+    int64_t slot = sqljs_slot(handle);
+    if (slot >= 0) {
+        JS_FreeValue(ctx, sqljs_states[slot].value);
+        sqljs_states[slot].value = JS_UNDEFINED;
+    }
+    sqljs_leave();
+}
+
+/* ------------------------------------------------------------------------
+ * Build time: `sqlwasm build` runs the module once in a probe to learn its
+ * exports. The result is UTF-8 JSON text (not msgpack):
+ *   {"exports": [{"name": ..., "function": bool, "methods": [...]}, ...]}
+ * or {"error": text}.
+ * ------------------------------------------------------------------------ */
+
+static const char sqljs_describe_js[] =
+    "(ns) => JSON.stringify({exports: Object.keys(ns).map((name) => {\n"
+    "  const v = ns[name], methods = [];\n"
+    "  if (typeof v === 'function')\n"
+    "    for (let p = v.prototype; p && p !== Object.prototype; p = Object.getPrototypeOf(p))\n"
+    "      for (const m of ['step', 'final', 'value', 'inverse'])\n"
+    "        if (!methods.includes(m) && typeof Object.getOwnPropertyDescriptor(p, m)?.value === 'function')\n"
+    "          methods.push(m);\n"
+    "  return {name, function: typeof v === 'function', methods};\n"
+    "})})";
+
+int64_t sqljs_describe(const char *text, uint32_t len, const char *filename) {
+    JSContext *ctx = sqljs_new_context();
+    static const char oom[] = "{\"error\": \"out of memory\"}";
+    if (ctx == NULL) return sqlwasm_result(oom, sizeof oom - 1);
+    JS_UpdateStackTop(JS_GetRuntime(ctx));
+    sqljs_init_error[0] = '\0';
+    JSValue ns = sqljs_evaluate(ctx, text, len, filename);
+    JSValue json = JS_EXCEPTION;
+    if (!JS_IsException(ns)) {
+        JSValue fn = JS_Eval(ctx, sqljs_describe_js, sizeof sqljs_describe_js - 1, "<describe>", JS_EVAL_TYPE_GLOBAL);
+        json = JS_IsException(fn) ? fn : JS_Call(ctx, fn, JS_UNDEFINED, 1, (JSValueConst *)&ns);
+        JS_FreeValue(ctx, fn);
+        JS_FreeValue(ctx, ns);
+        if (JS_IsException(json)) {
+            sqljs_exception_text(ctx, sqljs_error_buf, sizeof sqljs_error_buf);
+            snprintf(sqljs_init_error, sizeof sqljs_init_error, "listing the exports of %s: %s", filename,
+                     sqljs_error_buf);
+        }
+    }
+    if (JS_IsException(json)) {
+        /* the error as a JSON object, through JSON.stringify for the escaping */
+        JSValue obj = JS_NewObject(ctx);
+        JS_SetPropertyStr(ctx, obj, "error", JS_NewString(ctx, sqljs_init_error));
+        json = JS_JSONStringify(ctx, obj, JS_UNDEFINED, JS_UNDEFINED);
+        JS_FreeValue(ctx, obj);
+    }
+    size_t n = 0;
+    const char *s = JS_ToCStringLen(ctx, &n, json);
+    JS_FreeValue(ctx, json);
+    char *out = s ? sqlwasm_arena_alloc(n) : NULL;
+    if (out == NULL) return sqlwasm_result(oom, sizeof oom - 1);
+    memcpy(out, s, n);
+    JS_FreeCString(ctx, s);
+    return sqlwasm_result(out, (uint32_t)n);
+}
