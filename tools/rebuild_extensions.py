@@ -17,14 +17,17 @@ from pathlib import Path
 
 from sqlwasm._build import build, write_module
 
-SHIPPED = ("geo", "graph", "stats", "text")
+SHIPPED = ("geo", "geo_as", "graph", "stats", "text")
 EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions"
 
 
 def rebuild(name: str, root: Path = EXTENSIONS) -> bytes:
-    """extensions/NAME/NAME.c + NAME.toml, built and signed with the examples key."""
+    """extensions/NAME/NAME.c (or NAME.ts, AssemblyScript) + NAME.toml, built and signed with the examples key."""
     directory = root / name
-    return build(directory / f"{name}.c", directory / f"{name}.toml", key=root / "keys" / "examples.key")
+    source = directory / f"{name}.c"
+    if not source.exists():
+        source = directory / f"{name}.ts"
+    return build(source, directory / f"{name}.toml", key=root / "keys" / "examples.key")
 
 
 def main(argv: list[str] | None = None) -> int:

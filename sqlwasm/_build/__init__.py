@@ -59,7 +59,7 @@ def pack(wasm: bytes, manifest: Manifest) -> bytes:
 # compile_guest(source: Path, *, flags: tuple[str, ...]) -> bytes
 TOOLCHAINS: dict[str, str] = {
     ".c": "_c", ".cc": "_c", ".cpp": "_c", ".cxx": "_c",
-    ".js": "_javascript",
+    ".ts": "_assemblyscript",
 }
 
 
