@@ -60,6 +60,7 @@ def pack(wasm: bytes, manifest: Manifest) -> bytes:
 TOOLCHAINS: dict[str, str] = {
     ".c": "_c", ".cc": "_c", ".cpp": "_c", ".cxx": "_c",
     ".ts": "_assemblyscript",
+    ".js": "_javascript",
 }
 
 
