@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sqlite3ext.h>
+#include "sqlite_abi.h" /* SQLite's ABI, declared here: no SQLite headers needed */
 
 #define SW_PUBLIC __attribute__((visibility("default")))
 

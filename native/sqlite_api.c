@@ -1,24 +1,6 @@
-/* sqlite_api.c: the loadable-extension entry point, where
-   sqlite3_is_interrupted sits in the routines table, and the per-library
-   API slots with their SQL callbacks. */
-
-/* sqlite3_is_interrupted (SQLite 3.41+) is routine number SW_ROUTINE_IS_INTERRUPTED
-   of the routines table, which only ever grows at its end: it follows
-   value_encoding, the last routine of 3.40. The table is read by index, so
-   the header this builds with may be older or newer; the asserts check the
-   index against whichever header it is. */
-#define SW_ROUTINE_IS_INTERRUPTED 266
-typedef void (*sw_routine)(void);
-#if SQLITE_VERSION_NUMBER >= 3041000
-_Static_assert(offsetof(sqlite3_api_routines, is_interrupted) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
-               "sqlite3_is_interrupted moved in the routines table");
-#elif SQLITE_VERSION_NUMBER >= 3040000
-_Static_assert(sizeof(sqlite3_api_routines) == SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
-               "the 3.40 routines table should end where is_interrupted begins");
-#else
-_Static_assert(sizeof(sqlite3_api_routines) < SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine),
-               "an older routines table ends before is_interrupted");
-#endif
+/* sqlite_api.c: the loadable-extension entry point, the routines table
+   built by name for a SQLite that cannot load extensions, and the
+   per-library API slots with their SQL callbacks. */
 
 /* What the last load of the extension on this thread handed over. */
 static _Thread_local const sqlite3_api_routines *tls_loaded_api;
@@ -120,38 +102,29 @@ static pthread_mutex_t sw_linked_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const sqlite3_api_routines *sw_link_routines(void *handle, const char **missing)
 {
-    /* Big enough for sqlite3_is_interrupted's slot whatever header this builds with. */
-    size_t size = sizeof(sqlite3_api_routines) > (SW_ROUTINE_IS_INTERRUPTED + 1) * sizeof(sw_routine)
-                      ? sizeof(sqlite3_api_routines)
-                      : (SW_ROUTINE_IS_INTERRUPTED + 1) * sizeof(sw_routine);
-    sqlite3_api_routines *api = calloc(1, size);
+    sqlite3_api_routines *api = calloc(1, sizeof *api);
     if (!api) {
         *missing = "memory";
         return NULL;
     }
-#define SW_LINK(field)                                                   \
-    do {                                                                 \
-        *(void **)(&api->field) = dlsym(handle, "sqlite3_" #field);      \
-        if (!api->field) {                                               \
-            *missing = "sqlite3_" #field;                                \
-            free(api);                                                   \
-            return NULL;                                                 \
-        }                                                                \
-    } while (0)
-    /* Every routine native/ calls (tests/test_native_build.py checks the list). */
-    SW_LINK(aggregate_context); SW_LINK(bind_text); SW_LINK(close); SW_LINK(column_bytes);
-    SW_LINK(column_text); SW_LINK(create_function_v2); SW_LINK(create_module_v2);
-    SW_LINK(create_window_function); SW_LINK(declare_vtab); SW_LINK(errmsg); SW_LINK(finalize); SW_LINK(free);
-    SW_LINK(libversion_number); SW_LINK(limit); SW_LINK(malloc64); SW_LINK(mprintf); SW_LINK(next_stmt);
-    SW_LINK(open_v2); SW_LINK(prepare_v2); SW_LINK(result_blob); SW_LINK(result_blob64); SW_LINK(result_double);
-    SW_LINK(result_error); SW_LINK(result_error_nomem); SW_LINK(result_int64); SW_LINK(result_null);
-    SW_LINK(result_text); SW_LINK(result_value); SW_LINK(step); SW_LINK(stmt_busy); SW_LINK(stricmp);
-    SW_LINK(user_data); SW_LINK(value_blob); SW_LINK(value_bytes); SW_LINK(value_double); SW_LINK(value_dup);
-    SW_LINK(value_free); SW_LINK(value_int64); SW_LINK(value_text); SW_LINK(value_type); SW_LINK(vtab_config);
-#undef SW_LINK
-    void *is_interrupted = dlsym(handle, "sqlite3_is_interrupted"); /* 3.41+ */
-    if (is_interrupted)
-        memcpy((char *)api + SW_ROUTINE_IS_INTERRUPTED * sizeof(sw_routine), &is_interrupted, sizeof is_interrupted);
+    void *found;
+    /* Every routine native/ calls (sqlite_routines.h). */
+#define SW_LINK_REQUIRED(slot, name, ret, params)     \
+    found = dlsym(handle, "sqlite3_" #name);          \
+    if (!found) {                                     \
+        *missing = "sqlite3_" #name;                  \
+        free(api);                                    \
+        return NULL;                                  \
+    }                                                 \
+    memcpy(&api->name, &found, sizeof found);
+    SW_SQLITE_ROUTINES(SW_LINK_REQUIRED)
+#undef SW_LINK_REQUIRED
+    /* Newer routines stay NULL in an older SQLite; callers check its version. */
+#define SW_LINK_NEWER(slot, name, ret, params)        \
+    found = dlsym(handle, "sqlite3_" #name);          \
+    memcpy(&api->name, &found, sizeof found);
+    SW_SQLITE_ROUTINES_3_41(SW_LINK_NEWER)
+#undef SW_LINK_NEWER
     return api;
 }
 
