@@ -24,7 +24,9 @@ from typing import Any, Iterator
 
 import apsw
 import geo_reference as ref
+import msgpack
 import pytest
+import wasmtime
 from conftest import one_error, shipped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,7 +55,7 @@ returns = "integer"
 # varargs, error results, a raw aggregate on Handles, a trap, and a guest
 # that allocates per row (the runtime must free it within a small memory).
 PROBE_TS = """
-import { Handles, Type, readArgs, returnBytes, returnError, returnInt, returnNil, returnReal,
+import { Handles, Type, Writer, readArgs, returnBytes, returnError, returnInt, returnNil, returnReal,
   returnText } from "sqlwasm";
 export { sqlwasm_alloc } from "sqlwasm";
 
@@ -131,7 +133,34 @@ export function total_init(): i32 { return totals.add(new Total()); }
 export function total_step(handle: i32, value: i64): void { totals.get(handle).sum += value; }
 export function total_final(handle: i32): i64 { return totals.release(handle).sum; }
 export function total_drop(handle: i32): void { totals.release(handle); }
-export function live(): i64 { return totals.live; }
+export function live(): i64 { return totals.live + series.live; }
+
+// a table function: probe_series(n) -> (value, label) for 0 <= value < n,
+// in batches of at most 100 rows
+class Series { next: i64 = 0; end: i64 = 0; }
+const series = new Handles<Series>();
+export function series_open(ptr: usize, len: i32): i32 {
+  const args = readArgs(ptr, len, 1);
+  const n = args.nextInt();
+  if (args.failed || n < 0) return -1;
+  const state = new Series();
+  state.end = n;
+  return series.add(state);
+}
+export function series_next(handle: i32): i64 {
+  const state = series.get(handle);
+  const rows = <u32>min<i64>(state.end - state.next, 100);
+  Writer.begin();
+  Writer.array(rows);
+  for (let k: u32 = 0; k < rows; k++) {
+    Writer.array(2);
+    Writer.int(state.next);
+    Writer.text(`row ${state.next}`);
+    state.next++;
+  }
+  return Writer.finish();
+}
+export function series_close(handle: i32): void { series.release(handle); }
 """
 
 PROBE_TOML = """sqlwasm = 1
@@ -204,6 +233,14 @@ export = "live"
 abi = "raw"
 args = []
 returns = "integer"
+
+[[functions]]
+name = "probe_series"
+kind = "table"
+abi = "msgpack"
+args = ["integer"]
+columns = [{ name = "value", type = "integer" }, { name = "label", type = "text" }]
+exports = { open = "series_open", next = "series_next", close = "series_close" }
 
 [[functions]]
 name = "probe_total"
@@ -449,6 +486,60 @@ def test_aggregate_states_are_released(probe: apsw.Connection) -> None:
     assert got == [(g, sum(i for i in range(1000) if i % 7 == g)) for g in range(7)]
     assert one(probe, "SELECT probe_total(v) FROM t WHERE v < 0") == 0  # no rows: init, then final
     assert one(probe, "SELECT probe_live()") == 0
+
+
+def test_table_function_rows_in_batches(probe: apsw.Connection) -> None:
+    rows = probe.execute("SELECT value, label FROM probe_series(250)").fetchall()
+    assert rows == [(k, f"row {k}") for k in range(250)]
+    assert probe.execute("SELECT * FROM probe_series(3) LIMIT 1").fetchall() == [(0, "row 0")]
+    assert probe.execute("SELECT count(*) FROM probe_series(0)").fetchall() == [(0,)]
+    assert one(probe, "SELECT probe_live()") == 0  # every handle closed
+
+
+class RawProbe:
+    """The probe's echo export called directly, with any bytes as the row:
+    what the host never sends, to check the SDK's reader bounds."""
+
+    def __init__(self, wasm: bytes) -> None:
+        self.store = wasmtime.Store()
+        instance = wasmtime.Instance(self.store, wasmtime.Module(self.store.engine, wasm), [])
+        exports = instance.exports(self.store)
+        self.memory = exports["memory"]
+        self.alloc = exports["sqlwasm_alloc"]
+        self.echo = exports["echo"]
+        exports["_initialize"](self.store)
+
+    def call(self, row: bytes) -> bytes:
+        ptr = self.alloc(self.store, max(len(row), 256))
+        self.memory.write(self.store, row, ptr)
+        packed = self.echo(self.store, ptr, len(row)) & (2**64 - 1)
+        start, length = packed >> 32, packed & 0xFFFFFFFF
+        return bytes(self.memory.read(self.store, start, start + length))
+
+
+@pytest.fixture(scope="module")
+def raw_probe(probe_wasm: bytes) -> RawProbe:
+    return RawProbe(probe_wasm)
+
+
+@SETTINGS
+@given(row=st.one_of(st.binary(max_size=64), st.binary(max_size=60).map(lambda b: b"\x91" + b)))
+def test_any_bytes_give_a_value_or_an_error_never_a_trap(raw_probe: RawProbe, row: bytes) -> None:
+    result = msgpack.unpackb(raw_probe.call(row), raw=False)  # one whole value, valid UTF-8
+    if isinstance(result, dict):
+        assert list(result) == ["error"] and isinstance(result["error"], str)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    (b"", "expected array, got nothing"),
+    (b"\x92\x01\x02", "expected 1 argument, got 2"),
+    (b"\x91\xd9", "truncated msgpack input"),
+    (b"\x91\xdb\xff\xff\xff\xfcabc", "truncated msgpack input"),  # header + length wraps 32 bits
+    (b"\x91\xcf\xff\xff\xff\xff\xff\xff\xff\xff", "integer 18446744073709551615 is out of range"),
+    (b"\x91\x80", "argument 1 must be blob, got map"),
+])
+def test_malformed_rows_are_error_results(raw_probe: RawProbe, row: bytes, message: str) -> None:
+    assert msgpack.unpackb(raw_probe.call(row), raw=False) == {"error": message}
 
 
 def test_per_row_allocations_are_freed(probe: apsw.Connection) -> None:

@@ -238,7 +238,10 @@ export class Reader {
       size = this.be(bytes);
       header += bytes;
     }
-    if (!this.has(<usize>header + <usize>size)) return 0;
+    if (<u64>header + size > <u64>(this.end - this.pos)) { // in u64: no wrap-around
+      this.fail("truncated msgpack input");
+      return 0;
+    }
     const start = this.pos + header;
     this.pos = start + <usize>size;
     this.length = <i32>size;
