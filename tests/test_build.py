@@ -167,6 +167,18 @@ def test_a_flag_reaches_the_compiler(tmp_path: Path, capsys: pytest.CaptureFixtu
         build(tmp_path / "main.c", tmp_path / "m.toml", cflags=("-DNEEDED",))
 
 
+def test_compiler_warnings_are_shown_when_the_build_succeeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "main.c").write_text(
+        '#include "sqlwasm.h"\nSQLWASM_EXPORT(f) int64_t f(int64_t x) { int unused_here; return x; }\n'
+    )
+    (tmp_path / "m.toml").write_text(MULTI_TOML)
+    out = tmp_path / "m.wasm"
+    argv = ["build", str(tmp_path / "main.c"), "--manifest", str(tmp_path / "m.toml"), "-o", str(out), "--cflag=-Wall"]
+    assert _cli.main(argv) == 0
+    assert "unused variable 'unused_here'" in capsys.readouterr().err
+    assert out.exists()
+
+
 def test_sources_of_different_languages_are_refused(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(MULTI_TOML)
     with pytest.raises(Error, match="no toolchain for '.rs' sources"):

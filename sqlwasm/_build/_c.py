@@ -53,6 +53,8 @@ def compile_c(
             tool = "zig c++" if cxx else "zig cc"
             named = sources[0] if len(sources) == 1 else " + ".join(map(str, sources))
             raise CompileError(named, tool, result.returncode, result.stderr.strip())
+        if result.stderr.strip():  # warnings: the author asked for them (-Wall) or needs them
+            sys.stderr.write(result.stderr)
         return out.read_bytes()
 
 
