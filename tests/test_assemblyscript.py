@@ -376,6 +376,8 @@ def test_no_npm_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_failed_install_is_an_error_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "f.ts").write_text(ADD_TS)
     cache = tmp_path / "cache"
+    killed = cache / f".assemblyscript-{asc.ASSEMBLYSCRIPT_VERSION}.tmp-killed" / "node_modules"
+    killed.mkdir(parents=True)  # what an install killed half-way leaves: removed under the lock
     monkeypatch.setenv("SQLWASM_CACHE_DIR", str(cache))
     monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")  # nothing listens there
     monkeypatch.setenv("npm_config_fetch_retries", "0")

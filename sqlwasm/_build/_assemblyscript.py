@@ -82,9 +82,12 @@ def _check_node(node: str) -> None:
         )
 
 
+# POSIX flock; where there is none, the atomic rename alone keeps installs whole.
+_CAN_LOCK = sys.platform != "win32"
+
+
 class _InstallLock:
-    """An exclusive lock on a file beside the install (POSIX flock; where
-    there is none, the atomic rename alone keeps installs whole)."""
+    """An exclusive lock on a file beside the install."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,7 +95,7 @@ class _InstallLock:
 
     def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if sys.platform != "win32":
+        if _CAN_LOCK:
             import fcntl
 
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -132,7 +135,11 @@ def _npm_install(npm: str, base: Path, directory: Path) -> None:
         (staging / _STAMP).write_text(ASSEMBLYSCRIPT_VERSION, encoding="utf-8")
         if directory.exists():  # a damaged earlier install (we hold the lock)
             shutil.rmtree(directory)
-        os.rename(staging, directory)
+        try:
+            os.rename(staging, directory)
+        except OSError as exc:
+            if not _installed(directory):  # without a lock, another process may have won
+                raise Error(f"cannot install the AssemblyScript compiler into {directory}: {exc.strerror}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -152,6 +159,9 @@ def ensure_compiler() -> Path:
         raise Error(f"cannot install the AssemblyScript compiler into {base}: {usability.reason}")
     with _InstallLock(base / f".{directory.name}.lock"):
         if not _installed(directory):  # another process may have finished meanwhile
+            if _CAN_LOCK:  # staging directories of installs that were killed: no one else is installing
+                for leftover in base.glob(f".{directory.name}.tmp-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             print(
                 f"sqlwasm: installing AssemblyScript {ASSEMBLYSCRIPT_VERSION} with npm into {directory} (once)",
                 file=sys.stderr,
