@@ -6,8 +6,10 @@ one); every test queries it through real SQLite, wasmtime and signing."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
+import time
 from pathlib import Path
 
 import apsw
@@ -18,8 +20,10 @@ from hypothesis import strategies as st
 
 import sqlwasm
 from sqlwasm import _engine
-from sqlwasm._build import build
+from sqlwasm._build import build, pack
+from sqlwasm._build._javascript import compile_javascript
 from sqlwasm._errors import Error
+from sqlwasm._manifest import manifest_from_json
 from sqlwasm._signing import sign
 
 SOURCE = textwrap.dedent(
@@ -281,6 +285,39 @@ def test_deep_recursion_fails_cleanly(js_conn: apsw.Connection) -> None:
     message = error_of(js_conn, "SELECT js_deep(1000000)")
     assert "jsfuncs.js_deep" in message
     assert one(js_conn, "SELECT js_deep(10)") == 10
+
+
+CAPABILITY_SOURCE = """\
+const atBuild = [Date.now(), Math.random()];
+export function js_now() { return Date.now(); }
+export function js_random() { return Math.random(); }
+export function js_at_build() { return JSON.stringify(atBuild); }
+"""
+
+
+def test_clock_and_random_with_the_capabilities(tmp_path: Path, js_module: bytes, session_key: Ed25519PrivateKey) -> None:
+    source = tmp_path / "cap.js"
+    source.write_text(CAPABILITY_SOURCE)
+    functions = [
+        {"name": "js_now", "abi": "msgpack", "args": [], "returns": "integer"},
+        {"name": "js_random", "abi": "msgpack", "args": [], "returns": "real"},
+        {"name": "js_at_build", "abi": "msgpack", "args": [], "returns": "text"},
+    ]
+    manifest = manifest_from_json(json.dumps(
+        {"sqlwasm": 1, "name": "cap", "version": "1.0.0", "capabilities": ["clock", "random"], "functions": functions}
+    ).encode())
+    wasm = sign(pack(compile_javascript(source, capabilities=("clock", "random")), manifest), session_key)
+    compiled = _engine.default().compile(_engine.EngineConfig(restricted=False), wasm)
+    assert sorted(i.name for i in compiled.imports) == ["clock_time_get", "random_get"]
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=["clock", "random"])
+    conn = runtime.connect(":memory:", [wasm])
+    now, first, second, at_build = conn.execute("SELECT js_now(), js_random(), js_random(), js_at_build()").fetchall()[0]
+    assert isinstance(now, int) and isinstance(first, float) and isinstance(second, float)
+    assert isinstance(at_build, str)
+    assert abs(now - time.time() * 1000) < 60_000
+    assert 0 <= first < 1 and 0 <= second < 1 and first != second
+    # top-level code ran at build time (pre-initialization), where neither import is called
+    assert json.loads(at_build)[0] == 0
 
 
 def test_syntax_error_fails_the_build(tmp_path: Path, js_sources: Path, js_module: bytes) -> None:

@@ -18,18 +18,20 @@ docs/sdk-javascript.md is the author's side of this.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import wasmtime
 
@@ -51,7 +53,8 @@ SDIST_ENV_VAR = "SQLWASM_QUICKJS_SDIST"
 # -Os: the engine is most of the module; it halves the code Cranelift compiles.
 COMPILE_FLAGS = ("-target", "wasm32-wasi", "-Os")
 # A 1 MiB shadow stack: JS recursion lives on it (the glue caps JS's at 896 KiB).
-LINK_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-Os", "-s", "-Wl,-z,stack-size=1048576")
+# -O2 picks the libc zig built for C guests (ZIG_FLAGS), rather than building another.
+LINK_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=1048576")
 COMPILE_JOBS = 2
 
 # Exports the glue itself has: a JS export must not take these names.
@@ -87,6 +90,7 @@ def engine_key() -> str:
         digest.update(part.encode() + b"\0")
     for glue in (glue_dir() / "sqljs.c", sdk_dir() / "sqlwasm.h"):
         digest.update(glue.read_bytes() + b"\0")
+    digest.update(PROBE_C.encode())  # the probe is cached beside the objects
     return digest.hexdigest()[:24]
 
 
@@ -182,6 +186,7 @@ def engine_objects() -> list[Path]:
     key = engine_key()
     if root is None:
         scratch = Path(tempfile.mkdtemp(prefix="sqlwasm-quickjs-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         return _build_engine(scratch, scratch / key)
     entry = root / key
     if not (entry / "complete").is_file():
@@ -250,7 +255,51 @@ def wasm_exports(described: list[dict[str, object]]) -> list[tuple[str, str, int
     return exports
 
 
-def generated_c(source_text: str, filename: str, described: list[dict[str, object]]) -> str:
+WASI_IMPORT = '__attribute__((import_module("wasi_snapshot_preview1"), import_name("{name}")))'
+# The clock and random source the glue uses (sqljs.c): the host's when the
+# module has the capability, else none, so the module imports nothing.
+STUB_CLOCK = """\
+int32_t __imported_wasi_snapshot_preview1_clock_time_get(int32_t id, int64_t precision, int32_t out) {
+    *(uint64_t *)(uintptr_t)out = 0; return 0;
+}
+"""
+HOST_CLOCK = WASI_IMPORT.format(name="clock_time_get") + """
+int32_t sqljs_host_clock_time_get(int32_t id, int64_t precision, int32_t out);
+extern _Bool sqljs_initializing;
+int32_t __imported_wasi_snapshot_preview1_clock_time_get(int32_t id, int64_t precision, int32_t out) {
+    if (sqljs_initializing) { *(uint64_t *)(uintptr_t)out = 0; return 0; }
+    return sqljs_host_clock_time_get(id, precision, out);
+}
+"""
+CLOCK_RESOLUTION = """\
+int32_t __imported_wasi_snapshot_preview1_clock_res_get(int32_t id, int32_t out) {
+    *(uint64_t *)(uintptr_t)out = 1000; return 0;
+}
+"""
+STUB_RANDOM = """\
+const _Bool sqljs_random_enabled = 0;
+int32_t sqljs_random_bytes(uint8_t *buf, uint32_t len) { return -1; }
+"""
+HOST_RANDOM = WASI_IMPORT.format(name="random_get") + """
+int32_t sqljs_host_random_get(int32_t buf, int32_t len);
+const _Bool sqljs_random_enabled = 1;
+int32_t sqljs_random_bytes(uint8_t *buf, uint32_t len) {
+    return sqljs_host_random_get((int32_t)(uintptr_t)buf, (int32_t)len);
+}
+"""
+
+
+def capability_c(capabilities: Collection[str]) -> str:
+    return (
+        (HOST_CLOCK if "clock" in capabilities else STUB_CLOCK)
+        + CLOCK_RESOLUTION
+        + (HOST_RANDOM if "random" in capabilities else STUB_RANDOM)
+    )
+
+
+def generated_c(
+    source_text: str, filename: str, described: list[dict[str, object]], capabilities: Collection[str] = ()
+) -> str:
     names = [str(item["name"]) for item in described]
     source_bytes = source_text.encode()
     lines = [
@@ -267,6 +316,7 @@ def generated_c(source_text: str, filename: str, described: list[dict[str, objec
         "int64_t sqljs_agg_final(uint32_t, int32_t);",
         "int64_t sqljs_agg_value(uint32_t, int32_t);",
         "void sqljs_agg_drop(uint32_t, int32_t);",
+        capability_c(capabilities),
     ]
     for n, (export, role, index) in enumerate(wasm_exports(described)):
         result, params, call = SIGNATURES[role]
@@ -279,6 +329,7 @@ def generated_c(source_text: str, filename: str, described: list[dict[str, objec
 
 PROBE_C = """\
 #include <stdint.h>
+""" + capability_c(()) + """\
 const char sqljs_source[] = "";
 const uint32_t sqljs_source_len = 0;
 const char sqljs_filename[] = "probe";
@@ -314,16 +365,38 @@ def _probe_module(objects: list[Path], source: Path) -> bytes:
     return wasm
 
 
-def describe_exports(probe: bytes, source: Path, text: str) -> list[dict[str, object]]:
-    """Runs the module's top-level code in the probe; its exports, in order:
-    {"name", "function", "methods"}. A JS error fails the build."""
+def _probe_engine() -> wasmtime.Engine:
     config = wasmtime.Config()
     config.consume_fuel = True
-    engine = wasmtime.Engine(config)
+    config.cranelift_opt_level = "none"  # it runs once per build: compile fast
+    return wasmtime.Engine(config)
+
+
+def _compiled_probe(engine: wasmtime.Engine, probe: bytes, cache: Path) -> wasmtime.Module:
+    """The probe compiled, kept as cache (in the private engine cache, which
+    only this user can write; wasmtime refuses an entry of another version
+    or configuration, and then the probe is compiled again)."""
+    if cache.is_file():
+        try:
+            return wasmtime.Module.deserialize_file(engine, str(cache))
+        except wasmtime.WasmtimeError:
+            pass
+    module = wasmtime.Module(engine, probe)
+    staged = cache.with_name(f".probe-{os.getpid()}.cwasm")
+    staged.write_bytes(module.serialize())
+    os.replace(staged, cache)
+    return module
+
+
+def describe_exports(
+    engine: wasmtime.Engine, module: wasmtime.Module, source: Path, text: str
+) -> list[dict[str, object]]:
+    """Runs the module's top-level code in the probe; its exports, in order:
+    {"name", "function", "methods"}. A JS error fails the build."""
     store = wasmtime.Store(engine)
     store.set_fuel(PROBE_FUEL)
     store.set_limits(memory_size=PROBE_MEMORY)
-    instance = wasmtime.Instance(store, wasmtime.Module(engine, probe), [])
+    instance = wasmtime.Instance(store, module, [])
     exports = instance.exports(store)
     memory = exports["memory"]
     alloc, init, describe = exports["sqlwasm_alloc"], exports["_initialize"], exports["describe"]
@@ -352,10 +425,12 @@ def compile_guest(source: Path, *, flags: tuple[str, ...] = ()) -> bytes:
     return compile_javascript(source)
 
 
-def compile_javascript(source: Path, *, snapshot: bool = True) -> bytes:
+def compile_javascript(source: Path, *, snapshot: bool = True, capabilities: Collection[str] = ()) -> bytes:
     """The module for source. snapshot: pre-initialized (the JS module
     compiled and evaluated at build time, so an instance starts with it);
-    otherwise the first call evaluates it."""
+    otherwise the first call evaluates it. capabilities: with "clock",
+    Date reads the host's clock; with "random", Math.random the host's
+    random_get (the module then imports them); otherwise neither."""
     if not source.is_file():
         raise Error(f"no such source file: {source}")
     try:
@@ -365,7 +440,9 @@ def compile_javascript(source: Path, *, snapshot: bool = True) -> bytes:
     if "\0" in text:
         raise Error(f"{source} contains a NUL character")
     objects = engine_objects()
-    described = describe_exports(_probe_module(objects, source), source, text)
+    engine = _probe_engine()
+    probe = _compiled_probe(engine, _probe_module(objects, source), objects[0].parent / "probe.cwasm")
+    described = describe_exports(engine, probe, source, text)
     exports = wasm_exports(described)
     taken = [e for e, _, _ in exports if e in GLUE_EXPORTS]
     if taken:
@@ -375,7 +452,7 @@ def compile_javascript(source: Path, *, snapshot: bool = True) -> bytes:
         if export in seen:
             raise Error(f"{source}: two exports would both be the wasm export '{export}'; rename one")
         seen.add(export)
-    wasm = _link(generated_c(text, source.name, described), objects, source)
+    wasm = _link(generated_c(text, source.name, described, capabilities), objects, source)
     if not snapshot:
         return wasm
     try:

@@ -45,24 +45,23 @@ static uint32_t sqljs_generation; /* bumped per runtime, part of every state han
 static char sqljs_init_error[512]; /* why the module failed to evaluate, "" if it did not */
 
 /* ------------------------------------------------------------------------
- * No WASI imports: QuickJS reads the clock (Date.now, the Math.random seed)
- * and, in debugging paths, writes to stdout. A module may import only what
- * its manifest's capabilities provide, so these are defined here instead of
- * imported: the clock stands at the epoch, output goes nowhere.
+ * No WASI imports but the capabilities': QuickJS reads the clock (Date.now,
+ * the Math.random seed) and, in debugging paths, writes to stdout. Output
+ * goes nowhere (below). The generated file defines the clock: at the epoch,
+ * or (capability clock) the host's, and sqljs_random_bytes: none, or
+ * (capability random) the host's random_get.
  * ------------------------------------------------------------------------ */
+extern const bool sqljs_random_enabled;
+int32_t sqljs_random_bytes(uint8_t *buf, uint32_t len);
+
+/* True while sqlwasm_init runs, at build time: the generated clock reads 0
+ * and Math.random keeps its fixed sequence then, so pre-initialization never
+ * calls an import. */
+bool sqljs_initializing;
+
 #define SQLJS_WASI_STUB(name, ...) \
     int32_t __imported_wasi_snapshot_preview1_##name(__VA_ARGS__)
 
-SQLJS_WASI_STUB(clock_time_get, int32_t id, int64_t precision, int32_t out) {
-    (void)id, (void)precision;
-    *(uint64_t *)(uintptr_t)out = 0;
-    return 0;
-}
-SQLJS_WASI_STUB(clock_res_get, int32_t id, int32_t out) {
-    (void)id;
-    *(uint64_t *)(uintptr_t)out = 1000;
-    return 0;
-}
 SQLJS_WASI_STUB(fd_write, int32_t fd, int32_t iovs, int32_t n, int32_t written) {
     (void)fd;
     const uint32_t *iov = (const uint32_t *)(uintptr_t)iovs;
@@ -188,6 +187,34 @@ static JSContext *sqljs_new_context(void) {
     return ctx;
 }
 
+/* Math.random with capability random: bits from the host's random_get,
+ * fetched 512 bytes at a time; while initializing, QuickJS's own. */
+static JSValue sqljs_builtin_random = JS_UNDEFINED;
+static uint8_t sqljs_random_pool[512];
+static uint32_t sqljs_random_left;
+
+static JSValue sqljs_math_random(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv) {
+    if (sqljs_initializing) return JS_Call(ctx, sqljs_builtin_random, this_val, argc, argv);
+    if (sqljs_random_left < 8) {
+        if (sqljs_random_bytes(sqljs_random_pool, sizeof sqljs_random_pool) != 0)
+            return JS_ThrowInternalError(ctx, "random_get failed");
+        sqljs_random_left = sizeof sqljs_random_pool;
+    }
+    uint64_t bits;
+    sqljs_random_left -= 8;
+    memcpy(&bits, sqljs_random_pool + sqljs_random_left, 8);
+    return JS_NewFloat64(ctx, (double)(bits >> 11) * 0x1.0p-53);
+}
+
+static void sqljs_install_random(JSContext *ctx) {
+    JSValue global = JS_GetGlobalObject(ctx);
+    JSValue math = JS_GetPropertyStr(ctx, global, "Math");
+    sqljs_builtin_random = JS_GetPropertyStr(ctx, math, "random");
+    JS_SetPropertyStr(ctx, math, "random", JS_NewCFunction(ctx, sqljs_math_random, "random", 0));
+    JS_FreeValue(ctx, math);
+    JS_FreeValue(ctx, global);
+}
+
 /* A fresh runtime with the module evaluated. false: out of memory. */
 static bool sqljs_start(void) {
     sqljs_init_error[0] = '\0';
@@ -198,6 +225,7 @@ static bool sqljs_start(void) {
     if (sqljs_exports == NULL) return false;
     for (uint32_t i = 0; i < sqljs_export_count; i++) sqljs_exports[i] = JS_UNDEFINED;
     sqljs_generation = (sqljs_generation + 1) & 0x7ff;
+    if (sqljs_random_enabled) sqljs_install_random(sqljs_ctx);
     sqljs_bind(sqljs_ctx);
     return true;
 }
@@ -232,8 +260,10 @@ static inline void sqljs_leave(void) { sqljs_in_call = false; }
  * with the module already compiled and evaluated. */
 SQLWASM_EXPORT(sqlwasm_init) void sqlwasm_init(void) {
     int64_t err;
+    sqljs_initializing = true;
     if (sqljs_enter(&err)) sqljs_leave();
     sqljs_in_call = false;
+    sqljs_initializing = false;
 }
 
 /* ------------------------------------------------------------------------
