@@ -407,6 +407,17 @@ def test_shared_cache_directory_is_refused(tmp_path: Path, monkeypatch: pytest.M
     assert stat.S_IMODE(cache.stat().st_mode) == 0o777 and list(cache.iterdir()) == []
 
 
+def test_installed_compiler_in_a_shared_directory_is_not_run(with_toolchain: Path, tmp_path: Path) -> None:
+    (tmp_path / "f.ts").write_text(ADD_TS)
+    installed_dir = with_toolchain / f"assemblyscript-{asc.ASSEMBLYSCRIPT_VERSION}"
+    installed_dir.chmod(0o777)
+    try:
+        with pytest.raises(sqlwasm.Error, match=r"cannot use the AssemblyScript compiler in .*writable by group"):
+            compile_source(tmp_path / "f.ts")
+    finally:
+        installed_dir.chmod(0o700)
+
+
 # ---------------------------------------------------------------- the SDK
 
 

@@ -150,6 +150,9 @@ def ensure_compiler() -> Path:
     node = _tool("node")
     directory = toolchain_dir()
     if _installed(directory):
+        usability = _cache.check(directory, create=False)
+        if not usability.usable:  # someone else could have replaced the compiler
+            raise Error(f"cannot use the AssemblyScript compiler in {directory}: {usability.reason}")
         return _asc(directory)
     _check_node(node)
     npm = _tool("npm")
