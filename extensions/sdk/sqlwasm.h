@@ -81,10 +81,11 @@
  *
  * Imports: a module may import only what a capability its manifest declares
  * provides (clock: time(), clock(); random: arc4random(), getentropy()).
- * No stdio (printf, puts), files, getenv or exit(): they import WASI
- * functions no capability provides, and `sqlwasm build` refuses the module,
- * naming the call. snprintf into a buffer, malloc, string.h, math.h, qsort,
- * rand() and abort() (a trap) need no import. docs/sdk-c.md has the list.
+ * Files, getenv and exit() import WASI functions no capability provides, and
+ * stdio (printf, puts) imports fd_write and others: `sqlwasm build` refuses
+ * a module whose imports its manifest does not cover, naming the call.
+ * snprintf into a buffer, malloc, string.h, math.h, qsort, rand() and
+ * abort() (a trap) need no import. docs/sdk-c.md has the list.
  */
 #ifndef SQLWASM_H
 #define SQLWASM_H
