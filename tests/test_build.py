@@ -113,6 +113,16 @@ def test_the_check_follows_the_capability_registry(tmp_path: Path, monkeypatch: 
     assert "fd_close, fd_fdstat_get, fd_seek (usually from stdio" in message  # the rest: grouped apart
 
 
+def test_an_import_of_the_wrong_type_names_the_right_one(tmp_path: Path) -> None:
+    headers = (
+        '__attribute__((import_module("wasi_snapshot_preview1"), import_name("clock_time_get")))\n'
+        "int32_t clock_wrong(int32_t id);"
+    )
+    message = import_error(tmp_path, "return clock_wrong((int32_t)x);", headers=headers, capabilities='capabilities = ["clock"]')
+    assert "imports wasi_snapshot_preview1.clock_time_get (usually from time()" in message
+    assert "with the wrong type (capability 'clock' provides (i32, i64, i32) -> (i32))" in message
+
+
 def test_an_import_of_another_module_is_named(tmp_path: Path) -> None:
     headers = '__attribute__((import_module("env"), import_name("host_add"))) int64_t host_add(int64_t);'
     message = import_error(tmp_path, "return host_add(x);", headers=headers)
@@ -193,23 +203,28 @@ def test_sources_of_different_languages_are_refused(tmp_path: Path) -> None:
         build([], tmp_path / "m.toml")
 
 
-def test_a_cxx_guest_with_the_standard_library(tmp_path: Path) -> None:
+def test_a_cxx_guest_with_the_standard_library_and_a_c_source(tmp_path: Path) -> None:
     """zig c++ with -fno-exceptions; the SDK routes libc++'s abort message
-    to a trap, so std::string and std::sort need no import."""
+    to a trap, so std::string and std::sort need no import. The .c source
+    stays C (its symbol is unmangled, which the extern "C" needs)."""
     (tmp_path / "sorted.cpp").write_text(
         "#include <algorithm>\n#include <string>\n#include \"sqlwasm.h\"\n"
+        'extern "C" uint32_t keep(uint32_t n);\n'
         "SQLWASM_EXPORT(sorted) int64_t sorted(const uint8_t *row, uint32_t len) {\n"
         "    sqlwasm_arg a[1];\n    int64_t err;\n"
         '    if (!sqlwasm_read_args(row, len, "t", a, &err)) return err;\n'
         "    std::string s(a[0].text, a[0].len);\n    std::sort(s.begin(), s.end());\n"
-        "    return sqlwasm_return_text(s.data(), (uint32_t)s.size());\n}\n"
+        "    return sqlwasm_return_text(s.data(), keep((uint32_t)s.size()));\n}\n"
     )
+    # `new` is a C++ keyword: this file fails to compile as C++
+    (tmp_path / "keep.c").write_text("#include <stdint.h>\nuint32_t keep(uint32_t new) { return new - 1; }\n")
     (tmp_path / "s.toml").write_text(
         'sqlwasm = 1\nname = "s"\nversion = "1.0.0"\n[[functions]]\nname = "s_sorted"\nabi = "msgpack"\n'
         'args = ["text"]\nreturns = "text"\nexport = "sorted"\n'
     )
-    conn = sqlwasm.connect(":memory:", [build(tmp_path / "sorted.cpp", tmp_path / "s.toml")], allow_unsigned=True)
-    assert conn.execute("SELECT s_sorted('sqlwasm')").fetchall() == [("almqssw",)]
+    module = build([tmp_path / "sorted.cpp", tmp_path / "keep.c"], tmp_path / "s.toml")
+    conn = sqlwasm.connect(":memory:", [module], allow_unsigned=True)
+    assert conn.execute("SELECT s_sorted('sqlwasm')").fetchall() == [("almqss",)]
     conn.close()
 
 
