@@ -29,4 +29,11 @@ static int sw_guest_cleanup_call(sqlite3_context *ctx, const sw_function *f, con
    for a bigger one when it does not fit; see docs/abi.md). */
 static int sw_ensure_arg_buffer(sqlite3_context *ctx, const sw_function *f, size_t bytes);
 
+/* A failure's message: the cause, where in the guest (a short backtrace),
+   and the last lines the call wrote to stdout and stderr. */
+#define SW_FAILURE_MAX 1600
+
+/* Sets text as the SQL error (results.c; ctx NULL: into sw_pending_error). */
+static void sw_error_text(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *text);
+
 #endif

@@ -1,5 +1,29 @@
 /* engine_wasmtime.c: the wasmtime binding, the guest call with its limits,
-   how traps are reported, and the epoch callback. */
+   how traps are reported (with a backtrace and the guest's debug output),
+   and the epoch callback. */
+
+/* wasmtime functions only failure reports and debug output use (not the
+   per-row path's slice in wasmtime_abi.h). */
+typedef struct {
+    size_t size;
+    void **data;
+} sw_frame_vec;
+static struct {
+    void (*trap_trace)(const sw_wasm_trap *, sw_frame_vec *);
+    void (*error_wasm_trace)(const sw_wasmtime_error *, sw_frame_vec *);
+    void (*frame_vec_delete)(sw_frame_vec *);
+    const sw_byte_vec *(*frame_func_name)(const void *frame);
+    uint32_t (*frame_func_index)(const void *frame);
+    sw_wasmtime_context *(*store_context)(sw_wasmtime_store *);
+    void *(*context_get_data)(const sw_wasmtime_context *);
+    void (*store_epoch_deadline_callback)(sw_wasmtime_store *, sw_epoch_callback, void *data,
+                                          void (*finalizer)(void *));
+} wt_report;
+
+static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data, uint64_t *deadline_delta,
+                                        uint8_t *update_kind);
+static void sw_bind_store(sw_wasmtime_store *store, sw_epoch_callback callback, void *data,
+                          void (*finalizer)(void *));
 
 const char *sw_bind_wasmtime(const char *library_path)
 {
@@ -31,6 +55,24 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND(engine_increment_epoch, "wasmtime_engine_increment_epoch");
     SW_BIND(engine_clone, "wasmtime_engine_clone");
 #undef SW_BIND
+#define SW_BIND_REPORT(field, symbol)                            \
+    do {                                                         \
+        *(void **)(&wt_report.field) = dlsym(lib, symbol);       \
+        if (!wt_report.field)                                    \
+            return "libwasmtime lacks " symbol;                  \
+    } while (0)
+    SW_BIND_REPORT(trap_trace, "wasm_trap_trace");
+    SW_BIND_REPORT(error_wasm_trace, "wasmtime_error_wasm_trace");
+    SW_BIND_REPORT(frame_vec_delete, "wasm_frame_vec_delete");
+    SW_BIND_REPORT(frame_func_name, "wasmtime_frame_func_name");
+    SW_BIND_REPORT(frame_func_index, "wasm_frame_func_index");
+    SW_BIND_REPORT(store_context, "wasmtime_store_context");
+    SW_BIND_REPORT(context_get_data, "wasmtime_context_get_data");
+#undef SW_BIND_REPORT
+    /* registry.c binds each store to its instance through this slot: the
+       store's guest output learns its instance there too (sw_bind_store). */
+    wt_report.store_epoch_deadline_callback = wt.store_epoch_deadline_callback;
+    wt.store_epoch_deadline_callback = sw_bind_store;
     if (pthread_atfork(sw_atfork_prepare, sw_atfork_parent, sw_atfork_child) != 0)
         return "pthread_atfork failed";
     wt_bound = 1;
@@ -79,49 +121,246 @@ static void sw_message_cause(const sw_byte_vec *v, const char **start, int *len)
     *len = end - begin > 300 ? 300 : (int)(end - begin);
 }
 
+/*
+ * A guest's debug output: what it wrote to fds 1 and 2 (wasi fd_write, see
+ * sqlwasm/_capabilities.py) during its current call, the last
+ * SW_OUTPUT_MAX bytes of it. Python makes one per store (the store's data)
+ * and appends from the fd_write host function; a failing call's SQL error
+ * ends with its last lines. The bytes are stamped with the instance's call
+ * count, so a call sees only its own output.
+ */
+enum { SW_OUTPUT_MAX = 4096, SW_OUTPUT_SHOWN = 600, SW_OUTPUT_LINES = 8 };
+static const uint64_t SW_OUTPUT_MAGIC = 0x7377677565737430ull; /* "swguest0" */
+typedef struct {
+    uint64_t magic;
+    const sw_instance *inst; /* bound by sw_bind_store; NULL while the store is new */
+    uint64_t call;           /* inst->calls when these bytes were written */
+    size_t len;
+    uint64_t dropped;        /* bytes of this call no longer held */
+    char *buf;               /* SW_OUTPUT_MAX bytes, allocated on the first write */
+} sw_guest_output;
+
+void *sw_guest_output_new(void)
+{
+    sw_guest_output *out = calloc(1, sizeof *out);
+    if (out)
+        out->magic = SW_OUTPUT_MAGIC;
+    return out;
+}
+
+void sw_guest_output_free(void *handle)
+{
+    sw_guest_output *out = handle;
+    if (!out)
+        return;
+    out->magic = 0;
+    free(out->buf);
+    free(out);
+}
+
+void sw_guest_output_append(void *handle, const char *data, size_t len, uint64_t skipped)
+{
+    sw_guest_output *out = handle;
+    uint64_t call = out->inst ? out->inst->calls : 0;
+    if (out->call != call) {
+        out->call = call;
+        out->len = 0;
+        out->dropped = 0;
+    }
+    if (!out->buf && !(out->buf = malloc(SW_OUTPUT_MAX))) {
+        out->dropped += skipped + len;
+        return;
+    }
+    out->dropped += skipped;
+    if (len >= SW_OUTPUT_MAX) {
+        out->dropped += out->len + len - SW_OUTPUT_MAX;
+        memcpy(out->buf, data + len - SW_OUTPUT_MAX, SW_OUTPUT_MAX);
+        out->len = SW_OUTPUT_MAX;
+        return;
+    }
+    if (out->len + len > SW_OUTPUT_MAX) {
+        size_t drop = out->len + len - SW_OUTPUT_MAX;
+        memmove(out->buf, out->buf + drop, out->len - drop);
+        out->len -= drop;
+        out->dropped += drop;
+    }
+    memcpy(out->buf + out->len, data, len);
+    out->len += len;
+}
+
+static void sw_bind_store(sw_wasmtime_store *store, sw_epoch_callback callback, void *data,
+                          void (*finalizer)(void *))
+{
+    wt_report.store_epoch_deadline_callback(store, callback, data, finalizer);
+    sw_guest_output *out = wt_report.context_get_data(wt_report.store_context(store));
+    if (callback == sw_epoch_tick && out && out->magic == SW_OUTPUT_MAGIC)
+        out->inst = data;
+}
+
+/* A text builder that never overflows: what does not fit is cut. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sw_text;
+
+static void sw_text_add(sw_text *t, const char *s, size_t n)
+{
+    if (t->len + 1 >= t->cap)
+        return;
+    if (n > t->cap - 1 - t->len)
+        n = t->cap - 1 - t->len;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+/* Adds guest bytes as valid UTF-8 text: control characters other than a
+   newline or tab become '?', malformed sequences U+FFFD. */
+static void sw_text_add_guest(sw_text *t, const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t need = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        int ok = need > 0 && i + need <= n;
+        for (size_t k = 1; ok && k < need; k++)
+            ok = (s[i + k] & 0xc0) == 0x80;
+        if (ok && need > 1) {
+            uint32_t cp = need == 2 ? c & 0x1f : need == 3 ? c & 0x0f : c & 0x07;
+            for (size_t k = 1; k < need; k++)
+                cp = cp << 6 | (s[i + k] & 0x3f);
+            static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+            ok = cp >= least[need] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+        }
+        if (!ok) {
+            static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+            sw_text_add(t, replacement, sizeof replacement - 1);
+            i++;
+        } else if (need == 1 && ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)) {
+            sw_text_add(t, "?", 1);
+            i++;
+        } else {
+            sw_text_add(t, (const char *)s + i, need);
+            i += need;
+        }
+    }
+}
+
+/* The last lines the failing call wrote to stdout and stderr, if any. */
+static void sw_add_guest_output(sw_text *t, const sw_instance *inst)
+{
+    if (!inst->context)
+        return;
+    const sw_guest_output *out = wt_report.context_get_data(inst->context);
+    if (!out || out->magic != SW_OUTPUT_MAGIC || out->inst != inst || out->call != inst->calls || !out->len)
+        return;
+    size_t end = out->len;
+    while (end > 0 && out->buf[end - 1] == '\n')
+        end--;
+    size_t start = end, lines = 0;
+    while (start > 0 && end - start < SW_OUTPUT_SHOWN) {
+        if (out->buf[start - 1] == '\n' && ++lines == SW_OUTPUT_LINES)
+            break;
+        start--;
+    }
+    while (start < end && (out->buf[start] & 0xc0) == 0x80) /* start on a character */
+        start++;
+    int cut = start > 0 || out->dropped;
+    static const char whole[] = "\nguest output:\n", last[] = "\nguest output (last lines):\n";
+    if (cut)
+        sw_text_add(t, last, sizeof last - 1);
+    else
+        sw_text_add(t, whole, sizeof whole - 1);
+    sw_text_add_guest(t, (const uint8_t *)out->buf + start, end - start);
+}
+
+/* " in F (called from G <- H)": where the guest was, innermost first,
+   by the name section's names when the module has them. */
+static void sw_add_backtrace(sw_text *t, sw_frame_vec *frames)
+{
+    enum { SHOWN = 6 };
+    for (size_t i = 0; i < frames->size && i < SHOWN; i++) {
+        const sw_byte_vec *name = wt_report.frame_func_name(frames->data[i]);
+        char index[40];
+        static const char in[] = " in ", called_from[] = " (called from ", arrow[] = " <- ";
+        if (i == 0)
+            sw_text_add(t, in, sizeof in - 1);
+        else if (i == 1)
+            sw_text_add(t, called_from, sizeof called_from - 1);
+        else
+            sw_text_add(t, arrow, sizeof arrow - 1);
+        if (name && name->size) {
+            sw_text_add_guest(t, (const uint8_t *)name->data, name->size > 80 ? 80 : name->size);
+        } else {
+            int n = snprintf(index, sizeof index, "wasm function %u", wt_report.frame_func_index(frames->data[i]));
+            sw_text_add(t, index, (size_t)n);
+        }
+        if (i == 0 && frames->size == 1)
+            return;
+    }
+    static const char more[] = " <- ...";
+    if (frames->size > SHOWN)
+        sw_text_add(t, more, sizeof more - 1);
+    if (frames->size > 1)
+        sw_text_add(t, ")", 1);
+}
+
 /* Reports a failed call into the guest and frees what wasmtime returned. */
 static __attribute__((noinline, cold)) void sw_report_failure(sqlite3_context *ctx, const sw_function *f,
-                                                               const char *what,
-                              sw_wasmtime_error *err, sw_wasm_trap *trap)
+                                                               const char *what, sw_wasmtime_error *err,
+                                                               sw_wasm_trap *trap)
 {
     sw_instance *inst = f->inst;
     const sqlite3_api_routines *api = inst->conn->api;
+    char buf[SW_FAILURE_MAX];
+    sw_text t = {buf, 0, sizeof buf};
+    buf[0] = '\0';
     sw_byte_vec msg = {0, NULL};
+    sw_frame_vec frames = {0, NULL};
+    if (trap)
+        wt_report.trap_trace(trap, &frames);
+    else
+        wt_report.error_wasm_trace(err, &frames);
+    int n;
+    /* A host function's failure names the import; the guest frames below it
+       add nothing a reader needs. */
+    int show_frames = !inst->host_error[0] || inst->stop_reason != SW_STOP_NONE;
     if (inst->stop_reason != SW_STOP_NONE || inst->host_error[0]) {
         if (inst->stop_reason == SW_STOP_TIMEOUT)
-            sw_errorf(ctx, api, "%s: time limit of %u ms exceeded", f->label, inst->timeout_ms);
+            n = snprintf(buf, sizeof buf, "%s: time limit of %u ms exceeded", f->label, inst->timeout_ms);
         else if (inst->stop_reason == SW_STOP_INTERRUPT)
-            sw_errorf(ctx, api, "%s: interrupted", f->label);
+            n = snprintf(buf, sizeof buf, "%s: interrupted", f->label);
         else
-            sw_errorf(ctx, api, "%s: %s", f->label, inst->host_error);
+            n = snprintf(buf, sizeof buf, "%s: %s", f->label, inst->host_error);
         inst->stop_reason = SW_STOP_NONE;
         inst->host_error[0] = '\0';
-        if (trap)
-            wt.trap_delete(trap);
-        if (err)
-            wt.error_delete(err);
-        return;
-    }
-    if (trap) {
-        uint8_t code = 0xff;
-        int has_code = wt.trap_code(trap, &code);
-        wt.trap_message(trap, &msg);
-        const char *cause;
-        int cause_len;
-        sw_message_cause(&msg, &cause, &cause_len);
-        sw_errorf(ctx, api, "%s: %s (%s): %.*s", f->label, what, has_code ? sw_trap_kind(code) : "trap",
-                  cause_len, cause);
-        wt.byte_vec_delete(&msg);
-        wt.trap_delete(trap);
     } else {
-        wt.error_message(err, &msg);
         const char *cause;
         int cause_len;
-        sw_message_cause(&msg, &cause, &cause_len);
-        sw_errorf(ctx, api, "%s: %s failed: %.*s", f->label, what, cause_len, cause);
+        if (trap) {
+            uint8_t code = 0xff;
+            int has_code = wt.trap_code(trap, &code);
+            wt.trap_message(trap, &msg);
+            sw_message_cause(&msg, &cause, &cause_len);
+            n = snprintf(buf, sizeof buf, "%s: %s (%s): %.*s", f->label, what,
+                         has_code ? sw_trap_kind(code) : "trap", cause_len, cause);
+        } else {
+            wt.error_message(err, &msg);
+            sw_message_cause(&msg, &cause, &cause_len);
+            n = snprintf(buf, sizeof buf, "%s: %s failed: %.*s", f->label, what, cause_len, cause);
+        }
         wt.byte_vec_delete(&msg);
-        wt.error_delete(err);
     }
+    t.len = n < 0 ? 0 : (size_t)n >= sizeof buf ? sizeof buf - 1 : (size_t)n;
+    if (show_frames)
+        sw_add_backtrace(&t, &frames);
+    sw_add_guest_output(&t, inst);
+    wt_report.frame_vec_delete(&frames);
+    if (trap)
+        wt.trap_delete(trap);
+    if (err)
+        wt.error_delete(err);
+    sw_error_text(ctx, api, buf);
 }
 
 /* One call into the guest, with the per-call limits applied first. */

@@ -4,7 +4,7 @@
 
 /* Without a SQL function context (a table function's calls), the message
    waits here for the virtual table to report it. */
-static _Thread_local char sw_pending_error[SW_ERRMSG_MAX];
+static _Thread_local char sw_pending_error[SW_FAILURE_MAX];
 
 static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *fmt, ...)
 {
@@ -17,6 +17,22 @@ static void sw_errorf(sqlite3_context *ctx, const sqlite3_api_routines *api, con
         api->result_error(ctx, msg, -1);
 }
 
+static void sw_error_text(sqlite3_context *ctx, const sqlite3_api_routines *api, const char *text)
+{
+    if (ctx) {
+        api->result_error(ctx, text, -1);
+        return;
+    }
+    size_t n = strlen(text);
+    if (n >= sizeof sw_pending_error) { /* cut on a character boundary */
+        n = sizeof sw_pending_error - 1;
+        while (n > 0 && (text[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(sw_pending_error, text, n);
+    sw_pending_error[n] = '\0';
+}
+
 static void sw_nomem(sqlite3_context *ctx, const sqlite3_api_routines *api)
 {
     if (ctx)
@@ -25,7 +41,8 @@ static void sw_nomem(sqlite3_context *ctx, const sqlite3_api_routines *api)
         sw_errorf(NULL, api, "out of memory");
 }
 
-/* A guest's {"error": text} as the SQL error, cut to 500 bytes. */
+/* A guest's {"error": text} as the SQL error, cut to 500 bytes, then the
+   call's debug output. */
 static void sw_report_guest_error(sqlite3_context *ctx, const sw_function *f, const uint8_t *msg, uint32_t msg_len)
 {
     uint32_t shown = msg_len;
@@ -37,7 +54,11 @@ static void sw_report_guest_error(sqlite3_context *ctx, const sw_function *f, co
     char text[501];
     for (uint32_t k = 0; k < shown; k++) /* a NUL would end the message early */
         text[k] = msg[k] ? (char)msg[k] : '?';
-    sw_errorf(ctx, f->inst->conn->api, "%s: %.*s", f->label, (int)shown, text);
+    char buf[SW_FAILURE_MAX];
+    int n = snprintf(buf, sizeof buf, "%s: %.*s", f->label, (int)shown, text);
+    sw_text t = {buf, n < 0 ? 0 : (size_t)n, sizeof buf};
+    sw_add_guest_output(&t, f->inst);
+    sw_error_text(ctx, f->inst->conn->api, buf);
 }
 
 static __attribute__((noinline, cold)) void sw_report_decode(sqlite3_context *ctx, const sw_function *f,

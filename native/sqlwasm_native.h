@@ -189,6 +189,13 @@ uint64_t sw_conn_instance_calls(sw_conn *conn, int instance);
    error will say this instead of wasmtime's generic trap message. */
 void sw_conn_host_error(sw_conn *conn, int instance, const char *message);
 
+/* A store's guest debug output (engine_wasmtime.c): Python makes one per
+   store, sets it as the store's data, and appends what the guest writes to
+   stdout and stderr (skipped: bytes before data that were not kept). */
+void *sw_guest_output_new(void);
+void sw_guest_output_free(void *output);
+void sw_guest_output_append(void *output, const char *data, size_t len, uint64_t skipped);
+
 /* Starts (once per process, and again in a fork child) the watchdog thread
    that advances this engine's epoch every 10 ms; it keeps its own engine
    reference. */

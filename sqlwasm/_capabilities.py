@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -29,13 +30,22 @@ log = logging.getLogger("sqlwasm")
 
 WASI = "wasi_snapshot_preview1"
 WASI_ERRNO_SUCCESS = 0
+WASI_ERRNO_BADF = 8
 WASI_ERRNO_FAULT = 21
 WASI_ERRNO_INVAL = 28
+WASI_ERRNO_SPIPE = 70
 CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
+STDOUT, STDERR = 1, 2
+WASI_FILETYPE_CHARACTER_DEVICE = 2
+WASI_RIGHT_FD_WRITE = 1 << 6
 
 LOG_MESSAGE_MAX = 4096
 LOG_RATE_PER_SECOND = 100  # per instance; the rest are counted, then reported
 RANDOM_GET_MAX = 1 << 20
+IOV_MAX = 1024  # iovecs one fd_write may pass (POSIX's IOV_MAX; wasi-libc passes at most 2)
+# Bytes of one write that are kept: the native buffer keeps each call's last
+# 4096 (SW_OUTPUT_MAX), and the log shows no more.
+DEBUG_OUTPUT_KEPT = 4096
 
 
 Signature = tuple[tuple[str, ...], tuple[str, ...]]  # (params, results)
@@ -58,11 +68,15 @@ class Capability:
     # Functions of a module with it may still be deterministic (log: yes;
     # clock and random: their results differ between calls).
     deterministic: bool
+    # Its guest reaches the host, so its functions are callable only from
+    # top-level SQL (SQLITE_DIRECTONLY).
+    direct_only: bool = True
+    # The host must grant it (Runtime(grant=...)); one that needs no grant is
+    # still declared, so a module's manifest says what it does.
+    needs_grant: bool = True
 
 
-# The one registry of capabilities. Any capability makes a module's functions
-# callable only from top-level SQL (SQLITE_DIRECTONLY): its guest can reach
-# the host. docs/security.md has this table.
+# The one registry of capabilities. docs/security.md has this table.
 CAPABILITIES: dict[str, Capability] = {
     c.name: c
     for c in (
@@ -76,6 +90,22 @@ CAPABILITIES: dict[str, Capability] = {
             deterministic=False,
         ),
         Capability("random", {(WASI, "random_get"): ((("i32", "i32"), ("i32",)),)}, deterministic=False),
+        # Debug output: fd_write to stdout and stderr only, into the call's
+        # bounded buffer and a DEBUG logger; nothing leaves the process and
+        # the guest learns nothing, so no grant and no SQLITE_DIRECTONLY
+        # (docs/security.md). The rest is what wasi-libc's stdio links.
+        Capability(
+            "stdio",
+            {
+                (WASI, "fd_write"): ((("i32", "i32", "i32", "i32"), ("i32",)),),
+                (WASI, "fd_fdstat_get"): ((("i32", "i32"), ("i32",)),),
+                (WASI, "fd_seek"): ((("i32", "i64", "i32", "i32"), ("i32",)),),
+                (WASI, "fd_close"): ((("i32",), ("i32",)),),
+            },
+            deterministic=True,
+            direct_only=False,
+            needs_grant=False,
+        ),
         # Reads the database (docs/security.md): the rows can change between calls.
         Capability(
             "sql",
@@ -101,7 +131,7 @@ def sqlite_call_flags(capabilities: Iterable[str], declared_deterministic: bool)
     capabilities whose manifest claims declared_deterministic."""
     capabilities = tuple(capabilities)
     deterministic = declared_deterministic and all(CAPABILITIES[c].deterministic for c in capabilities)
-    return bool(capabilities), deterministic
+    return any(CAPABILITIES[c].direct_only for c in capabilities), deterministic
 
 
 def check_imports(manifest: Manifest, compiled: CompiledModule, granted: Iterable[str]) -> None:
@@ -122,7 +152,7 @@ def check_imports(manifest: Manifest, compiled: CompiledModule, granted: Iterabl
                 f"{where} imports {name}, which needs capability '{provider.capability}' "
                 "that its manifest does not declare"
             )
-        if provider.capability not in granted:
+        if provider.capability not in granted and CAPABILITIES[provider.capability].needs_grant:
             raise CapabilityError(
                 f"{where} imports {name}, which needs capability '{provider.capability}', "
                 "which was not granted (grant=[...])"
@@ -134,7 +164,7 @@ def check_imports(manifest: Manifest, compiled: CompiledModule, granted: Iterabl
                 f"{where} imports {name} (capability '{provider.capability}') with the wrong type: expected {forms}"
             )
     for cap in manifest.capabilities:
-        if cap not in granted:
+        if cap not in granted and CAPABILITIES[cap].needs_grant:
             raise CapabilityError(f"{where} needs capability '{cap}', which was not granted (grant=[...])")
 
 
@@ -231,7 +261,62 @@ def host_functions(
             memory.write(os.urandom(length), buf)
         return WASI_ERRNO_SUCCESS
 
+    def fd_write(memory: GuestMemory, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
+        if fd not in (STDOUT, STDERR):
+            return WASI_ERRNO_BADF
+        iovs, iovs_len, nwritten = iovs & 0xFFFFFFFF, iovs_len & 0xFFFFFFFF, nwritten & 0xFFFFFFFF
+        if iovs_len > IOV_MAX:
+            return WASI_ERRNO_INVAL
+        if not _in_bounds(memory, iovs, 8 * iovs_len) or not _in_bounds(memory, nwritten, 4):
+            return WASI_ERRNO_FAULT
+        buffers = list(struct.iter_unpack("<II", memory.read(iovs, 8 * iovs_len)))
+        if any(not _in_bounds(memory, ptr, length) for ptr, length in buffers):
+            return WASI_ERRNO_FAULT
+        total = sum(length for _, length in buffers)
+        if total > 0xFFFFFFFF:
+            return WASI_ERRNO_INVAL
+        kept: list[bytes] = []  # the last DEBUG_OUTPUT_KEPT bytes, read back to front
+        room = DEBUG_OUTPUT_KEPT
+        for ptr, length in reversed(buffers):
+            if room == 0:
+                break
+            take = min(length, room)
+            kept.append(memory.read(ptr + length - take, take))
+            room -= take
+        tail = b"".join(reversed(kept))
+        memory.write(total.to_bytes(4, "little"), nwritten)
+        memory.debug_output(tail, total - len(tail))
+        if guest_log.isEnabledFor(logging.DEBUG):
+            stream = "stdout" if fd == STDOUT else "stderr"
+            if total > len(tail):
+                guest_log.debug("%s: (%d bytes not shown)", stream, total - len(tail))
+            for line in tail.decode("utf-8", errors="replace").splitlines():
+                guest_log.debug("%s: %s", stream, line)
+        return WASI_ERRNO_SUCCESS
+
+    def fd_fdstat_get(memory: GuestMemory, fd: int, out: int) -> int:
+        if fd not in (STDOUT, STDERR):
+            return WASI_ERRNO_BADF
+        out &= 0xFFFFFFFF
+        if not _in_bounds(memory, out, 24):
+            return WASI_ERRNO_FAULT
+        # A character device that cannot seek: wasi-libc takes it for a
+        # terminal and line-buffers it, so output before a trap is not lost
+        # in libc's buffer.
+        memory.write(struct.pack("<BxHxxxxQQ", WASI_FILETYPE_CHARACTER_DEVICE, 0, WASI_RIGHT_FD_WRITE, 0), out)
+        return WASI_ERRNO_SUCCESS
+
+    def fd_seek(memory: GuestMemory, fd: int, offset: int, whence: int, out: int) -> int:
+        return WASI_ERRNO_SPIPE if fd in (STDOUT, STDERR) else WASI_ERRNO_BADF
+
+    def fd_close(memory: GuestMemory, fd: int) -> int:
+        return WASI_ERRNO_SUCCESS if fd in (STDOUT, STDERR) else WASI_ERRNO_BADF
+
     bodies: dict[tuple[str, str], Callable[..., int | None]] = {
+        (WASI, "fd_write"): fd_write,
+        (WASI, "fd_fdstat_get"): fd_fdstat_get,
+        (WASI, "fd_seek"): fd_seek,
+        (WASI, "fd_close"): fd_close,
         ("sqlwasm", "log"): log_message,
         (WASI, "clock_time_get"): clock_time_get,
         (WASI, "clock_res_get"): clock_res_get,

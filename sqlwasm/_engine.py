@@ -132,6 +132,11 @@ class GuestMemory(Protocol):
 
     def write(self, data: bytes, ptr: int) -> None: ...
 
+    def debug_output(self, data: bytes, skipped: int) -> None:
+        """Adds what the guest wrote to stdout or stderr to its call's
+        debug output (after `skipped` bytes that were not kept)."""
+        ...
+
     def alloc(self, size: int) -> int:
         """Calls the guest's sqlwasm_alloc(size) (a call into the guest from
         inside the host call): the buffer's address, unchecked."""
@@ -198,6 +203,11 @@ class Engine(Protocol):
     ) -> Instance: ...
 
     def describe(self, native_module: object) -> CompiledModule: ...
+
+    def validate(self, config: EngineConfig, data: bytes) -> None:
+        """Raises InvalidWasm if compile(config, data) would refuse data
+        (without compiling it)."""
+        ...
 
     def snapshot(
         self,

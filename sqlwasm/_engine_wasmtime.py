@@ -36,6 +36,7 @@ import json
 import platform
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,6 +222,11 @@ class _CallerMemory:
     def write(self, data: bytes, ptr: int) -> None:
         self._memory().write(self._caller, data, ptr)
 
+    def debug_output(self, data: bytes, skipped: int) -> None:
+        output = wasmtime_c.wasmtime_context_get_data(self._caller._context())
+        if output:
+            _native.lib.sw_guest_output_append(_native.ffi.cast("void *", output), data, len(data), skipped)
+
     def alloc(self, size: int) -> int:
         alloc = self._caller.get("sqlwasm_alloc")
         if not isinstance(alloc, wasmtime.Func):
@@ -307,6 +313,13 @@ class WasmtimeStore:
     def __init__(self, engine: wasmtime.Engine, config: EngineConfig) -> None:
         self.config = config
         self.store = wasmtime.Store(engine)
+        # The guest's debug output lives in C (the SQL error of a failing call
+        # ends with it), as the store's data, as long as the store does.
+        output = _native.lib.sw_guest_output_new()
+        if output == _native.ffi.NULL:
+            raise MemoryError("no memory for a store's guest output")
+        wasmtime_c.wasmtime_context_set_data(self.store._context(), int(_native.ffi.cast("uintptr_t", output)))
+        weakref.finalize(self.store, _native.lib.sw_guest_output_free, output)
 
     def pointers(self) -> tuple[int, int]:
         return _address(self.store.ptr()), _address(self.store._context())
@@ -332,6 +345,14 @@ class WasmtimeEngine:
             proposal = next((name for pattern, name in REFUSED_PROPOSALS if pattern.search(cause)), None)
             raise InvalidWasm(cause, proposal if config.restricted else None) from exc
         return _described(module, config)
+
+    def validate(self, config: EngineConfig, data: bytes) -> None:
+        try:
+            wasmtime.Module.validate(_engine(config), data)
+        except wasmtime.WasmtimeError as exc:
+            cause = _cause(exc)
+            proposal = next((name for pattern, name in REFUSED_PROPOSALS if pattern.search(cause)), None)
+            raise InvalidWasm(cause, proposal if config.restricted else None) from exc
 
     def describe(self, native_module: object) -> CompiledModule:
         if not isinstance(native_module, wasmtime.Module):
