@@ -182,6 +182,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preinit(args: argparse.Namespace) -> int:
+    from ._preinit import preinit
+
+    _check_output(args.output)
+    snapshot = preinit(_read(args.module), initializer=args.init)
+    if args.key:
+        snapshot = sign(snapshot, load_private_key(args.key))
+    write_module(args.output, snapshot)
+    print(f"wrote {args.output}" + ("" if args.key else " (unsigned: sign it with `sqlwasm sign`)"))
+    return 0
+
+
 # ------------------------------------------------------------ loading modules
 
 
@@ -809,6 +821,7 @@ EXAMPLES = {
     "demo": "sqlwasm demo --rows 10000",
     "cache": "sqlwasm cache info",
     "store": "sqlwasm store data.db myfuncs.wasm --trust keys/publisher.pub",
+    "preinit": "sqlwasm preinit myfuncs.wasm -o myfuncs-ready.wasm --key keys/publisher.key",
 }
 
 
@@ -897,6 +910,17 @@ def parser() -> argparse.ArgumentParser:
         "--cflag", action="append", default=[], metavar="FLAG",
         help="pass FLAG to the compiler as is; write --cflag=FLAG (repeatable): --cflag=-O3",
     )
+
+    p = command(
+        "preinit", cmd_preinit,
+        "run a module's initializer once and write a module that starts in the state it left (a snapshot)",
+    )
+    p.add_argument("module", metavar="MODULE", help="the .wasm module (its signature is dropped: sign the output)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the snapshot module")
+    p.add_argument(
+        "--init", metavar="NAME", help="the export to run (default: wizer.initialize or sqlwasm_init, the first found)"
+    )
+    p.add_argument("--key", metavar="NAME.key", help="also sign the snapshot with this key")
 
     p = command("query", cmd_query, "run SQL with modules loaded and print the rows")
     _add_database_options(p)

@@ -358,6 +358,12 @@ def preinit(
         module = _Module(wasm, where)
     except MalformedModule as exc:
         raise PreinitError(f"cannot pre-initialize: not a wasm module preinit can read: {exc}") from exc
+    try:
+        # The instrumented copy is rebuilt in the canonical section order:
+        # only a valid module may go in.
+        _engine.default().validate(_engine.EngineConfig(), wasm)
+    except _engine.InvalidWasm as exc:
+        raise module.refuse(f"the engine refuses it: {exc.cause}") from exc
     names = [e.name for e in module.exports]
     chosen = initializer if initializer is not None else default_initializer(names)
     if chosen is None:

@@ -4,18 +4,26 @@ snapshot cannot carry is refused by name."""
 
 from __future__ import annotations
 
+import json
 import struct
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
+import apsw
 import pytest
 import wasmtime
-from conftest import MEMORY, Connect, fn, manifest, wasm_module
+from conftest import MEMORY, Connect, KeyPair, fn, manifest, wasm_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import sqlwasm
+from sqlwasm import _cli as cli
+from sqlwasm._build import build as build_guest
 from sqlwasm._manifest import MANIFEST_SECTION
 from sqlwasm._preinit import PreinitError, preinit
 from sqlwasm._signing import SIGNATURE_SECTION, check_signature, sign
-from sqlwasm._wasmfile import declared_memories, find_custom
+from sqlwasm._wasmfile import declared_memories, find_custom, sections
 
 
 def wat2wasm(text: str) -> bytes:
@@ -218,3 +226,99 @@ def test_module_name_is_in_errors(session_key: Ed25519PrivateKey) -> None:
 def test_not_wasm_is_refused() -> None:
     with pytest.raises(PreinitError, match="not a wasm module preinit can read: not a wasm module"):
         preinit(b"\0asm\x02\0\0\0")
+
+
+# ------------------------------------------------------ a real C guest
+
+GUESTS = Path(__file__).resolve().parent / "guests"
+
+
+@pytest.fixture(scope="module")
+def lookup_modules() -> tuple[bytes, bytes]:
+    """tests/guests/lookup.c built by zig cc, and its snapshot."""
+    original = build_guest(GUESTS / "lookup.c", GUESTS / "lookup.toml")
+    return original, preinit(original)
+
+
+@pytest.fixture(scope="module")
+def lookup_connections(lookup_modules: tuple[bytes, bytes]) -> Iterator[tuple[apsw.Connection, apsw.Connection]]:
+    key = Ed25519PrivateKey.generate()
+    runtime = sqlwasm.Runtime(trusted_keys=[key.public_key()])
+    original, snapshot = (runtime.connect(":memory:", [sign(m, key)]) for m in lookup_modules)
+    yield original, snapshot
+    original.close()
+    snapshot.close()
+
+
+def test_the_snapshot_starts_initialized(lookup_modules: tuple[bytes, bytes]) -> None:
+    original, snapshot = lookup_modules
+    names = [e.name for e in wasmtime.Module(wasmtime.Engine(), snapshot).exports]
+    assert "sqlwasm_init" not in names and "_initialize" not in names and "lookup" in names
+    # The tables are in the snapshot's data: 4096 u32 + 4096 u64 at least.
+    assert len(snapshot) - len(original) > 4096 * 12
+    assert find_custom(snapshot, MANIFEST_SECTION) and check_signature(snapshot) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=20))
+def test_results_are_the_same_with_and_without_preinit(
+    lookup_connections: tuple[apsw.Connection, apsw.Connection], values: list[int]
+) -> None:
+    original, snapshot = lookup_connections
+    sql = "SELECT lookup(value) FROM json_each(?)"
+    bound = (json.dumps(values),)
+    assert snapshot.execute(sql, bound).fetchall() == original.execute(sql, bound).fetchall()
+
+
+def test_cli_preinit_writes_a_signed_snapshot(lookup_modules: tuple[bytes, bytes], keypair: KeyPair, tmp_path: Path) -> None:
+    module = tmp_path / "lookup.wasm"
+    module.write_bytes(lookup_modules[0])
+    out = tmp_path / "ready.wasm"
+    assert cli.main(["preinit", str(module), "-o", str(out), "--key", str(keypair.key_path)]) == 0
+    signature = check_signature(out.read_bytes())
+    assert signature is not None and signature.key_id == keypair.public.key_id
+    conn = sqlwasm.connect(":memory:", [out], trusted_keys=[keypair.pub_path])
+    assert conn.execute("SELECT lookup(5)").fetchall() == [(52134245,)]
+
+
+def test_cli_preinit_names_a_missing_initializer(
+    lookup_modules: tuple[bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = tmp_path / "lookup.wasm"
+    module.write_bytes(lookup_modules[0])
+    assert cli.main(["preinit", str(module), "-o", str(tmp_path / "out.wasm"), "--init", "setup"]) == 1
+    assert capsys.readouterr().err == (
+        "sqlwasm: error: cannot pre-initialize module 'lookup': it exports no function 'setup' to run as its "
+        "initializer\n"
+    )
+    assert not (tmp_path / "out.wasm").exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_modules_are_refused_cleanly_or_give_valid_snapshots(data: st.DataObject) -> None:
+    """preinit's reader on broken bytes: a PreinitError, never another
+    exception; a snapshot it does write is valid wasm."""
+    module = bytearray(GLOBALS_WASM)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(8, len(module) - 1))
+        module[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(8, len(module)))
+    try:
+        snapshot = preinit(bytes(module[:cut]), timeout_ms=100, memory_pages=16)
+    except PreinitError:
+        return
+    wasmtime.Module.validate(wasmtime.Engine(), snapshot)
+
+
+GLOBALS_WASM = wat2wasm(GLOBALS)
+
+
+def test_an_invalid_module_is_refused_even_where_the_rewrite_would_fix_it() -> None:
+    # Sections out of order: reassembling in the canonical order would make
+    # it valid; preinit refuses it as the engine does.
+    found = {s.id: GLOBALS_WASM[s.start : s.end] for s in sections(GLOBALS_WASM) if s.id in (6, 7)}
+    swapped = GLOBALS_WASM.replace(found[6] + found[7], found[7] + found[6])
+    assert swapped != GLOBALS_WASM
+    with pytest.raises(PreinitError, match="cannot pre-initialize module: the engine refuses it: .*section"):
+        preinit(swapped)
