@@ -106,6 +106,20 @@ export function count(ptr: usize, len: i32): i64 {
   return returnInt(args.count);
 }
 
+// (any, any) -> "null" for each NULL, or the sum of the reals: NULL checks
+// must not shift the numbering of arguments in messages
+export function nullable_sum(ptr: usize, len: i32): i64 {
+  const args = readArgs(ptr, len, 2);
+  let text = "";
+  let sum: f64 = 0;
+  for (let k = 0; k < 2; k++) {
+    if (args.nextNil()) text += "null ";
+    else sum += args.nextReal();
+  }
+  if (args.failed) return args.error();
+  return returnText(`${text}${sum}`);
+}
+
 export function fail(ptr: usize, len: i32): i64 {
   const args = readArgs(ptr, len, 1);
   const message = args.nextText();
@@ -204,6 +218,14 @@ abi = "msgpack"
 args = []
 varargs = "any"
 returns = "integer"
+null = "call"
+
+[[functions]]
+name = "probe_nullable_sum"
+export = "nullable_sum"
+abi = "msgpack"
+args = ["any", "any"]
+returns = "text"
 null = "call"
 
 [[functions]]
@@ -464,6 +486,16 @@ def test_argument_type_errors_name_the_argument(probe: apsw.Connection) -> None:
     assert one_error(probe, "SELECT probe_real('x')").endswith("probe.probe_real: argument 1 must be real, got text")
     assert one_error(probe, "SELECT probe_int(x'00')").endswith("probe.probe_int: argument 1 must be integer, got blob")
     assert one_error(probe, "SELECT probe_int(2.5)").endswith("probe.probe_int: argument 1 must be integer, got real")
+
+
+def test_null_checks_keep_argument_numbers(probe: apsw.Connection) -> None:
+    assert one(probe, "SELECT probe_nullable_sum(NULL, 2.5)") == "null 2.5"
+    assert one(probe, "SELECT probe_nullable_sum(1, NULL)") == "null 1.0"
+    assert one(probe, "SELECT probe_nullable_sum(1, 2)") == "3.0"
+    message = one_error(probe, "SELECT probe_nullable_sum(NULL, 'x')")
+    assert message.endswith("probe.probe_nullable_sum: argument 2 must be real, got text")
+    message = one_error(probe, "SELECT probe_nullable_sum(x'01', NULL)")
+    assert message.endswith("probe.probe_nullable_sum: argument 1 must be real, got blob")
 
 
 @SETTINGS

@@ -331,10 +331,13 @@ export class Args extends Reader {
     this.argument = this.next;
   }
 
-  isNil(): bool {
-    return this.peek() == Type.Nil;
+  /** True, and the argument consumed, if the next argument is NULL (nil);
+   * otherwise false and nothing moves, so it can guard another read. */
+  nextNil(): bool {
+    if (this.peek() != Type.Nil) return false;
+    this.advance();
+    return this.nil();
   }
-  nextNil(): bool { this.advance(); return this.nil(); }
   nextInt(): i64 { this.advance(); return this.int(); }
   nextReal(): f64 { this.advance(); return this.real(); }
   nextText(): string { this.advance(); return this.text(); }
