@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlwasm
-from sqlwasm import _engine
 from sqlwasm._build import build, pack
 from sqlwasm._build._javascript import compile_javascript
 from sqlwasm._errors import Error
@@ -43,6 +42,7 @@ SOURCE = textwrap.dedent(
     export function js_alloc(megabytes) { return new Uint8Array(megabytes << 20).length; }
     export function js_deep(n) { return n === 0 ? 0 : 1 + js_deep(n - 1); }
     export function js_object() { return {a: 1}; }
+    export async function js_async() { return 1; }
     export function js_now() { return Date.now(); }
 
     // A running mean: an aggregate; with value() and inverse() a window.
@@ -129,6 +129,12 @@ MANIFEST = textwrap.dedent(
     returns = "any"
 
     [[functions]]
+    name = "js_async"
+    abi = "msgpack"
+    args = []
+    returns = "any"
+
+    [[functions]]
     name = "js_now"
     abi = "msgpack"
     args = []
@@ -168,9 +174,18 @@ def js_module(js_sources: Path, session_key: Ed25519PrivateKey) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def js_conn(js_module: bytes, session_key: Ed25519PrivateKey) -> apsw.Connection:
-    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], timeout_ms=1_000, memory_pages=1_024)
-    return runtime.connect(":memory:", [js_module])
+def js_runtime(session_key: Ed25519PrivateKey) -> sqlwasm.Runtime:
+    return sqlwasm.Runtime(trusted_keys=[session_key.public_key()], timeout_ms=1_000, memory_pages=1_024)
+
+
+@pytest.fixture(scope="session")
+def js_loaded(js_runtime: sqlwasm.Runtime, js_module: bytes) -> sqlwasm.Module:
+    return js_runtime.load(js_module)
+
+
+@pytest.fixture(scope="session")
+def js_conn(js_runtime: sqlwasm.Runtime, js_loaded: sqlwasm.Module) -> apsw.Connection:
+    return js_runtime.connect(":memory:", [js_loaded])
 
 
 def one(conn: apsw.Connection, sql: str, *bindings: object) -> object:
@@ -183,10 +198,9 @@ def error_of(conn: apsw.Connection, sql: str, *bindings: object) -> str:
     return str(caught.value)
 
 
-def test_the_module_imports_nothing(js_module: bytes) -> None:
-    compiled = _engine.default().compile(_engine.EngineConfig(restricted=False), js_module)
-    assert compiled.imports == ()
-    exported = {e.name for e in compiled.exports}
+def test_the_module_imports_nothing(js_loaded: sqlwasm.Module) -> None:
+    assert js_loaded._compiled.imports == ()
+    exported = {e.name for e in js_loaded._compiled.exports}
     assert {"js_add", "js_mean.init", "js_mean.value", "js_mean.inverse", "js_strict_sum.step"} <= exported
     # a class is an aggregate, not also a scalar; the initializer ran at build time
     assert "js_mean" not in exported and "sqlwasm_init" not in exported and "_initialize" not in exported
@@ -255,6 +269,7 @@ def test_results_sql_cannot_hold_are_errors(js_conn: apsw.Connection) -> None:
     assert "js_object: returned an object (return a string, e.g. JSON.stringify(value))" in error_of(
         js_conn, "SELECT js_object()"
     )
+    assert "js_async: returned a Promise (async functions cannot be used)" in error_of(js_conn, "SELECT js_async()")
     # an integral number is an integer; any other number is a REAL, refused where an integer is declared
     assert "jsfuncs.js_add" in error_of(js_conn, "SELECT js_add(9007199254740991, 1)")
 
@@ -307,10 +322,10 @@ def test_clock_and_random_with_the_capabilities(tmp_path: Path, js_module: bytes
         {"sqlwasm": 1, "name": "cap", "version": "1.0.0", "capabilities": ["clock", "random"], "functions": functions}
     ).encode())
     wasm = sign(pack(compile_javascript(source, capabilities=("clock", "random")), manifest), session_key)
-    compiled = _engine.default().compile(_engine.EngineConfig(restricted=False), wasm)
-    assert sorted(i.name for i in compiled.imports) == ["clock_time_get", "random_get"]
     runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=["clock", "random"])
-    conn = runtime.connect(":memory:", [wasm])
+    module = runtime.load(wasm)
+    assert sorted(i.name for i in module._compiled.imports) == ["clock_time_get", "random_get"]
+    conn = runtime.connect(":memory:", [module])
     now, first, second, at_build = conn.execute("SELECT js_now(), js_random(), js_random(), js_at_build()").fetchall()[0]
     assert isinstance(now, int) and isinstance(first, float) and isinstance(second, float)
     assert isinstance(at_build, str)

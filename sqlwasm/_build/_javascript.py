@@ -198,16 +198,15 @@ def engine_objects() -> list[Path]:
 
 def _build_engine(root: Path, entry: Path) -> list[Path]:
     sdist = _sdist(root)
-    with tempfile.TemporaryDirectory(prefix="sqlwasm-quickjs-src-") as src:
-        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
-        _extract_engine(sdist, Path(src))
-        _compile_objects(Path(src), staging)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    try:
+        with tempfile.TemporaryDirectory(prefix="sqlwasm-quickjs-src-") as src:
+            _extract_engine(sdist, Path(src))
+            _compile_objects(Path(src), staging)
         (staging / "complete").write_text(f"quickjs-ng {QUICKJS_VERSION}\n")
-        if entry.exists():  # a stale, incomplete entry (a build that was killed)
-            for stale in entry.iterdir():
-                stale.unlink()
-            entry.rmdir()
-        os.replace(staging, entry)
+        os.replace(staging, entry)  # whole entries only: readers never see a partial one
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # left only if the build failed
     return sorted(entry.glob("*.o"))
 
 

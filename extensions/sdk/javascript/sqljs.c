@@ -360,9 +360,10 @@ static bool sqljs_write_value(JSContext *ctx, sqlwasm_writer *w, JSValueConst v,
         } else if (JS_IsArrayBuffer(v)) {
             p = JS_GetArrayBuffer(ctx, &n, v);
         } else {
-            *problem = JS_IsFunction(ctx, v) ? "returned a function"
-                       : JS_IsArray(v)      ? "returned an array (return a string, e.g. JSON.stringify(value))"
-                                            : "returned an object (return a string, e.g. JSON.stringify(value))";
+            *problem = JS_IsFunction(ctx, v)              ? "returned a function"
+                       : JS_PromiseState(ctx, v) != JS_PROMISE_NOT_A_PROMISE ? "returned a Promise (async functions cannot be used)"
+                       : JS_IsArray(v) ? "returned an array (return a string, e.g. JSON.stringify(value))"
+                                       : "returned an object (return a string, e.g. JSON.stringify(value))";
             return false;
         }
         if (p == NULL && n != 0) return false;
