@@ -207,8 +207,11 @@ static void sw_text_add(sw_text *t, const char *s, size_t n)
 {
     if (t->len + 1 >= t->cap)
         return;
-    if (n > t->cap - 1 - t->len)
+    if (n > t->cap - 1 - t->len) {
         n = t->cap - 1 - t->len;
+        while (n > 0 && (s[n] & 0xc0) == 0x80) /* never half a character */
+            n--;
+    }
     memcpy(t->p + t->len, s, n);
     t->len += n;
     t->p[t->len] = '\0';

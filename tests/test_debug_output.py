@@ -113,6 +113,9 @@ HOSTILE = f"""(module {STDIO_IMPORTS} {MEMORY}
     (memory.fill (i32.const 1000) (i32.const 0x41) (i32.const 60000))
     (i32.store8 (i32.const 60999) (i32.const 0x5a))
     (drop (call $write (i32.const 1) (i32.const 1000) (i32.const 60000))) unreachable)
+  (func (export "trap_invalid") (param i64) (result i64)
+    (memory.fill (i32.const 1000) (i32.const 0xff) (i32.const 5000))
+    (drop (call $write (i32.const 2) (i32.const 1000) (i32.const 5000))) unreachable)
   (func (export "spin") (param i64) (result i64)
     (loop $l (drop (call $write (i32.const 1) (i32.const 100) (i32.const 6))) (br $l)) (i64.const 0))
   (func (export "fdstat") (param i64) (result i64)
@@ -126,6 +129,7 @@ HOSTILE = f"""(module {STDIO_IMPORTS} {MEMORY}
 HOSTILE_MANIFEST = manifest(
     fn("write", args=["integer"] * 3),
     fn("write_iovs", args=["integer"] * 3),
+    fn("trap_invalid_x", export="trap_invalid"),  # the label's length puts the cut inside a character
     *(fn(name) for name in ("trap_after", "trap_garbled", "trap_huge", "spin", "fdstat", "seek", "close")),
     name="h",
     capabilities=["stdio"],
@@ -193,6 +197,15 @@ def test_trap_names_the_function_and_backtrace(hostile: apsw.Connection) -> None
 def test_bytes_that_are_not_utf8_or_controls_are_shown_safely(hostile: apsw.Connection) -> None:
     message = one_error(hostile, "SELECT trap_garbled(1)")
     assert message.endswith("\nguest output:\n\ufffd\ufffd bad ?[31m red?nul")
+
+
+def test_a_message_full_of_replacement_characters_is_cut_between_characters(hostile: apsw.Connection) -> None:
+    # 600 bytes that are not UTF-8 become 1800 bytes of U+FFFD, past the
+    # message's 1600: the cut falls between characters (APSW decodes strictly).
+    message = one_error(hostile, "SELECT trap_invalid_x(1)")
+    head, _, shown = message.partition("\nguest output (last lines):\n")
+    assert head.startswith("h.trap_invalid_x: trap (unreachable)")
+    assert set(shown) == {"\ufffd"} and len(message.encode("utf-8")) <= 1599
 
 
 def test_a_huge_write_keeps_the_last_bytes(hostile: apsw.Connection) -> None:
