@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlwasm
+from sqlwasm import _cache
 from sqlwasm._build import build, pack
-from sqlwasm._build._javascript import compile_javascript
+from sqlwasm._build._javascript import _locked, compile_javascript, engine_key, engine_objects
 from sqlwasm._errors import Error
 from sqlwasm._manifest import manifest_from_json
 from sqlwasm._signing import sign
@@ -333,6 +336,29 @@ def test_clock_and_random_with_the_capabilities(tmp_path: Path, js_module: bytes
     assert 0 <= first < 1 and 0 <= second < 1 and first != second
     # top-level code ran at build time (pre-initialization), where neither import is called
     assert json.loads(at_build)[0] == 0
+
+
+def test_a_build_waits_for_the_engine_another_is_building(
+    js_module: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = engine_key()
+    cached_dir = _cache.user_cache_dir()
+    assert cached_dir is not None
+    built = cached_dir / "javascript" / key  # built by the js_module fixture
+    monkeypatch.setenv("SQLWASM_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "javascript"
+    root.mkdir(parents=True, mode=0o700)
+    found: list[list[Path]] = []
+    with _locked(root / f"{key}.lock"):  # another process is building
+        waiting = threading.Thread(target=lambda: found.append(engine_objects()))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()
+        shutil.copytree(built, root / key)  # what that build leaves
+    waiting.join(10)  # a build of its own would take far longer, and fail on the existing entry
+    assert not waiting.is_alive()
+    assert [p.name for p in found[0]] == sorted(p.name for p in built.glob("*.o"))
+    assert all(p.parent == root / key for p in found[0])
 
 
 def test_syntax_error_fails_the_build(tmp_path: Path, js_sources: Path, js_module: bytes) -> None:

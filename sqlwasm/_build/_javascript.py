@@ -89,6 +89,8 @@ def engine_key() -> str:
     for part in (QUICKJS_VERSION, QUICKJS_SDIST_SHA256, " ".join(COMPILE_FLAGS), _zig_version()):
         digest.update(part.encode() + b"\0")
     for glue in (glue_dir() / "sqljs.c", sdk_dir() / "sqlwasm.h"):
+        if not glue.is_file():
+            raise Error(f"cannot build JavaScript guests: {glue} is missing from this sqlwasm installation")
         digest.update(glue.read_bytes() + b"\0")
     digest.update(PROBE_C.encode())  # the probe is cached beside the objects
     return digest.hexdigest()[:24]
