@@ -27,6 +27,7 @@ from sqlwasm._build._javascript import _locked, compile_javascript, engine_key, 
 from sqlwasm._errors import Error
 from sqlwasm._manifest import manifest_from_json
 from sqlwasm._signing import sign
+from sqlwasm._wasmfile import declared_memories
 
 SOURCE = textwrap.dedent(
     """\
@@ -289,6 +290,17 @@ def test_infinite_loop_is_stopped_and_the_engine_restarts(js_conn: apsw.Connecti
     assert one(js_conn, "SELECT js_add(1, 2)") == 3
     assert one(js_conn, "SELECT js_mean(x) FROM m") == 2.0
     js_conn.execute("DROP TABLE m")
+
+
+def test_engine_restarts_free_the_old_engine(js_module: bytes, session_key: Ed25519PrivateKey) -> None:
+    # 2 MiB beyond the snapshot's memory: enough for one engine, not for a
+    # pile of engines abandoned by traps
+    pages = declared_memories(js_module)[0].min_pages + 32
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], timeout_ms=20, memory_pages=pages)
+    conn = runtime.connect(":memory:", [js_module])
+    for _ in range(25):
+        assert "jsfuncs.js_spin" in error_of(conn, "SELECT js_spin()")
+        assert one(conn, "SELECT js_add(1, 2)") == 3
 
 
 def test_memory_limits(js_conn: apsw.Connection) -> None:

@@ -18,7 +18,7 @@
  * sqlwasm_init (which pre-initialization runs before snapshotting memory).
  * A trap (timeout, fuel, a wasm stack overflow) can stop the engine anywhere,
  * leaving its heap inconsistent: the next call sees that the previous one
- * never returned and starts a new runtime, abandoning the old one's memory.
+ * never returned, frees the old runtime's whole heap and starts a new one.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -178,8 +178,93 @@ static void sqljs_bind(JSContext *ctx) {
     JS_FreeValue(ctx, ns);
 }
 
+/* ------------------------------------------------------------------------
+ * The engine's heap: every block it allocates is on one list, so when a
+ * trap makes the runtime unusable, its whole heap can be freed with it.
+ * (A trap inside malloc itself can still lose the block being allocated.)
+ * ------------------------------------------------------------------------ */
+typedef struct sqljs_block {
+    struct sqljs_block *prev, *next;
+    size_t size;
+    size_t unused; /* keeps the header 16 bytes, the data as aligned as malloc's */
+} sqljs_block;
+
+static sqljs_block sqljs_heap = {&sqljs_heap, &sqljs_heap, 0, 0};
+
+static void *sqljs_link(sqljs_block *b, size_t size) {
+    b->size = size;
+    b->next = sqljs_heap.next;
+    b->prev = &sqljs_heap;
+    sqljs_heap.next->prev = b;
+    sqljs_heap.next = b;
+    return b + 1;
+}
+
+static void sqljs_unlink(sqljs_block *b) {
+    b->prev->next = b->next;
+    b->next->prev = b->prev;
+}
+
+static void *sqljs_malloc(void *opaque, size_t size) {
+    (void)opaque;
+    if (size > SIZE_MAX - sizeof(sqljs_block)) return NULL;
+    sqljs_block *b = malloc(sizeof(sqljs_block) + size);
+    return b ? sqljs_link(b, size) : NULL;
+}
+
+static void *sqljs_calloc(void *opaque, size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) return NULL;
+    void *p = sqljs_malloc(opaque, count * size);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+static void sqljs_free(void *opaque, void *ptr) {
+    (void)opaque;
+    if (ptr == NULL) return;
+    sqljs_block *b = (sqljs_block *)ptr - 1;
+    sqljs_unlink(b);
+    free(b);
+}
+
+static void *sqljs_realloc(void *opaque, void *ptr, size_t size) {
+    if (ptr == NULL) return size ? sqljs_malloc(opaque, size) : NULL;
+    if (size == 0) {
+        sqljs_free(opaque, ptr);
+        return NULL;
+    }
+    if (size > SIZE_MAX - sizeof(sqljs_block)) return NULL;
+    sqljs_block *b = (sqljs_block *)ptr - 1;
+    sqljs_unlink(b);
+    sqljs_block *moved = realloc(b, sizeof(sqljs_block) + size);
+    if (moved == NULL) {
+        sqljs_link(b, b->size); /* the old block stays valid */
+        return NULL;
+    }
+    return sqljs_link(moved, size);
+}
+
+static size_t sqljs_usable_size(const void *ptr) {
+    return ptr ? ((const sqljs_block *)ptr - 1)->size : 0;
+}
+
+static const JSMallocFunctions sqljs_malloc_functions = {
+    sqljs_calloc, sqljs_malloc, sqljs_free, sqljs_realloc, sqljs_usable_size,
+};
+
+/* Frees every block of the engine's heap (the runtime is gone with it). */
+static void sqljs_free_heap(void) {
+    sqljs_block *b = sqljs_heap.next;
+    while (b != &sqljs_heap) {
+        sqljs_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    sqljs_heap.next = sqljs_heap.prev = &sqljs_heap;
+}
+
 static JSContext *sqljs_new_context(void) {
-    JSRuntime *rt = JS_NewRuntime();
+    JSRuntime *rt = JS_NewRuntime2(&sqljs_malloc_functions, NULL);
     if (rt == NULL) return NULL;
     JS_SetMaxStackSize(rt, SQLJS_JS_STACK);
     JSContext *ctx = JS_NewContext(rt);
@@ -235,9 +320,9 @@ static bool sqljs_start(void) {
 static JSContext *sqljs_enter(int64_t *err) {
     if (sqljs_in_call) {
         /* The last call never returned: it trapped inside the engine. */
+        sqljs_free_heap();
         sqljs_rt = NULL;
         sqljs_ctx = NULL;
-        sqljs_exports = NULL;
     }
     sqljs_in_call = true;
     if (sqljs_rt == NULL && !sqljs_start()) {
