@@ -373,8 +373,24 @@ def test_a_build_waits_for_the_engine_another_is_building(
     assert all(p.parent == root / key for p in found[0])
 
 
-def test_syntax_error_fails_the_build(tmp_path: Path, js_sources: Path, js_module: bytes) -> None:
-    (tmp_path / "bad.js").write_text("export function f(x) {\n  return x +;\n}\n")
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("export function f(x) {\n  return x +;\n}\n", "SyntaxError: unexpected token in expression: ';'\n    at bad.js:2"),
+        ("export const x = 1;\nthrow new TypeError('not today');\n", "evaluating bad.js: TypeError: not today\n    at <anonymous> (bad.js:2"),
+        ("import {g} from './other.js';\nexport function f() { return g(); }\n", "evaluating bad.js:"),
+        ("for (;;) {}\n", "top-level code did not finish at build time: it ran for more than 2,000,000,000 wasm"),
+        ("export function sqlwasm_alloc() {}\n", "export 'sqlwasm_alloc' takes a name the JavaScript runtime uses"),
+        ("export class C { step() {} final() {} }\nfunction g() {}\nexport {g as 'C.init'};\n",
+         "two exports would both be the wasm export 'C.init'"),
+    ],
+    ids=["syntax", "throws", "imports", "endless", "reserved-name", "name-clash"],
+)
+def test_bad_source_fails_the_build(
+    tmp_path: Path, js_sources: Path, js_module: bytes, source: str, expected: str
+) -> None:
+    (tmp_path / "bad.js").write_text(source)
     with pytest.raises(Error) as caught:
         build(tmp_path / "bad.js", js_sources / "funcs.toml")
-    assert "bad.js" in str(caught.value) and "SyntaxError" in str(caught.value) and "bad.js:2" in str(caught.value)
+    assert str(caught.value).startswith(f"{tmp_path / 'bad.js'}: ")
+    assert expected in str(caught.value)

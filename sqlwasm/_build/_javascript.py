@@ -61,7 +61,7 @@ COMPILE_JOBS = 2
 GLUE_EXPORTS = frozenset({"memory", "_initialize", "sqlwasm_alloc", "sqlwasm_init"})
 AGGREGATE_ROLES = ("init", "step", "final", "drop")
 WINDOW_ROLES = ("value", "inverse")
-PROBE_FUEL = 20_000_000_000  # the author's top-level code gets this much at build time
+PROBE_FUEL = 2_000_000_000  # the author's top-level code gets this much at build time (seconds)
 PROBE_MEMORY = 256 << 20
 
 
@@ -411,7 +411,12 @@ def describe_exports(
     try:
         packed = describe(store, ptr, len(text.encode()), ptr + len(text.encode()) + 1)
     except wasmtime.Trap as exc:
-        raise Error(f"{source}: the module's top-level code did not finish at build time: {exc.message}") from None
+        cause = (
+            f"it ran for more than {PROBE_FUEL:,} wasm instructions (an endless loop?)"
+            if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            else exc.message.strip().splitlines()[-1]
+        )
+        raise Error(f"{source}: the module's top-level code did not finish at build time: {cause}") from None
     assert isinstance(packed, int)
     result = json.loads(memory.read(store, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
     if "error" in result:
