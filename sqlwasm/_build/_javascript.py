@@ -69,14 +69,18 @@ def glue_dir() -> Path:
     return sdk_dir() / "javascript"
 
 
-def _run(cmd: list[str], source: Path) -> None:
-    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+def _run(cmd: list[str], source: Path, cwd: Path) -> None:
+    """Runs zig in cwd (a scratch directory: `python -m` puts the working
+    directory first on sys.path)."""
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=cwd)
     if result.returncode != 0:
         raise CompileError(source, "zig cc", result.returncode, result.stderr.strip())
 
 
 def _zig_version() -> str:
-    result = subprocess.run([sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
     if result.returncode != 0:
         raise Error(f"cannot run zig (python -m ziglang version): {result.stderr.strip()}")
     return result.stdout.strip()
@@ -141,7 +145,7 @@ def _sdist(root: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="sqlwasm-quickjs-", dir=root) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                f"quickjs-ng=={QUICKJS_VERSION}", "-d", tmp]
-        result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        result = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=tmp)
         downloaded = Path(tmp) / QUICKJS_SDIST
         if result.returncode != 0 or not downloaded.is_file():
             raise Error(
@@ -178,7 +182,7 @@ def _compile_objects(src: Path, out: Path) -> None:
     jobs = [(src / s, out / f"{Path(s).stem}.o") for s in ENGINE_SOURCES]
     jobs.append((glue_dir() / "sqljs.c", out / "sqljs.o"))
     with concurrent.futures.ThreadPoolExecutor(COMPILE_JOBS) as pool:
-        for done in [pool.submit(_run, [*zig, "-c", str(c), "-o", str(o)], c) for c, o in jobs]:
+        for done in [pool.submit(_run, [*zig, "-c", str(c), "-o", str(o)], c, out) for c, o in jobs]:
             done.result()
 
 
@@ -350,7 +354,7 @@ def _link(c_text: str, objects: list[Path], source: Path) -> bytes:
         main_c.write_text(c_text)
         out = Path(tmp) / "out.wasm"
         cmd = [sys.executable, "-m", "ziglang", "cc", *LINK_FLAGS, str(main_c), *map(str, objects), "-o", str(out)]
-        _run(cmd, source)
+        _run(cmd, source, Path(tmp))
         return out.read_bytes()
 
 
