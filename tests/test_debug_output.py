@@ -44,6 +44,16 @@ def test_printf_before_a_trap_is_in_the_error(printer: apsw.Connection) -> None:
     assert message.endswith("\nguest output:\nprinted(13) called\nchecking 13")
 
 
+def test_a_debug_build_names_the_functions_in_the_backtrace(tmp_path: Path) -> None:
+    # sqlwasm build strips names (-s); --cflag=-g keeps the name section.
+    conn = sqlwasm.connect(
+        ":memory:", [build(GUESTS / "printer.c", GUESTS / "printer.toml", cflags=("-g",))], allow_unsigned=True
+    )
+    message = one_error(conn, "SELECT printed(13)")
+    assert "instruction executed in check_value (called from printed)\nguest output:\n" in message
+    conn.close()
+
+
 def test_printf_before_an_error_result_is_in_the_error(printer: apsw.Connection) -> None:
     message = one_error(printer, "SELECT refused('x')")
     assert message == "printer.refused: refused on purpose\nguest output:\nabout to refuse: x"
