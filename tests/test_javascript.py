@@ -45,6 +45,7 @@ SOURCE = textwrap.dedent(
     export function js_spin() { for (;;) {} }
     export function js_alloc(megabytes) { return new Uint8Array(megabytes << 20).length; }
     export function js_deep(n) { return n === 0 ? 0 : 1 + js_deep(n - 1); }
+    export function js_deep_map(n) { return n === 0 ? 0 : 1 + [n - 1].map(js_deep_map)[0]; }
     export function js_object() { return {a: 1}; }
     export async function js_async() { return 1; }
     export function js_now() { return Date.now(); }
@@ -122,6 +123,12 @@ MANIFEST = textwrap.dedent(
 
     [[functions]]
     name = "js_deep"
+    abi = "msgpack"
+    args = ["integer"]
+    returns = "integer"
+
+    [[functions]]
+    name = "js_deep_map"
     abi = "msgpack"
     args = ["integer"]
     returns = "integer"
@@ -313,8 +320,18 @@ def test_memory_limits(js_conn: apsw.Connection) -> None:
 def test_deep_recursion_fails_cleanly(js_conn: apsw.Connection) -> None:
     assert one(js_conn, "SELECT js_deep(100)") == 100
     message = error_of(js_conn, "SELECT js_deep(1000000)")
-    assert "jsfuncs.js_deep" in message
+    assert message.startswith("jsfuncs.js_deep: RangeError: Maximum call stack size exceeded\n    at js_deep (funcs.js:")
     assert one(js_conn, "SELECT js_deep(10)") == 10
+
+
+def test_stack_overflow_traps_leave_the_stack_whole(js_conn: apsw.Connection) -> None:
+    # recursion through a built-in's callback overflows the native wasm stack
+    # first: a trap, which leaves the shadow stack pointer deep; each call
+    # must start from the top again, or a few traps exhaust the stack
+    for _ in range(40):
+        assert "trap (stack overflow)" in error_of(js_conn, "SELECT js_deep_map(100000)")
+    assert one(js_conn, "SELECT js_deep(100)") == 100
+    assert one(js_conn, "SELECT js_deep_map(20)") == 20
 
 
 CAPABILITY_SOURCE = """\

@@ -52,9 +52,10 @@ SDIST_ENV_VAR = "SQLWASM_QUICKJS_SDIST"
 
 # -Os: the engine is most of the module; it halves the code Cranelift compiles.
 COMPILE_FLAGS = ("-target", "wasm32-wasi", "-Os")
-# A 1 MiB shadow stack: JS recursion lives on it (the glue caps JS's at 896 KiB).
-# -O2 picks the libc zig built for C guests (ZIG_FLAGS), rather than building another.
-LINK_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=1048576")
+# The C guests' 256 KiB shadow stack: the host's 128 KiB native wasm stack
+# runs out first (the glue caps JS recursion at 48 KiB of it). -O2 picks the
+# libc zig built for C guests (ZIG_FLAGS), rather than building another.
+LINK_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=262144")
 COMPILE_JOBS = 2
 
 # Exports the glue itself has: a JS export must not take these names.
@@ -321,11 +322,16 @@ def generated_c(
         "int64_t sqljs_agg_final(uint32_t, int32_t);",
         "int64_t sqljs_agg_value(uint32_t, int32_t);",
         "void sqljs_agg_drop(uint32_t, int32_t);",
+        "void sqljs_restore_stack(void);",
         capability_c(capabilities),
     ]
+    # Each stub is frameless and first puts back the shadow stack pointer a
+    # trap may have left deep (sqljs_restore_stack).
     for n, (export, role, index) in enumerate(wasm_exports(described)):
         result, params, call = SIGNATURES[role]
-        body = f"{call.format(i=index)};" if result == "void" else f"return {call.format(i=index)};"
+        body = "sqljs_restore_stack(); " + (
+            f"{call.format(i=index)};" if result == "void" else f"return {call.format(i=index)};"
+        )
         lines.append(
             f"__attribute__((export_name({_c_string(export)}))) {result} sqljs_export_{n}({params}) {{ {body} }}"
         )

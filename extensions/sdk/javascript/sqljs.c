@@ -32,9 +32,13 @@ extern const char sqljs_filename[];
 extern const char *const sqljs_export_names[];
 extern const uint32_t sqljs_export_count;
 
-/* Below the shadow stack linked in (1 MiB): QuickJS throws RangeError
- * before the C stack runs out. */
-#define SQLJS_JS_STACK (1024u * 1024u - 128u * 1024u)
+/* How deep JS may recurse on the shadow stack (256 KiB linked in) before
+ * QuickJS throws RangeError. Each JS call also takes about 800 bytes of the
+ * host's 128 KiB native wasm stack, against about 350 here: 48 KiB lets
+ * plain recursion (about 145 calls) end in a catchable RangeError just
+ * before the native stack would trap. Paths heavier on the native stack
+ * (callbacks through built-ins) still trap; the engine then restarts. */
+#define SQLJS_JS_STACK (48u * 1024u)
 #define SQLJS_SAFE_INT 9007199254740991.0 /* 2^53 - 1 */
 
 static JSRuntime *sqljs_rt;
@@ -340,6 +344,30 @@ static JSContext *sqljs_enter(int64_t *err) {
 }
 
 static inline void sqljs_leave(void) { sqljs_in_call = false; }
+
+/* The shadow stack pointer (a wasm global) is not restored by a trap: after
+ * one it stays as deep as the trapped call had gone, and calls after it
+ * would start there, each trap taking more of the stack. Every export
+ * stub (frameless, in the generated file) calls this first: the pointer
+ * every call from the host starts at is noted once, and put back. */
+static uintptr_t sqljs_stack_base;
+
+static inline uintptr_t sqljs_get_stack_pointer(void) {
+    uintptr_t sp;
+    __asm__ volatile(".globaltype __stack_pointer, i32\n\tglobal.get __stack_pointer\n\tlocal.set %0" : "=r"(sp));
+    return sp;
+}
+
+void sqljs_restore_stack(void) {
+    uintptr_t sp = sqljs_get_stack_pointer();
+    if (sqljs_stack_base == 0) {
+        sqljs_stack_base = sp;
+    } else if (sp != sqljs_stack_base) {
+        __asm__ volatile(".globaltype __stack_pointer, i32\n\tlocal.get %0\n\tglobal.set __stack_pointer"
+                         :
+                         : "r"(sqljs_stack_base));
+    }
+}
 
 /* Pre-initialization runs this, then snapshots memory: instances then start
  * with the module already compiled and evaluated. */
