@@ -160,8 +160,8 @@ class Shell(apsw.shell.Shell):
     def command_load(self, cmd: list[str]) -> None:
         """load MODULE: Loads a sqlwasm module into the connection
 
-        MODULE is a .wasm file or the name of a shipped example (geo, graph,
-        stats, text). It is checked as on the command line (--trust, --grant,
+        MODULE is a .wasm file or the name of a shipped example (geo, geo_as,
+        graph, stats, text). It is checked as on the command line (--trust, --grant,
         the limits) and stays loaded across .open.
         """
         if len(cmd) != 1:

@@ -594,7 +594,7 @@ def test_query_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert message.startswith("geo.geo_geohash_encode: ")
     missing = tmp_path / "none.wasm"
     assert failed(capsys, "query", ":memory:", "SELECT 1", "--load", missing) == (
-        f"no module {missing}: not a file, nor the name of a shipped example (geo, graph, stats, text)"
+        f"no module {missing}: not a file, nor the name of a shipped example (geo, geo_as, graph, stats, text)"
     )
 
 

@@ -243,7 +243,7 @@ def test_load_a_shipped_example_by_name(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_load_a_name_that_is_not_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert error(capsys, "query", ":memory:", "SELECT 1", "--load", "goe") == (
-        "no module goe: not a file, nor the name of a shipped example (geo, graph, stats, text)"
+        "no module goe: not a file, nor the name of a shipped example (geo, geo_as, graph, stats, text)"
     )
 
 
