@@ -3,7 +3,7 @@ the wasm section reader, the manifest parser, the signature checker and the
 native msgpack result decoder. tests/fuzz/ has the harnesses and their
 oracles; docs/security.md ("Fuzzing") what they ran and found.
 
-Each harness runs in a subprocess for SQLWASM_FUZZ_SECONDS (default 40) from
+Each harness runs in a subprocess for SQLWASM_FUZZ_SECONDS (default 25) from
 its committed seed corpus; a crash, an unexpected exception, a failed oracle
 or a hung input fails the test. A longer run is
 `python tests/fuzz/run.py TARGET --seconds 3600`.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fuzz.run import TARGETS, FuzzRun, fuzz, run_target
 
-SECONDS = int(os.environ.get("SQLWASM_FUZZ_SECONDS", "40"))
+SECONDS = int(os.environ.get("SQLWASM_FUZZ_SECONDS", "25"))
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
 
 

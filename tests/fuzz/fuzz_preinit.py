@@ -6,7 +6,7 @@ documented error); any other exception is a finding. A module it returns
 must be valid wasm on sqlwasm's own engine, keep no signature section, and
 export neither `_initialize` nor the initializer it ran.
 
-    python tests/fuzz/run.py preinit --seconds 3600     (once run.py lists it)
+    python tests/fuzz/run.py preinit --seconds 3600
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python tests/fuzz/run.py all --seconds 60                 # every target in turn
     python tests/fuzz/run.py msgpack --seconds 600 --work /tmp/fuzz-msgpack
 
-Targets: wasmfile, manifest, signature, msgpack (fuzz_<target>.py here). Each
+Targets: wasmfile, manifest, signature, msgpack, preinit (fuzz_<target>.py here). Each
 run starts from the committed seeds in corpus/<target>/ and writes what it
 adds, its log and any crash-*, timeout-* or oom-* input into the work
 directory (a fresh temporary one by default, kept when something was found),
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("wasmfile", "manifest", "signature", "msgpack")
+TARGETS = ("wasmfile", "manifest", "signature", "msgpack", "preinit")
 # Longest input per target: long enough for what the format can say (a
 # manifest with an integer of thousands of digits), short enough to stay fast.
-MAX_LEN = {"wasmfile": 4096, "manifest": 16384, "signature": 4096, "msgpack": 8192}
+MAX_LEN = {"wasmfile": 4096, "manifest": 16384, "signature": 4096, "msgpack": 8192, "preinit": 8192}
 INPUT_TIMEOUT_S = 20  # one input taking longer is a finding (libFuzzer's timeout-*)
 STARTUP_GRACE_S = 120  # on top of --seconds before the whole run counts as hung
 FINDING_PREFIXES = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
