@@ -269,6 +269,19 @@ def test_aggregate_and_window(js_conn: apsw.Connection) -> None:
     js_conn.execute("DROP TABLE t")
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-(2**53) + 1, 2**53 - 1)), max_size=30))
+def test_aggregate_states_per_group(js_conn: apsw.Connection, rows: list[tuple[int, int]]) -> None:
+    # one live state per group, all open at once, each fed its own rows
+    values = ",".join("(?, ?)" for _ in rows) or "(NULL, NULL)"
+    sql = f"WITH v(g, x) AS (VALUES {values}) SELECT g, js_strict_sum(x) FROM v WHERE g IS NOT NULL GROUP BY g ORDER BY g"
+    expected: dict[int, int] = {}
+    for group, x in rows:
+        expected[group] = expected.get(group, 0) + x
+    got = js_conn.execute(sql, [v for row in rows for v in row]).fetchall()
+    assert got == sorted(expected.items())
+
+
 def test_exception_is_the_sql_error_with_its_stack(js_conn: apsw.Connection) -> None:
     message = error_of(js_conn, "SELECT js_sqrt(-4)")
     assert message.startswith("jsfuncs.js_sqrt: RangeError: negative: -4\n")
