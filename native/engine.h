@@ -29,6 +29,10 @@ static int sw_guest_cleanup_call(sqlite3_context *ctx, const sw_function *f, con
    for a bigger one when it does not fit; see docs/abi.md). */
 static int sw_ensure_arg_buffer(sqlite3_context *ctx, const sw_function *f, size_t bytes);
 
+/* A store's debug output (its data, when Python made one) learns which
+   instance it belongs to, so that a call sees only its own output. */
+static void sw_guest_output_bind(void *context, const sw_instance *inst);
+
 /* A failure's message: the cause, where in the guest (a short backtrace),
    and the last lines the call wrote to stdout and stderr. */
 #define SW_FAILURE_MAX 1600

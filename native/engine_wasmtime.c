@@ -14,16 +14,8 @@ static struct {
     void (*frame_vec_delete)(sw_frame_vec *);
     const sw_byte_vec *(*frame_func_name)(const void *frame);
     uint32_t (*frame_func_index)(const void *frame);
-    sw_wasmtime_context *(*store_context)(sw_wasmtime_store *);
     void *(*context_get_data)(const sw_wasmtime_context *);
-    void (*store_epoch_deadline_callback)(sw_wasmtime_store *, sw_epoch_callback, void *data,
-                                          void (*finalizer)(void *));
 } wt_report;
-
-static sw_wasmtime_error *sw_epoch_tick(sw_wasmtime_context *context, void *data, uint64_t *deadline_delta,
-                                        uint8_t *update_kind);
-static void sw_bind_store(sw_wasmtime_store *store, sw_epoch_callback callback, void *data,
-                          void (*finalizer)(void *));
 
 const char *sw_bind_wasmtime(const char *library_path)
 {
@@ -66,13 +58,8 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND_REPORT(frame_vec_delete, "wasm_frame_vec_delete");
     SW_BIND_REPORT(frame_func_name, "wasmtime_frame_func_name");
     SW_BIND_REPORT(frame_func_index, "wasm_frame_func_index");
-    SW_BIND_REPORT(store_context, "wasmtime_store_context");
     SW_BIND_REPORT(context_get_data, "wasmtime_context_get_data");
 #undef SW_BIND_REPORT
-    /* registry.c binds each store to its instance through this slot: the
-       store's guest output learns its instance there too (sw_bind_store). */
-    wt_report.store_epoch_deadline_callback = wt.store_epoch_deadline_callback;
-    wt.store_epoch_deadline_callback = sw_bind_store;
     if (pthread_atfork(sw_atfork_prepare, sw_atfork_parent, sw_atfork_child) != 0)
         return "pthread_atfork failed";
     wt_bound = 1;
@@ -188,13 +175,11 @@ void sw_guest_output_append(void *handle, const char *data, size_t len, uint64_t
     out->len += len;
 }
 
-static void sw_bind_store(sw_wasmtime_store *store, sw_epoch_callback callback, void *data,
-                          void (*finalizer)(void *))
+static void sw_guest_output_bind(void *context, const sw_instance *inst)
 {
-    wt_report.store_epoch_deadline_callback(store, callback, data, finalizer);
-    sw_guest_output *out = wt_report.context_get_data(wt_report.store_context(store));
-    if (callback == sw_epoch_tick && out && out->magic == SW_OUTPUT_MAGIC)
-        out->inst = data;
+    sw_guest_output *out = wt_report.context_get_data(context);
+    if (out && out->magic == SW_OUTPUT_MAGIC)
+        out->inst = inst;
 }
 
 /* A text builder that never overflows: what does not fit is cut. */

@@ -194,6 +194,7 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
         inst->store = store;
         wt.store_epoch_deadline_callback(store, sw_epoch_tick, inst, NULL);
         wt.context_set_epoch_deadline(context, 1);
+        sw_guest_output_bind(context, inst);
     }
     inst->context = context;
     /* Without a memory the instance is starting: refuse calls until bound. */
