@@ -58,6 +58,14 @@ SOURCE = textwrap.dedent(
       value() { return this.count ? this.sum / this.count : null; }
       final() { return this.value(); }
     }
+    class Counter {
+      constructor() { this.count = 0; }
+      step() { this.count++; }
+      final() { return this.count; }
+    }
+    export class js_count_long extends Counter {
+      step(s) { if (s.length > 3) super.step(); }
+    }
     export class js_strict_sum {
       constructor() { this.total = 0n; }
       step(x) {
@@ -158,6 +166,14 @@ MANIFEST = textwrap.dedent(
     args = ["real"]
     returns = "real"
     exports = { init = "js_mean.init", step = "js_mean.step", final = "js_mean.final", value = "js_mean.value", inverse = "js_mean.inverse", drop = "js_mean.drop" }
+
+    [[functions]]
+    name = "js_count_long"
+    kind = "aggregate"
+    abi = "msgpack"
+    args = ["text"]
+    returns = "integer"
+    exports = { init = "js_count_long.init", step = "js_count_long.step", final = "js_count_long.final", drop = "js_count_long.drop" }
 
     [[functions]]
     name = "js_strict_sum"
@@ -263,6 +279,8 @@ def test_aggregate_and_window(js_conn: apsw.Connection) -> None:
     window = "SELECT js_mean(x) OVER (ORDER BY rowid ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t"
     assert [r[0] for r in js_conn.execute(window)] == [1.0, 1.5, 6.0, 8.0]
     assert one(js_conn, "SELECT js_strict_sum(x) FROM t") == 19  # a BigInt result
+    # final() inherited from a base class
+    assert one(js_conn, "SELECT js_count_long(value) FROM json_each('[\"a\", \"abcd\", \"abcde\"]')") == 2
     message = error_of(js_conn, "SELECT js_strict_sum(x) FROM (SELECT 1 AS x UNION ALL SELECT 'two')")
     assert "jsfuncs.js_strict_sum" in message and "TypeError: not an integer: two" in message
     assert "at step (funcs.js:" in message
