@@ -48,6 +48,7 @@ SOURCE = textwrap.dedent(
     export function js_deep_map(n) { return n === 0 ? 0 : 1 + [n - 1].map(js_deep_map)[0]; }
     export function js_object() { return {a: 1}; }
     export async function js_async() { return 1; }
+    export function js_throw_symbol() { throw Symbol('odd'); }
     export function js_now() { return Date.now(); }
 
     // A running mean: an aggregate; with value() and inverse() a window.
@@ -149,6 +150,12 @@ MANIFEST = textwrap.dedent(
 
     [[functions]]
     name = "js_async"
+    abi = "msgpack"
+    args = []
+    returns = "any"
+
+    [[functions]]
+    name = "js_throw_symbol"
     abi = "msgpack"
     args = []
     returns = "any"
@@ -311,6 +318,9 @@ def test_results_sql_cannot_hold_are_errors(js_conn: apsw.Connection) -> None:
     assert "js_object: returned an object (return a string, e.g. JSON.stringify(value))" in error_of(
         js_conn, "SELECT js_object()"
     )
+    # a thrown value that is not an Error still gives a message
+    thrown = error_of(js_conn, "SELECT js_throw_symbol()")
+    assert thrown == "jsfuncs.js_throw_symbol: (a thrown value that cannot be shown)"
     assert "js_async: returned a Promise (async functions cannot be used)" in error_of(js_conn, "SELECT js_async()")
     # an integral number is an integer; any other number is a REAL, refused where an integer is declared
     assert "jsfuncs.js_add" in error_of(js_conn, "SELECT js_add(9007199254740991, 1)")
@@ -431,8 +441,9 @@ def test_a_build_waits_for_the_engine_another_is_building(
         ("export function sqlwasm_alloc() {}\n", "export 'sqlwasm_alloc' takes a name the JavaScript runtime uses"),
         ("export class C { step() {} final() {} }\nfunction g() {}\nexport {g as 'C.init'};\n",
          "two exports would both be the wasm export 'C.init'"),
+        ("function g() {}\nexport {g as 'a\\0b'};\n", "an export's name contains a NUL character"),
     ],
-    ids=["syntax", "throws", "imports", "endless", "reserved-name", "name-clash"],
+    ids=["syntax", "throws", "imports", "endless", "reserved-name", "name-clash", "nul-name"],
 )
 def test_bad_source_fails_the_build(
     tmp_path: Path, js_sources: Path, js_module: bytes, source: str, expected: str

@@ -460,6 +460,8 @@ def compile_javascript(source: Path, *, snapshot: bool = True, capabilities: Col
     probe = _compiled_probe(engine, _probe_module(objects, source), objects[0].parent / "probe.cwasm")
     described = describe_exports(engine, probe, source, text)
     exports = wasm_exports(described)
+    if any("\0" in str(item["name"]) for item in described):
+        raise Error(f"{source}: an export's name contains a NUL character")
     taken = [e for e, _, _ in exports if e in GLUE_EXPORTS]
     if taken:
         raise Error(f"{source}: export '{taken[0]}' takes a name the JavaScript runtime uses; rename it")

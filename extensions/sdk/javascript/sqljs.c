@@ -115,7 +115,8 @@ static void sqljs_exception_text(JSContext *ctx, char *buf, size_t cap) {
     }
     JS_FreeValue(ctx, exc);
     while (stack_len > 0 && stack[stack_len - 1] == '\n') stack_len--;
-    snprintf(buf, cap, "%.*s%s%.*s", (int)(text ? text_len : 27), text ? text : "(a value that cannot be shown)",
+    static const char unshown[] = "(a thrown value that cannot be shown)";
+    snprintf(buf, cap, "%.*s%s%.*s", (int)(text ? text_len : sizeof unshown - 1), text ? text : unshown,
              stack_len ? "\n" : "", (int)stack_len, stack ? stack : "");
     if (text) JS_FreeCString(ctx, text);
     if (stack) JS_FreeCString(ctx, stack);
