@@ -21,6 +21,7 @@ from test_cli import without_unsigned_warnings
 
 import sqlwasm
 from sqlwasm import _cli
+from sqlwasm._cli.loading import grant_from_args
 from sqlwasm._signing import generate_keypair, load_public_key, load_trusted_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,8 +226,8 @@ def test_grant_narrowed_to_tables_is_passed_as_a_mapping() -> None:
     """`--grant sql:T1,T2` takes the mapping form of Runtime's grant (the
     runtime's `sql` capability itself is tested where it is built)."""
     args = argparse.Namespace(grant=["log", "sql:readings,places"])
-    assert _cli._grant(args) == {"log": True, "sql": ["readings", "places"]}
-    assert _cli._grant(argparse.Namespace(grant=["log", "clock"])) == ["log", "clock"]
+    assert grant_from_args(args) == {"log": True, "sql": ["readings", "places"]}
+    assert grant_from_args(argparse.Namespace(grant=["log", "clock"])) == ["log", "clock"]
 
 
 # ------------------------------------------------------------ loading

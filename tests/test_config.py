@@ -15,6 +15,7 @@ from sqlwasm.extensions import EXAMPLES_PUBLIC_KEY, module_path
 
 import sqlwasm
 from sqlwasm import _cli
+from sqlwasm._cli.loading import Loader
 from sqlwasm._config import ENV_VAR, Config, ConfigError, ModuleRef, load_config
 from sqlwasm._signing import load_public_key
 
@@ -340,7 +341,7 @@ def test_a_query_over_shards_takes_the_files_modules_and_limits(tmp_path: Path) 
     tested in test_distributed)."""
     path = write(tmp_path / "sqlwasm.toml", 'modules = ["geo"]\nallow_unsigned = true\n[limits]\nfuel = 5000\n')
     args = _cli.parser().parse_args(["query", "shards/*.db", "--map", "SELECT 1", "--config", str(path)])
-    loader = _cli.Loader(args)
+    loader = Loader(args)
     module_bytes, keys = loader.shard_modules(args)
     assert module_bytes == [module_path("geo").read_bytes()]
     assert keys == [EXAMPLES_PUBLIC_KEY]
