@@ -28,6 +28,11 @@ from ._common import best_of, measure_interleaved, print_against, print_checks, 
 
 SOURCE = """\
 export function js_add(a, b) { return a + b; }
+export class js_sum {
+  constructor() { this.total = 0; }
+  step(x) { this.total += x; }
+  final() { return this.total; }
+}
 
 const EARTH_RADIUS_KM = 6371.0088;
 const radians = (d) => d * Math.PI / 180;
@@ -49,6 +54,14 @@ abi = "msgpack"
 args = ["integer", "integer"]
 returns = "integer"
 deterministic = true
+
+[[functions]]
+name = "js_sum"
+kind = "aggregate"
+abi = "msgpack"
+args = ["integer"]
+returns = "integer"
+exports = { init = "js_sum.init", step = "js_sum.step", final = "js_sum.final", drop = "js_sum.drop" }
 
 [[functions]]
 name = "js_haversine"
@@ -130,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             (args.rows,),
         )
         added = conn.execute("SELECT sum(a + b) FROM t").fetchall()[0][0]
+        summed = conn.execute("SELECT sum(a) FROM t").fetchall()[0][0]
         distance = conn.execute("SELECT sum(geo_haversine(lat1, lon1, lat2, lon2)) FROM t").fetchall()[0][0]
         js_distance = conn.execute("SELECT sum(js_haversine(lat1, lon1, lat2, lon2)) FROM t").fetchall()[0][0]
         assert isinstance(distance, float) and isinstance(js_distance, float)
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "builtin a+b": ("SELECT sum(a + b) FROM t", rows, added),
                 "JS js_add": ("SELECT sum(js_add(a, b)) FROM t", rows, added),
+                "builtin sum(a)": ("SELECT sum(a) FROM t", rows, summed),
+                "JS aggregate js_sum(a)": ("SELECT js_sum(a) FROM t", rows, summed),
                 "C geo_haversine (raw)": ("SELECT sum(geo_haversine(lat1, lon1, lat2, lon2)) FROM t", rows, distance),
                 "JS js_haversine": ("SELECT sum(js_haversine(lat1, lon1, lat2, lon2)) FROM t", rows, js_distance),
             },

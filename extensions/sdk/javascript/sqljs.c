@@ -48,6 +48,11 @@ static bool sqljs_in_call;     /* set while a call runs: still set at entry = th
 static uint32_t sqljs_generation; /* bumped per runtime, part of every state handle */
 static char sqljs_init_error[512]; /* why the module failed to evaluate, "" if it did not */
 
+/* An aggregate's methods, looked up on each call by atoms made once per runtime. */
+typedef enum { SQLJS_STEP, SQLJS_INVERSE, SQLJS_FINAL, SQLJS_VALUE, SQLJS_METHODS } sqljs_method;
+static const char *const sqljs_method_names[SQLJS_METHODS] = {"step", "inverse", "final", "value"};
+static JSAtom sqljs_method_atoms[SQLJS_METHODS];
+
 /* ------------------------------------------------------------------------
  * No WASI imports but the capabilities': QuickJS reads the clock (Date.now,
  * the Math.random seed) and, in debugging paths, writes to stdout. Output
@@ -305,14 +310,21 @@ static void sqljs_install_random(JSContext *ctx) {
     JS_FreeValue(ctx, global);
 }
 
-/* A fresh runtime with the module evaluated. false: out of memory. */
+/* A fresh runtime with the module evaluated. false: out of memory, and no
+ * runtime. */
 static bool sqljs_start(void) {
     sqljs_init_error[0] = '\0';
-    sqljs_ctx = sqljs_new_context();
-    if (sqljs_ctx == NULL) return false;
-    sqljs_rt = JS_GetRuntime(sqljs_ctx);
     if (sqljs_exports == NULL) sqljs_exports = calloc(sqljs_export_count ? sqljs_export_count : 1, sizeof(JSValue));
-    if (sqljs_exports == NULL) return false;
+    sqljs_ctx = sqljs_exports ? sqljs_new_context() : NULL;
+    for (int m = 0; sqljs_ctx != NULL && m < SQLJS_METHODS; m++) {
+        sqljs_method_atoms[m] = JS_NewAtom(sqljs_ctx, sqljs_method_names[m]);
+        if (sqljs_method_atoms[m] == JS_ATOM_NULL) sqljs_ctx = NULL;
+    }
+    if (sqljs_ctx == NULL) {
+        sqljs_free_heap();
+        return false;
+    }
+    sqljs_rt = JS_GetRuntime(sqljs_ctx);
     for (uint32_t i = 0; i < sqljs_export_count; i++) sqljs_exports[i] = JS_UNDEFINED;
     sqljs_generation = (sqljs_generation + 1) & 0x7ff;
     if (sqljs_random_enabled) sqljs_install_random(sqljs_ctx);
@@ -633,9 +645,10 @@ int32_t sqljs_agg_init(uint32_t fn) {
     return sqljs_handle(slot);
 }
 
-/* Calls method `name` of the state behind handle with args; consumes nothing. */
-static JSValue sqljs_call_method(JSContext *ctx, uint32_t fn, const sqljs_state *s, const char *name, int argc,
+/* Calls the method of the state behind handle with args; consumes nothing. */
+static JSValue sqljs_call_method(JSContext *ctx, uint32_t fn, const sqljs_state *s, sqljs_method method, int argc,
                                  JSValueConst *argv, int64_t *err) {
+    const char *name = sqljs_method_names[method];
     JSValueConst state = s->value;
     if (s->threw) {
         JS_Throw(ctx, JS_DupValue(ctx, state));
@@ -646,23 +659,23 @@ static JSValue sqljs_call_method(JSContext *ctx, uint32_t fn, const sqljs_state 
         *err = sqlwasm_return_errorf("%s: export '%s' is not a class", sqljs_filename, sqljs_export_names[fn]);
         return JS_UNINITIALIZED;
     }
-    JSValue method = JS_GetPropertyStr(ctx, state, name);
-    if (JS_IsException(method)) {
+    JSValue function = JS_GetProperty(ctx, state, sqljs_method_atoms[method]);
+    if (JS_IsException(function)) {
         *err = sqljs_exception_result(ctx, name);
         return JS_UNINITIALIZED;
     }
-    if (!JS_IsFunction(ctx, method)) {
-        JS_FreeValue(ctx, method);
+    if (!JS_IsFunction(ctx, function)) {
+        JS_FreeValue(ctx, function);
         *err = sqlwasm_return_errorf("%s: class '%s' has no method %s()", sqljs_filename, sqljs_export_names[fn], name);
         return JS_UNINITIALIZED;
     }
-    JSValue v = JS_Call(ctx, method, state, argc, argv);
-    JS_FreeValue(ctx, method);
+    JSValue v = JS_Call(ctx, function, state, argc, argv);
+    JS_FreeValue(ctx, function);
     return v;
 }
 
 /* step and inverse: 0, or the packed error. */
-static int64_t sqljs_agg_rows(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len, const char *name) {
+static int64_t sqljs_agg_rows(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len, sqljs_method method) {
     int64_t err;
     JSContext *ctx = sqljs_enter(&err);
     if (ctx == NULL) return err;
@@ -673,9 +686,9 @@ static int64_t sqljs_agg_rows(uint32_t fn, int32_t handle, const uint8_t *row, u
     } else if ((argc = sqljs_read_row(ctx, row, len, sqljs_argv)) < 0) {
         result = sqlwasm_return_error("malformed argument row");
     } else {
-        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], name, argc, sqljs_argv, &result);
+        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], method, argc, sqljs_argv, &result);
         sqljs_free_args(ctx, sqljs_argv, argc);
-        if (JS_IsException(v)) result = sqljs_exception_result(ctx, name);
+        if (JS_IsException(v)) result = sqljs_exception_result(ctx, sqljs_method_names[method]);
         else JS_FreeValue(ctx, v);
     }
     sqljs_leave();
@@ -683,15 +696,15 @@ static int64_t sqljs_agg_rows(uint32_t fn, int32_t handle, const uint8_t *row, u
 }
 
 int64_t sqljs_agg_step(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len) {
-    return sqljs_agg_rows(fn, handle, row, len, "step");
+    return sqljs_agg_rows(fn, handle, row, len, SQLJS_STEP);
 }
 
 int64_t sqljs_agg_inverse(uint32_t fn, int32_t handle, const uint8_t *row, uint32_t len) {
-    return sqljs_agg_rows(fn, handle, row, len, "inverse");
+    return sqljs_agg_rows(fn, handle, row, len, SQLJS_INVERSE);
 }
 
 /* final (release = true) and value: the packed result. */
-static int64_t sqljs_agg_result(uint32_t fn, int32_t handle, const char *name, bool release) {
+static int64_t sqljs_agg_result(uint32_t fn, int32_t handle, sqljs_method method, bool release) {
     sqlwasm_arena_reset(); /* no argument row to reset it */
     int64_t err;
     JSContext *ctx = sqljs_enter(&err);
@@ -700,8 +713,8 @@ static int64_t sqljs_agg_result(uint32_t fn, int32_t handle, const char *name, b
     if (slot < 0) {
         result = sqljs_lost_state();
     } else {
-        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], name, 0, NULL, &result);
-        if (!JS_IsUninitialized(v)) result = sqljs_result(ctx, v, name);
+        JSValue v = sqljs_call_method(ctx, fn, &sqljs_states[slot], method, 0, NULL, &result);
+        if (!JS_IsUninitialized(v)) result = sqljs_result(ctx, v, sqljs_method_names[method]);
         if (release) {
             JS_FreeValue(ctx, sqljs_states[slot].value);
             sqljs_states[slot].value = JS_UNDEFINED;
@@ -711,9 +724,9 @@ static int64_t sqljs_agg_result(uint32_t fn, int32_t handle, const char *name, b
     return result;
 }
 
-int64_t sqljs_agg_final(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, "final", true); }
+int64_t sqljs_agg_final(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, SQLJS_FINAL, true); }
 
-int64_t sqljs_agg_value(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, "value", false); }
+int64_t sqljs_agg_value(uint32_t fn, int32_t handle) { return sqljs_agg_result(fn, handle, SQLJS_VALUE, false); }
 
 void sqljs_agg_drop(uint32_t fn, int32_t handle) {
     (void)fn;
