@@ -351,6 +351,15 @@ def test_engine_restarts_free_the_old_engine(js_module: bytes, session_key: Ed25
         assert one(conn, "SELECT js_add(1, 2)") == 3
 
 
+def test_too_little_memory_is_a_clean_error(js_module: bytes, session_key: Ed25519PrivateKey) -> None:
+    # one page beyond the snapshot: no room for the call's result buffer
+    pages = declared_memories(js_module)[0].min_pages + 1
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], memory_pages=pages)
+    conn = runtime.connect(":memory:", [js_module])
+    for _ in range(2):
+        assert error_of(conn, "SELECT js_add(1, 2)") == "jsfuncs.js_add: out of memory"
+
+
 def test_memory_limits(js_conn: apsw.Connection) -> None:
     assert one(js_conn, "SELECT js_alloc(8)") == 8 << 20
     message = error_of(js_conn, "SELECT js_alloc(200)")  # memory_pages = 1024: 64 MiB
