@@ -288,8 +288,11 @@ def test_interrupt_ends_a_scan_whose_close_never_returns(tmp_path: Any) -> None:
 # ------------------------------------------------------------------- time
 
 # instr() compares the needle at every position of the haystack: one VM
-# instruction whose cost grows with the square of the lengths.
-QUADRATIC = "SELECT instr(printf('%.*c', 500000, 'a'), printf('%.*c', 250000, 'a') || 'b')"
+# instruction whose cost grows with the square of the lengths (seconds here).
+QUADRATIC = "SELECT instr(printf('%.*c', 700000, 'a'), printf('%.*c', 350000, 'a') || 'b')"
+# The limit must leave the guest time to reach its query even on a loaded
+# machine: a call stopped before the query starts would pass for the wrong reason.
+REACH_QUERY_MS = 400
 
 
 @pytest.mark.xfail(
@@ -299,17 +302,17 @@ QUADRATIC = "SELECT instr(printf('%.*c', 500000, 'a'), printf('%.*c', 250000, 'a
     "as long as it likes; the guest is stopped only after the host function returns",
 )
 def test_one_expensive_builtin_call_in_a_query_is_stopped_by_the_time_limit(open_db: Any) -> None:
-    conn = open_db(timeout_ms=100)
-    assert seconds_to_fail(conn, QUADRATIC) < 1.0
+    conn = open_db(timeout_ms=REACH_QUERY_MS)
+    assert seconds_to_fail(conn, QUADRATIC) < REACH_QUERY_MS / 1000 + 1.0
 
 
 @pytest.mark.xfail(strict=True, reason="as above: interrupt() is not seen inside one built-in call")
 def test_interrupt_stops_one_expensive_builtin_call_in_a_query(open_db: Any) -> None:
     conn = open_db(timeout_ms=None)
-    timer = threading.Timer(0.1, conn.interrupt)
+    timer = threading.Timer(REACH_QUERY_MS / 1000, conn.interrupt)
     timer.start()
     try:
-        assert seconds_to_fail(conn, QUADRATIC) < 1.0
+        assert seconds_to_fail(conn, QUADRATIC) < REACH_QUERY_MS / 1000 + 1.0
     finally:
         timer.cancel()
 
