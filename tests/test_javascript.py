@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 
 import sqlwasm
 from sqlwasm import _cache
-from sqlwasm._build import build, pack
-from sqlwasm._build._javascript import _locked, compile_javascript, engine_key, engine_objects
+from sqlwasm._build import build
+from sqlwasm._build._javascript import _locked, engine_key, engine_objects
 from sqlwasm._errors import Error
-from sqlwasm._manifest import manifest_from_json
 from sqlwasm._signing import sign
 from sqlwasm._wasmfile import declared_memories
 
@@ -392,18 +391,40 @@ export function js_at_build() { return JSON.stringify(atBuild); }
 """
 
 
+CAPABILITY_MANIFEST = """\
+sqlwasm = 1
+name = "cap"
+version = "1.0.0"
+capabilities = ["clock", "random"]
+
+[[functions]]
+name = "js_now"
+abi = "msgpack"
+args = []
+returns = "integer"
+
+[[functions]]
+name = "js_random"
+abi = "msgpack"
+args = []
+returns = "real"
+
+[[functions]]
+name = "js_at_build"
+abi = "msgpack"
+args = []
+returns = "text"
+"""
+
+
 def test_clock_and_random_with_the_capabilities(tmp_path: Path, js_module: bytes, session_key: Ed25519PrivateKey) -> None:
+    """`sqlwasm build` gives the engine the host's clock and random source
+    when the manifest declares them (and only then: the module without
+    capabilities imports nothing, test_the_module_imports_nothing)."""
     source = tmp_path / "cap.js"
     source.write_text(CAPABILITY_SOURCE)
-    functions = [
-        {"name": "js_now", "abi": "msgpack", "args": [], "returns": "integer"},
-        {"name": "js_random", "abi": "msgpack", "args": [], "returns": "real"},
-        {"name": "js_at_build", "abi": "msgpack", "args": [], "returns": "text"},
-    ]
-    manifest = manifest_from_json(json.dumps(
-        {"sqlwasm": 1, "name": "cap", "version": "1.0.0", "capabilities": ["clock", "random"], "functions": functions}
-    ).encode())
-    wasm = sign(pack(compile_javascript(source, capabilities=("clock", "random")), manifest), session_key)
+    (tmp_path / "cap.toml").write_text(CAPABILITY_MANIFEST)
+    wasm = sign(build(source, tmp_path / "cap.toml"), session_key)
     runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()], grant=["clock", "random"])
     module = runtime.load(wasm)
     assert sorted(i.name for i in module._compiled.imports) == ["clock_time_get", "random_get"]

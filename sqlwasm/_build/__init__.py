@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .. import _engine
 from .._errors import Error, ManifestError
@@ -56,7 +56,8 @@ def pack(wasm: bytes, manifest: Manifest) -> bytes:
 
 
 # source suffix -> the module here that compiles it; each has
-# compile_guest(source: Path, *, flags: tuple[str, ...]) -> bytes
+# compile_guest(source: Path, *, flags: tuple[str, ...], capabilities: Collection[str]) -> bytes
+# (capabilities: the manifest's, for a toolchain whose runtime can use them)
 TOOLCHAINS: dict[str, str] = {
     ".c": "_c", ".cc": "_c", ".cpp": "_c", ".cxx": "_c",
     ".ts": "_assemblyscript",
@@ -82,7 +83,9 @@ def _source_paths(sources: PathLike | Sequence[PathLike]) -> tuple[Path, ...]:
     return paths
 
 
-def compile_source(sources: PathLike | Sequence[PathLike], *, cflags: tuple[str, ...] = ()) -> bytes:
+def compile_source(
+    sources: PathLike | Sequence[PathLike], *, cflags: tuple[str, ...] = (), capabilities: Collection[str] = ()
+) -> bytes:
     """Compiles a guest's source (or sources, one module) to wasm with the
     toolchain their suffix names. Several sources need one toolchain whose
     module links several: compile_guests(sources, *, flags) -> bytes."""
@@ -94,11 +97,11 @@ def compile_source(sources: PathLike | Sequence[PathLike], *, cflags: tuple[str,
     language = importlib.import_module(f"{__name__}.{toolchains.pop()}")
     if len(paths) == 1:
         compile_guest: Callable[..., bytes] = language.compile_guest
-        return compile_guest(paths[0], flags=cflags)
+        return compile_guest(paths[0], flags=cflags, capabilities=capabilities)
     compile_guests: Callable[..., bytes] | None = getattr(language, "compile_guests", None)
     if compile_guests is None:
         raise Error(f"cannot build {paths[0]} with other sources: its toolchain compiles one source file")
-    return compile_guests(paths, flags=cflags)
+    return compile_guests(paths, flags=cflags, capabilities=capabilities)
 
 
 def build(
@@ -113,7 +116,8 @@ def build(
     Before signing, the module's imports are checked against the manifest's
     capabilities (_imports) and its exports against the manifest."""
     manifest = manifest_from_toml(Path(manifest_path))  # fail fast, before compiling
-    packed = embed_manifest(compile_source(source, cflags=cflags), manifest)
+    wasm = compile_source(source, cflags=cflags, capabilities=manifest.capabilities)
+    packed = embed_manifest(wasm, manifest)
     compiled = _compile(packed, manifest)
     check_build_imports(manifest, compiled)
     check_exports(manifest, compiled)

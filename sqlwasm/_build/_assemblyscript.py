@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Collection
 
 from .. import _cache
 from .._errors import Error
@@ -195,5 +196,5 @@ def compile_assemblyscript(source: Path, *, flags: tuple[str, ...] = ()) -> byte
         return out.read_bytes()
 
 
-def compile_guest(source: Path, *, flags: tuple[str, ...] = ()) -> bytes:
-    return compile_assemblyscript(source, flags=flags)
+def compile_guest(source: Path, *, flags: tuple[str, ...] = (), capabilities: Collection[str] = ()) -> bytes:
+    return compile_assemblyscript(source, flags=flags)  # the author declares imports with @external

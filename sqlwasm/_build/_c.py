@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from .._errors import Error
 from . import CompileError, PathLike, sdk_dir
@@ -58,9 +58,11 @@ def compile_c(
         return out.read_bytes()
 
 
-def compile_guest(source: Path, *, flags: tuple[str, ...] = ()) -> bytes:
-    return compile_c(source, cflags=flags)
+def compile_guest(source: Path, *, flags: tuple[str, ...] = (), capabilities: Collection[str] = ()) -> bytes:
+    return compile_c(source, cflags=flags)  # a C guest declares its own imports
 
 
-def compile_guests(sources: Sequence[Path], *, flags: tuple[str, ...] = ()) -> bytes:
+def compile_guests(
+    sources: Sequence[Path], *, flags: tuple[str, ...] = (), capabilities: Collection[str] = ()
+) -> bytes:
     return compile_c(sources, cflags=flags)

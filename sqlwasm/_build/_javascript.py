@@ -435,10 +435,10 @@ def describe_exports(
     return described
 
 
-def compile_guest(source: Path, *, flags: tuple[str, ...] = ()) -> bytes:
+def compile_guest(source: Path, *, flags: tuple[str, ...] = (), capabilities: Collection[str] = ()) -> bytes:
     if flags:
         raise Error(f"cannot build {source}: a JavaScript guest takes no compiler flags")
-    return compile_javascript(source)
+    return compile_javascript(source, capabilities=capabilities)
 
 
 def compile_javascript(source: Path, *, snapshot: bool = True, capabilities: Collection[str] = ()) -> bytes:
