@@ -132,6 +132,50 @@ def test_many_traps_in_a_row(pair: tuple[apsw.Connection, apsw.Connection]) -> N
     assert counter(conn) == 1 and counter(bystander) == 1
 
 
+# A C guest keeps its stack frames in linear memory below the global
+# __stack_pointer, which each function moves down on entry and back on
+# return. A trap skips the returns.
+RECURSE_C = r'''
+#include "sqlwasm.h"
+static volatile int sink;
+static int64_t down(int64_t n) { volatile char pad[512]; pad[0] = (char)n; sink = pad[0]; return n <= 0 ? 0 : 1 + down(n - 1); }
+SQLWASM_EXPORT(deep) int64_t deep(int64_t n) { return down(n); }
+'''
+RECURSE_TOML = '''
+sqlwasm = 1
+name = "rec"
+version = "1.0.0"
+[[functions]]
+name = "rec_deep"
+export = "deep"
+abi = "raw"
+args = ["integer"]
+returns = "integer"
+'''
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an instance's globals survive a trap (by design: test_trap_is_a_clean_error's count_then_trap), and so "
+    "does a C guest's __stack_pointer, left as deep as the trapped call went: after enough stack-overflow traps "
+    "every call of the guest fails with an out-of-bounds access until the connection is reopened. Fixing it "
+    "means resetting the shadow stack pointer after a trap, or a fresh instance (docs/abi.md, Errors)",
+)
+def test_stack_overflow_traps_do_not_use_up_a_c_guests_stack(tmp_path: Path, session_key: Ed25519PrivateKey) -> None:
+    from sqlwasm._build import build
+    from sqlwasm._signing import sign
+
+    (tmp_path / "rec.c").write_text(RECURSE_C)
+    (tmp_path / "rec.toml").write_text(RECURSE_TOML)
+    runtime = sqlwasm.Runtime(trusted_keys=[session_key.public_key()])
+    conn = runtime.connect(":memory:", [sign(build(tmp_path / "rec.c", tmp_path / "rec.toml"), session_key)])
+    assert conn.execute("SELECT rec_deep(100)").fetchall() == [(100,)]
+    for _ in range(80):
+        with pytest.raises(apsw.SQLError, match="rec.rec_deep: trap"):
+            conn.execute("SELECT rec_deep(1000000)").fetchall()
+    assert conn.execute("SELECT rec_deep(100)").fetchall() == [(100,)]
+
+
 # ---------------------------------------------- garbage from a msgpack guest
 
 # Module 'rf': rf_echo(blob) returns the blob's bytes as its result, so SQL
