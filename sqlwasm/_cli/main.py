@@ -63,10 +63,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", metavar="MANIFEST.toml", help="the manifest to embed")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the packed module")
 
-    p = command("build", cmd_build, "compile a C or C++ guest with zig cc, check it and embed its manifest")
+    p = command("build", cmd_build, "compile a guest (C, C++, AssemblyScript, JS), check it, embed its manifest")
     p.add_argument(
         "source", nargs="+", metavar="SOURCE",
-        help="the guest's source files, compiled into one module (.c; .cc, .cpp, .cxx for C++)",
+        help="the guest's source files, compiled into one module (.c; .cc, .cpp, .cxx for C++; "
+        "one .ts for AssemblyScript; one .js for JavaScript)",
     )
     p.add_argument("--manifest", required=True, metavar="MANIFEST.toml", help="the manifest to embed")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the module")
