@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import struct
 import sys
@@ -294,8 +295,31 @@ def summary(directory: Path) -> Summary:
     return Summary(directory.absolute(), directory.is_dir(), usability.usable, usability.reason, len(entries), total)
 
 
-def clear(directory: Path) -> tuple[int, int]:
-    """Removes every file sqlwasm wrote in directory: (files, bytes) removed."""
+def toolchains(directory: Path) -> dict[str, int]:
+    """The guest toolchains kept in directory, by name, with their sizes in
+    bytes: every subdirectory is one (the AssemblyScript compiler, the
+    JavaScript engine's objects); compiled modules are the files beside them."""
+    found: dict[str, int] = {}
+    try:
+        subdirectories = sorted(path for path in directory.iterdir() if path.is_dir() and not path.is_symlink())
+    except FileNotFoundError:
+        return found
+    for subdirectory in subdirectories:
+        total = 0
+        for path in subdirectory.rglob("*"):
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+        found[subdirectory.name] = total
+    return found
+
+
+def clear(directory: Path, *, with_toolchains: bool = False) -> tuple[int, int]:
+    """Removes every compiled module sqlwasm wrote in directory and, with
+    with_toolchains, the toolchains too: (files or toolchains, bytes) removed."""
     removed = freed = 0
     for path in _entries(directory):
         try:
@@ -305,4 +329,9 @@ def clear(directory: Path) -> tuple[int, int]:
             continue
         removed += 1
         freed += size
+    if with_toolchains:
+        for name, size in toolchains(directory).items():
+            shutil.rmtree(directory / name, ignore_errors=True)
+            removed += 1
+            freed += size
     return removed, freed

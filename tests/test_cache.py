@@ -523,12 +523,40 @@ def test_cache_info_and_clear(
         "reason": "",
         "entries": 2,
         "bytes": size,
+        "toolchains": {},
     }
     assert (
         cli(capsys, "cache", "clear", "--dir", str(cache_dir)) == f"removed 2 files ({size:,} bytes) from {cache_dir}\n"
     )
     assert entries(cache_dir) == []
     assert json.loads(cli(capsys, "cache", "info", "--dir", str(cache_dir), "--json"))["entries"] == 0
+
+
+def test_toolchains_are_listed_and_kept_unless_asked(
+    capsys: pytest.CaptureFixture[str], make_runtime: Callable[..., sqlwasm.Runtime], add_module: bytes, cache_dir: Path
+) -> None:
+    """The AssemblyScript compiler and the JS engine live in subdirectories
+    of the cache: `cache info` shows them, `cache clear` keeps them (they take
+    a download or a minute to make again) unless --toolchains."""
+    make_runtime().load(add_module)
+    for name, sizes in (("javascript", (1000, 234)), ("assemblyscript-0.28.20", (50,))):
+        for i, size in enumerate(sizes):
+            path = cache_dir / name / "deeper" / f"f{i}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * size)
+    (cache_dir / "javascript" / "link").symlink_to("/etc/hostname")  # a link's target is not counted, nor removed
+    out = cli(capsys, "cache", "info", "--dir", str(cache_dir)).splitlines()
+    assert "toolchains assemblyscript-0.28.20 (50 bytes), javascript (1,234 bytes)" in out
+    out = cli(capsys, "cache", "clear", "--dir", str(cache_dir)).splitlines()
+    assert out[0].startswith("removed 1 files (")
+    assert out[1] == "kept the toolchains assemblyscript-0.28.20 (50 bytes), javascript (1,234 bytes): remove them too with --toolchains"
+    assert entries(cache_dir) == [] and (cache_dir / "javascript" / "deeper" / "f0").exists()
+    done = json.loads(cli(capsys, "cache", "clear", "--toolchains", "--dir", str(cache_dir), "--json"))
+    assert done == {"directory": str(cache_dir), "removed": 2, "bytes": 1284, "kept_toolchains": {}}
+    assert list(cache_dir.iterdir()) == [] and Path("/etc/hostname").exists()
+    with pytest.raises(SystemExit):
+        _cli.main(["cache", "info", "--toolchains", "--dir", str(cache_dir)])
+    assert "--toolchains is for `sqlwasm cache clear`" in capsys.readouterr().err
 
 
 def test_cache_info_says_why_a_directory_is_not_used(capsys: pytest.CaptureFixture[str], cache_dir: Path) -> None:

@@ -133,13 +133,18 @@ def parser() -> argparse.ArgumentParser:
     p = command("cache", cmd_cache, "show (info) or empty (clear) the compiled-module cache")
     p.add_argument(
         "action", choices=("info", "clear"), metavar="info|clear",
-        help="info: directory, entries, size and whether it is used (and why not); clear: remove every entry",
+        help="info: directory, entries, size, toolchains and whether it is used (and why not); clear: remove every "
+        "compiled module",
     )
     p.add_argument(
         "--dir", metavar="DIR",
         help=f"the cache directory (default: ${_cache.ENV_VAR}, else the user's cache directory)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--toolchains", action="store_true",
+        help="with clear: also remove the guest toolchains kept there (AssemblyScript's compiler, the JS engine)",
+    )
 
     p = command("store", cmd_store, "store signed modules in a database, list them, or remove them")
     p.add_argument("db", type=utf8_arg, metavar="DB", help="the database file")

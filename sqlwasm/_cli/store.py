@@ -21,34 +21,54 @@ from .options import UsageError
 def cmd_cache(args: argparse.Namespace) -> int:
     directory = Path(args.dir) if args.dir is not None else _cache.user_cache_dir()
     if args.action == "clear":
-        removed, freed = _cache.clear(directory) if directory is not None else (0, 0)
-        if args.json:
-            print(json.dumps({"directory": str(directory) if directory else None, "removed": removed, "bytes": freed}))
+        if directory is None:
+            removed, freed, kept = 0, 0, {}
         else:
-            print(f"removed {removed} files ({freed:,} bytes) from {directory}" if directory else "no cache directory")
+            removed, freed = _cache.clear(directory, with_toolchains=args.toolchains)
+            kept = _cache.toolchains(directory)
+        if args.json:
+            print(json.dumps({
+                "directory": str(directory) if directory else None, "removed": removed, "bytes": freed,
+                "kept_toolchains": kept,
+            }))
+        elif directory is None:
+            print("no cache directory")
+        else:
+            what = "files and toolchains" if args.toolchains else "files"
+            print(printable(f"removed {removed} {what} ({freed:,} bytes) from {directory}"))
+            if kept:
+                print(printable(f"kept the toolchains {_sizes(kept)}: remove them too with --toolchains"))
         return 0
+    if args.toolchains:
+        raise UsageError("--toolchains is for `sqlwasm cache clear`")
     if directory is None:
         info: dict[str, Any] = {
             "directory": None, "exists": False, "usable": False, "reason": f"{_cache.ENV_VAR} is empty",
-            "entries": 0, "bytes": 0,
+            "entries": 0, "bytes": 0, "toolchains": {},
         }
     else:
         summary = _cache.summary(directory)
         info = {
             "directory": str(summary.directory), "exists": summary.exists, "usable": summary.usable,
             "reason": summary.reason,
-            "entries": summary.entries, "bytes": summary.bytes,
+            "entries": summary.entries, "bytes": summary.bytes, "toolchains": _cache.toolchains(directory),
         }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(printable(f"directory {info['directory'] or '(none)'}"))
     print(f"entries   {info['entries']} ({info['bytes']:,} bytes)")
+    if info["toolchains"]:
+        print(printable(f"toolchains {_sizes(info['toolchains'])}"))
     if not info["usable"]:
         print(printable(f"usable    no: {info['reason']}"))
     else:
         print("usable    yes" + ("" if info["exists"] else " (made on first load)"))
     return 0
+
+
+def _sizes(toolchains: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({size:,} bytes)" for name, size in toolchains.items())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
