@@ -46,6 +46,8 @@ const char *sw_bind_wasmtime(const char *library_path)
     SW_BIND(error_new, "wasmtime_error_new");
     SW_BIND(engine_increment_epoch, "wasmtime_engine_increment_epoch");
     SW_BIND(engine_clone, "wasmtime_engine_clone");
+    SW_BIND(global_get, "wasmtime_global_get");
+    SW_BIND(global_set, "wasmtime_global_set");
 #undef SW_BIND
 #define SW_BIND_REPORT(field, symbol)                            \
     do {                                                         \
@@ -68,6 +70,23 @@ const char *sw_bind_wasmtime(const char *library_path)
 
 size_t sw_sizeof_func(void) { return sizeof(sw_wasmtime_func); }
 size_t sw_sizeof_memory(void) { return sizeof(sw_wasmtime_memory); }
+size_t sw_sizeof_global(void) { return sizeof(sw_wasmtime_global); }
+size_t sw_sizeof_val(void) { return sizeof(sw_wasmtime_val); }
+
+/* After a trap: the shadow stack pointer back where calls start from, so
+   the frames the trapped call left in linear memory are free again. */
+static void sw_restore_stack_pointer(sw_instance *inst)
+{
+    if (!inst->has_stack_pointer)
+        return;
+    sw_wasmtime_val val;
+    memset(&val, 0, sizeof val);
+    val.kind = SW_VALKIND_I32;
+    val.of.i32 = inst->stack_pointer_at_rest;
+    sw_wasmtime_error *err = wt.global_set(inst->context, &inst->stack_pointer, &val);
+    if (err)
+        wt.error_delete(err);
+}
 size_t sw_sizeof_val_raw(void) { return sizeof(sw_val_raw); }
 
 static const char *sw_trap_kind(uint8_t code)
@@ -390,6 +409,7 @@ static inline __attribute__((always_inline)) int sw_guest_call(sqlite3_context *
     inst->depth = 0;
     if (err || trap) {
         sw_report_failure(ctx, f, what, err, trap);
+        sw_restore_stack_pointer(inst);
         return 0;
     }
     /* wasmtime checks the deadline only at function entries and loop

@@ -85,6 +85,12 @@ struct sw_instance {
     sw_wasmtime_memory memory;
     sw_wasmtime_func alloc;
     int has_alloc;
+    /* A C guest's shadow stack pointer (its export "__stack_pointer", a
+       mutable i32) and its value between calls: a trap skips the epilogues
+       that would move it back, so the host does (engine_wasmtime.c). */
+    sw_wasmtime_global stack_pointer;
+    int has_stack_pointer;
+    int32_t stack_pointer_at_rest;
     uint32_t max_result_bytes;
     uint64_t fuel_per_call; /* 0: fuel metering off */
     uint32_t timeout_ms;    /* 0: no time limit */

@@ -182,12 +182,12 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, const char *mod
        tick guarantees the guest at least timeout_ms. */
     inst->timeout_ticks = timeout_ms ? (timeout_ms + SW_TICK_MS - 1) / SW_TICK_MS + 1 : 0;
     conn->instances[conn->n_instances] = inst;
-    sw_conn_bind_instance(conn, conn->n_instances, store, context, NULL, NULL);
+    sw_conn_bind_instance(conn, conn->n_instances, store, context, NULL, NULL, NULL);
     return conn->n_instances++;
 }
 
 void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
-                           const void *alloc_func)
+                           const void *alloc_func, const void *stack_pointer)
 {
     sw_instance *inst = conn->instances[instance];
     if (inst->store != store) {
@@ -204,6 +204,14 @@ void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *conte
     inst->has_alloc = alloc_func != NULL;
     if (alloc_func)
         memcpy(&inst->alloc, alloc_func, sizeof inst->alloc);
+    /* Read once the instance has started: where every call finds it. */
+    inst->has_stack_pointer = memory && stack_pointer;
+    if (inst->has_stack_pointer) {
+        memcpy(&inst->stack_pointer, stack_pointer, sizeof inst->stack_pointer);
+        sw_wasmtime_val val;
+        wt.global_get(context, &inst->stack_pointer, &val);
+        inst->stack_pointer_at_rest = val.of.i32;
+    }
     inst->arg_ptr = inst->arg_cap = 0;
     inst->mem_base = memory ? wt.memory_data(context, &inst->memory) : NULL;
     inst->mem_size_seen = memory ? wt.memory_data_size(context, &inst->memory) : 0;

@@ -142,10 +142,11 @@ int sw_conn_add_instance(sw_conn *conn, const char *module_name, const char *mod
                          void *context, uint32_t max_result_bytes, uint64_t fuel_per_call, uint32_t timeout_ms,
                          int host_calls);
 
-/* Points a slot at an instantiated module's memory and sqlwasm_alloc (or NULL).
-   Also used to swap in a fresh store and instance. */
+/* Points a slot at an instantiated module's memory, sqlwasm_alloc and
+   shadow stack pointer global (each NULL if it has none). Also used to swap
+   in a fresh store and instance. */
 void sw_conn_bind_instance(sw_conn *conn, int instance, void *store, void *context, const void *memory,
-                           const void *alloc_func);
+                           const void *alloc_func, const void *stack_pointer);
 
 /* One SQL function, as Python describes it to sw_conn_add_function. */
 typedef struct {
@@ -207,6 +208,8 @@ void sw_watchdog_stop(void);
 /* Sizes of the wasmtime handles as compiled, checked against wasmtime-py. */
 size_t sw_sizeof_func(void);
 size_t sw_sizeof_memory(void);
+size_t sw_sizeof_global(void);
+size_t sw_sizeof_val(void);
 size_t sw_sizeof_val_raw(void);
 
 #endif

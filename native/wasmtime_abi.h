@@ -27,6 +27,16 @@ typedef sw_wasmtime_error *(*sw_epoch_callback)(sw_wasmtime_context *, void *dat
 
 typedef struct { _Alignas(8) unsigned char opaque[16]; } sw_wasmtime_func;
 typedef struct { _Alignas(8) unsigned char opaque[24]; } sw_wasmtime_memory;
+typedef struct { _Alignas(8) unsigned char opaque[24]; } sw_wasmtime_global;
+/* wasmtime_val_t: a kind, then the value at offset 8 (an i32 is the union's first field). */
+enum { SW_VALKIND_I32 = 0 };
+typedef struct {
+    uint8_t kind;
+    _Alignas(8) union {
+        int32_t i32;
+        unsigned char opaque[24];
+    } of;
+} sw_wasmtime_val;
 
 typedef union {
     int32_t i32;
@@ -43,6 +53,9 @@ typedef struct {
 
 _Static_assert(sizeof(sw_wasmtime_func) == 16, "wasmtime_func_t is 16 bytes in wasmtime 50");
 _Static_assert(sizeof(sw_wasmtime_memory) == 24, "wasmtime_memory_t is 24 bytes in wasmtime 50");
+_Static_assert(sizeof(sw_wasmtime_global) == 24, "wasmtime_global_t is 24 bytes in wasmtime 50");
+_Static_assert(sizeof(sw_wasmtime_val) == 32 && offsetof(sw_wasmtime_val, of) == 8,
+               "wasmtime_val_t is a kind and a 24-byte union at offset 8 in wasmtime 50");
 _Static_assert(sizeof(sw_val_raw) == 16, "wasmtime_val_raw_t is 16 bytes in wasmtime 50");
 _Static_assert(sizeof(sw_byte_vec) == 16, "wasm_byte_vec_t is 16 bytes");
 
@@ -81,6 +94,8 @@ typedef struct {
     sw_wasmtime_error *(*error_new)(const char *message);
     void (*engine_increment_epoch)(sw_wasm_engine *);
     sw_wasm_engine *(*engine_clone)(sw_wasm_engine *);
+    void (*global_get)(sw_wasmtime_context *, const sw_wasmtime_global *, sw_wasmtime_val *);
+    sw_wasmtime_error *(*global_set)(sw_wasmtime_context *, const sw_wasmtime_global *, const sw_wasmtime_val *);
 } sw_wasmtime_api;
 
 #endif

@@ -18,7 +18,7 @@ from ._abi import ABIS, EXPORT_SLOTS, FUNC_SLOTS, KINDS, MAIN_SLOT, VALUE_TYPES
 from ._capabilities import host_functions, sqlite_call_flags
 from ._errors import Error, ManifestError
 from ._guest_sql import GuestSql, SqlGrant
-from ._manifest import ALLOC_EXPORT, FunctionSpec
+from ._manifest import ALLOC_EXPORT, STACK_POINTER_EXPORT, FunctionSpec
 
 if TYPE_CHECKING:
     from ._runtime import Module
@@ -332,7 +332,8 @@ def _guest_sql(state: _ConnectionState, instance_index: int, module: Module) -> 
 
 def _bind(state: _ConnectionState, instance_index: int, store: _engine.Store, instance: _engine.Instance) -> None:
     alloc = instance.func_handle(ALLOC_EXPORT)
-    state.native.bind_instance(instance_index, store.pointers(), instance.memory_handle, alloc)
+    stack_pointer = instance.i32_global_handle(STACK_POINTER_EXPORT)
+    state.native.bind_instance(instance_index, store.pointers(), instance.memory_handle, alloc, stack_pointer)
 
 
 def _refresh(state: _ConnectionState, installed: _Installed) -> None:

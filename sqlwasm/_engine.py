@@ -185,6 +185,10 @@ class Instance(Protocol):
         """The native handle of an exported function; None if export is not one."""
         ...
 
+    def i32_global_handle(self, export: str) -> bytes | None:
+        """The native handle of an exported mutable i32 global; None if export is not one."""
+        ...
+
 
 class Engine(Protocol):
     def compile(self, config: EngineConfig, data: bytes) -> CompiledModule: ...

@@ -67,10 +67,7 @@ from ._limits import MAX_TABLE_ELEMENTS, WASM_PAGE
 
 _native.bind_engine(
     str(wasmtime_ffi.filename),
-    {
-        name: ctypes.sizeof(getattr(wasmtime_c, name))
-        for name in ("wasmtime_func_t", "wasmtime_memory_t", "wasmtime_val_raw_t")
-    },
+    {name: ctypes.sizeof(getattr(wasmtime_c, name)) for name in _native.handle_sizes()},
 )
 # Stop the watchdog before the interpreter tears anything down.
 atexit.register(_native.watchdog_stop)
@@ -334,6 +331,15 @@ class WasmtimeInstance:
     def func_handle(self, export: str) -> bytes | None:
         func = self.instance.exports(self.store.store).get(export)
         return _handle_bytes(func._func) if isinstance(func, wasmtime.Func) else None
+
+    def i32_global_handle(self, export: str) -> bytes | None:
+        found = self.instance.exports(self.store.store).get(export)
+        if not isinstance(found, wasmtime.Global):
+            return None
+        kind = found.type(self.store.store)
+        if not kind.mutable or kind.content != wasmtime.ValType.i32():
+            return None
+        return _handle_bytes(found._global)
 
 
 class WasmtimeEngine:

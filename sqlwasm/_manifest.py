@@ -39,6 +39,9 @@ REQUIRED_ROLES = {
 }
 NULL_POLICIES = ("strict", "call")
 ALLOC_EXPORT = "sqlwasm_alloc"
+# A C guest's shadow stack pointer, exported by `sqlwasm build` (wasm-ld
+# --export=__stack_pointer): the host puts it back after a trap.
+STACK_POINTER_EXPORT = "__stack_pointer"
 RESERVED_NAMES = frozenset({"wasm_call", "sqlwasm_modules", "sqlwasm_functions"})
 
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")

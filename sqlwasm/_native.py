@@ -34,6 +34,8 @@ def handle_sizes() -> dict[str, int]:
     return {
         "wasmtime_func_t": int(lib.sw_sizeof_func()),
         "wasmtime_memory_t": int(lib.sw_sizeof_memory()),
+        "wasmtime_global_t": int(lib.sw_sizeof_global()),
+        "wasmtime_val_t": int(lib.sw_sizeof_val()),
         "wasmtime_val_raw_t": int(lib.sw_sizeof_val_raw()),
     }
 
@@ -212,14 +214,24 @@ class NativeConnection:
             raise MemoryError("sqlwasm: out of memory adding a module instance")
         return index
 
-    def bind_instance(self, index: int, store: tuple[int, int], memory: bytes | None, alloc: bytes | None) -> None:
+    def bind_instance(
+        self,
+        index: int,
+        store: tuple[int, int],
+        memory: bytes | None,
+        alloc: bytes | None,
+        stack_pointer: bytes | None = None,
+    ) -> None:
         """Points the slot at store (its native store and context pointers),
-        memory and alloc (native handle bytes); without memory the slot
-        refuses calls (the instance is starting)."""
+        memory, alloc and the shadow stack pointer global (native handle
+        bytes); without memory the slot refuses calls (the instance is
+        starting)."""
         if memory is not None and len(memory) != lib.sw_sizeof_memory():
             raise ValueError(f"a memory handle is {lib.sw_sizeof_memory()} bytes")
         if alloc is not None and len(alloc) != lib.sw_sizeof_func():
             raise ValueError(f"a function handle is {lib.sw_sizeof_func()} bytes")
+        if stack_pointer is not None and len(stack_pointer) != lib.sw_sizeof_global():
+            raise ValueError(f"a global handle is {lib.sw_sizeof_global()} bytes")
         lib.sw_conn_bind_instance(
             self._ptr,
             index,
@@ -227,6 +239,7 @@ class NativeConnection:
             _pointer(store[1]),
             ffi.new("char[]", memory) if memory is not None else ffi.NULL,
             ffi.new("char[]", alloc) if alloc is not None else ffi.NULL,
+            ffi.new("char[]", stack_pointer) if stack_pointer is not None else ffi.NULL,
         )
 
     def instance_used(self, index: int) -> bool:

@@ -135,6 +135,42 @@ def test_many_traps_in_a_row(pair: tuple[apsw.Connection, apsw.Connection]) -> N
 # A C guest keeps its stack frames in linear memory below the global
 # __stack_pointer, which each function moves down on entry and back on
 # return. A trap skips the returns.
+
+# The same in WAT: the module exports $sp as __stack_pointer (or under
+# another name, or immutable, which the host leaves alone), "push" moves it
+# down by 1000 and traps (deep at once); "sp" reads it.
+STACK_POINTER_WAT = MEMORY + """
+  (global $sp (export "{name}") (mut i32) (i32.const 65536))
+  (func (export "push") (param i64) (result i64)
+    (global.set $sp (i32.sub (global.get $sp) (i32.const 1000)))
+    (if (i64.eqz (local.get 0)) (then unreachable))
+    (i64.const 0))
+  (func (export "sp") (param i64) (result i64) (i64.extend_i32_s (global.get $sp)))
+"""
+STACK_POINTER_FUNCTIONS = (fn("s_push", export="push"), fn("s_sp", export="sp"))
+
+
+@pytest.mark.parametrize("name, restored", [("__stack_pointer", True), ("stack", False)])
+def test_a_trap_puts_the_exported_stack_pointer_back(build: Build, connect: Connect, name: str, restored: bool) -> None:
+    conn = connect(build(STACK_POINTER_WAT.format(name=name), manifest(*STACK_POINTER_FUNCTIONS, name="s")))
+    for _ in range(3):
+        with pytest.raises(apsw.SQLError, match="s.s_push: trap"):
+            conn.execute("SELECT s_push(0)").fetchall()
+    assert conn.execute("SELECT s_sp(0)").fetchall() == [(65536 if restored else 65536 - 3000,)]
+    # A call that returns keeps what it did: only a trap's leftovers are undone.
+    assert conn.execute("SELECT s_push(1), s_sp(0)").fetchall() == [(0, 64536 if restored else 61536)]
+
+
+def test_an_immutable_or_other_typed_stack_pointer_export_is_left_alone(build: Build, connect: Connect) -> None:
+    wat = MEMORY + """
+  (global (export "__stack_pointer") i64 (i64.const 7))
+  (func (export "boom") (param i64) (result i64) unreachable)
+  (func (export "ok") (param i64) (result i64) (local.get 0))
+"""
+    conn = connect(build(wat, manifest(fn("b_boom", export="boom"), fn("b_ok", export="ok"), name="b")))
+    with pytest.raises(apsw.SQLError, match="b.b_boom: trap"):
+        conn.execute("SELECT b_boom(0)").fetchall()
+    assert conn.execute("SELECT b_ok(5)").fetchall() == [(5,)]
 RECURSE_C = r'''
 #include "sqlwasm.h"
 static volatile int sink;
@@ -154,14 +190,10 @@ returns = "integer"
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an instance's globals survive a trap (by design: test_trap_is_a_clean_error's count_then_trap), and so "
-    "does a C guest's __stack_pointer, left as deep as the trapped call went: after enough stack-overflow traps "
-    "every call of the guest fails with an out-of-bounds access until the connection is reopened. Fixing it "
-    "means resetting the shadow stack pointer after a trap, or a fresh instance (docs/abi.md, Errors)",
-)
 def test_stack_overflow_traps_do_not_use_up_a_c_guests_stack(tmp_path: Path, session_key: Ed25519PrivateKey) -> None:
+    """The host puts the exported __stack_pointer back after each trap.
+    Before it did, the 60th or so trap left the stack pointer below 0 and
+    every later call failed with an out-of-bounds access."""
     from sqlwasm._build import build
     from sqlwasm._signing import sign
 

@@ -16,7 +16,7 @@
  *   - grid cells are half-open too: a point is in cell
  *     (floor(lat / step), floor(lon / step)).
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144 -Wl,--export=__stack_pointer
  *        -I extensions/sdk extensions/geo/geo.c -o geo.wasm
  */
 #include <math.h>

@@ -14,7 +14,7 @@
  * hands out the rows in batches. A failed query (no table edges, not
  * granted, ...) is the error of the first next, so SQL sees its text.
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144 -Wl,--export=__stack_pointer
  *        -I extensions/sdk extensions/graph/graph.c -o graph.wasm
  */
 #include "sqlwasm.h"

@@ -7,7 +7,7 @@
  * Build a module (a WASI "reactor" with no imports; `sqlwasm build` does this):
  *
  *   python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s \
- *       -Wl,-z,stack-size=262144 -I extensions/sdk my_module.c -o my_module.wasm
+ *       -Wl,-z,stack-size=262144 -Wl,--export=__stack_pointer -I extensions/sdk my_module.c -o my_module.wasm
  *
  * Calling conventions (the "abi" of a function in the module's manifest):
  *

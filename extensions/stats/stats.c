@@ -26,7 +26,7 @@
  * "Serialized states" for the formats): exact for the stored values,
  * Chan et al.'s pairwise update for the moments.
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144 -Wl,--export=__stack_pointer
  *        -I extensions/sdk extensions/stats/stats.c -o stats.wasm
  */
 #include <float.h>

@@ -23,7 +23,7 @@
  *   text_ngrams(text, n)            table: the n-grams of code points
  *                                   (ngram, position)
  *
- * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144
+ * Build: python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -Wl,-z,stack-size=262144 -Wl,--export=__stack_pointer
  *        -I extensions/sdk extensions/text/text.c -o text.wasm
  */
 #include "sqlwasm.h"

@@ -17,7 +17,12 @@ from . import CompileError, PathLike, sdk_dir
 # long as the guest does no I/O; -s strips names so builds are reproducible.
 # zig's default 16 MiB shadow stack would make every instance start at 16 MiB
 # of memory; 256 KiB is plenty for guest code and overflows trap cleanly.
-ZIG_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=262144")
+# The shadow stack pointer is exported so that the host can put it back after
+# a trap (which skips the epilogues that would): docs/abi.md.
+ZIG_FLAGS = (
+    "-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=262144",
+    "-Wl,--export=__stack_pointer",
+)
 CXX_SUFFIXES = frozenset({".cc", ".cpp", ".cxx"})
 # wasm32-wasi has no C++ exceptions: without this, anything that can throw
 # fails to link (__cxa_throw). libc++ then aborts (a trap) where it would throw.
