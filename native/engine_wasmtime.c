@@ -120,6 +120,12 @@ static void sw_message_cause(const sw_byte_vec *v, const char **start, int *len)
         begin--;
     while (begin < end && v->data[begin] == ' ')
         begin++;
+    /* "Caused by:" lists its causes numbered ("    1: wasm trap: ..."). */
+    size_t digits = begin;
+    while (digits < end && v->data[digits] >= '0' && v->data[digits] <= '9')
+        digits++;
+    if (digits > begin && end - digits >= 2 && v->data[digits] == ':' && v->data[digits + 1] == ' ')
+        begin = digits + 2;
     static const char prefix[] = "wasm trap: ";
     if (end - begin >= sizeof prefix - 1 && memcmp(v->data + begin, prefix, sizeof prefix - 1) == 0)
         begin += sizeof prefix - 1;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,16 @@ def test_trap_is_a_clean_error(pair: tuple[apsw.Connection, apsw.Connection], sq
     assert counter(conn) == expected
     assert conn.execute("SELECT x_indirect(1), x_peek(65528)").fetchall() == [(42, 0)]
     assert counter(bystander) == 3
+
+
+def test_an_out_of_bounds_message_names_the_cause_once(pair: tuple[apsw.Connection, apsw.Connection]) -> None:
+    """wasmtime numbers the causes of an out-of-bounds access (0: the
+    address, 1: the trap); the message gives the trap's alone."""
+    conn, _ = pair
+    message = one_error(conn, "SELECT x_store(-1)")
+    assert re.fullmatch(
+        r"x\.x_store: trap \(out-of-bounds memory access\): out of bounds memory access in wasm function \d+", message
+    ), message
 
 
 def test_in_bounds_edges_work(pair: tuple[apsw.Connection, apsw.Connection]) -> None:
