@@ -64,6 +64,7 @@ from ._engine import (
 )
 from ._errors import CapabilityError, TrapError
 from ._limits import MAX_TABLE_ELEMENTS, WASM_PAGE
+from ._wasmfile import MalformedModule, v128_at_boundary
 
 _native.bind_engine(
     str(wasmtime_ffi.filename),
@@ -344,12 +345,28 @@ class WasmtimeInstance:
 
 class WasmtimeEngine:
     def compile(self, config: EngineConfig, data: bytes) -> CompiledModule:
+        return self._compile(config, data, v128_globals=False)
+
+    def _compile(self, config: EngineConfig, data: bytes, *, v128_globals: bool) -> CompiledModule:
+        """v128_globals: whether exported v128 globals may stay (they are
+        described without asking their type; preinit exports every global
+        to read it)."""
         try:
             module = wasmtime.Module(_engine(config), data)
         except wasmtime.WasmtimeError as exc:
             cause = _cause(exc)
             proposal = next((name for pattern, name in REFUSED_PROPOSALS if pattern.search(cause)), None)
             raise InvalidWasm(cause, proposal if config.restricted else None) from exc
+        try:
+            v128 = v128_at_boundary(data, exported_globals=not v128_globals)
+        except MalformedModule as exc:
+            raise InvalidWasm(str(exc), None) from exc
+        if v128 is not None:
+            raise InvalidWasm(
+                f"{v128} has a v128 in its type: v128 values may be used inside a module's functions, not at its "
+                "imports and exports",
+                None,
+            )
         return _described(module, config)
 
     def validate(self, config: EngineConfig, data: bytes) -> None:
@@ -447,7 +464,7 @@ class WasmtimeEngine:
         where: str,
     ) -> Snapshot:
         config = EngineConfig()
-        compiled = self.compile(config, data)
+        compiled = self._compile(config, data, v128_globals=True)
         store = self.new_store(config, memory_pages)
         assert isinstance(store, WasmtimeStore) and isinstance(compiled.native, wasmtime.Module)
         wasm_store = store.store

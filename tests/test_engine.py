@@ -177,6 +177,48 @@ def test_an_invalid_module_is_still_just_invalid(build: Build, runtime: sqlwasm.
     assert message.startswith("module 't' is not valid wasm: ") and "type mismatch" in message, message
 
 
+# v128 at a module's boundary: wasmtime's C API aborts the process when asked
+# the kind of a v128 value type, which describing a module's imports and
+# exports does; found by the preinit fuzzer (its crash input is now a seed).
+V128_AT_THE_BOUNDARY = [
+    ('(import "env" "f" (func (param v128)))', "import env.f"),
+    ('(import "env" "f" (func (result v128)))', "import env.f"),
+    ('(import "env" "g" (global v128))', "import env.g"),
+    ('(func (export "v") (param v128) (result v128) (local.get 0))', "export v"),
+    ('(global (export "__stack_pointer") (mut v128) (v128.const i64x2 0 0))', "export __stack_pointer"),
+]
+
+
+@pytest.mark.parametrize("wat, where", V128_AT_THE_BOUNDARY, ids=[w for _, w in V128_AT_THE_BOUNDARY])
+def test_v128_at_a_modules_boundary_is_refused_not_a_crash(build: Build, runtime: sqlwasm.Runtime, wat: str, where: str) -> None:
+    data = build(wat + MEMORY + ANSWER, manifest(fn("t_f", export="f"), name="t"))
+    with pytest.raises(ManifestError, match=f"^module 't' is not valid wasm: {where} has a v128 in its type"):
+        runtime.load(data)
+
+
+def test_v128_inside_a_modules_functions_is_fine(build: Build, connect: Connect) -> None:
+    wat = MEMORY + """
+  (global $lanes (mut v128) (v128.const i64x2 1 2))
+  (func $sum (param v128) (result i64) (i64.add (i64x2.extract_lane 0 (local.get 0)) (i64x2.extract_lane 1 (local.get 0))))
+  (func (export "f") (param i64) (result i64) (i64.add (local.get 0) (call $sum (global.get $lanes))))
+"""
+    conn = connect(build(wat, manifest(fn("t_f", export="f"), name="t")))
+    assert conn.execute("SELECT t_f(4)").fetchall() == [(7,)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_the_boundary_reader_takes_any_bytes(tail: bytes) -> None:
+    from sqlwasm._wasmfile import MAGIC, MalformedModule, v128_at_boundary
+
+    for data in (tail, MAGIC + tail):
+        try:
+            found = v128_at_boundary(data)
+        except MalformedModule:
+            continue
+        assert found is None or found.startswith(("import ", "export "))
+
+
 # What the ABI keeps: SIMD128, bulk memory, sign extension, multi-value,
 # mutable globals, saturating conversions, reference types (LLVM encodes
 # call_indirect's table index the reference-types way).

@@ -1,5 +1,5 @@
 """Fuzzes the wasm section reader (sqlwasm/_wasmfile.py: sections,
-find_custom, declared_memories, without_custom_sections) with whole files.
+find_custom, declared_memories, without_custom_sections, v128_at_boundary) with whole files.
 
 Oracle: every reader either answers or raises MalformedModule (the reader's
 documented error; its callers turn it into ManifestError or SignatureError);
@@ -33,6 +33,7 @@ with atheris.instrument_imports(include=["sqlwasm"]):
         declared_memories,
         find_custom,
         sections,
+        v128_at_boundary,
         without_custom_sections,
     )
 
@@ -88,6 +89,22 @@ def check_memories(data: bytes, memories: list[DeclaredMemory]) -> None:
             raise AssertionError(f"export {export.name!r} is a memory the reader did not see ({only}) in {data!r}")
 
 
+def check_boundary(data: bytes) -> None:
+    """Only for modules wasmtime accepts: v128_at_boundary reads them, and
+    when it finds no v128 at the boundary, describing every import and
+    export type (what the engine layer does on load) is safe: asking
+    wasmtime's C API the kind of a v128 aborts the process."""
+    try:
+        found = v128_at_boundary(data)
+    except MalformedModule as exc:
+        raise AssertionError(f"wasmtime accepts {data!r}; v128_at_boundary() refuses it: {exc}") from exc
+    if found is None:
+        module = wasmtime.Module(ENGINE, data)
+        for item in [*module.imports, *module.exports]:
+            if isinstance(item.type, wasmtime.FuncType):
+                [str(t) for t in (*item.type.params, *item.type.results)]
+
+
 def test_one_input(data: bytes) -> None:
     try:
         wasmtime.Module.validate(ENGINE, data)
@@ -120,6 +137,7 @@ def test_one_input(data: bytes) -> None:
         return
     if valid:
         check_memories(data, memories)
+        check_boundary(data)
 
 
 def main() -> None:
