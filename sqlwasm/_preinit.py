@@ -29,7 +29,17 @@ from ._errors import Error, ManifestError, TrapError
 from ._limits import DEFAULT_MEMORY_PAGES, WASM_PAGE
 from ._manifest import MANIFEST_SECTION, manifest_from_json
 from ._signing import SIGNATURE_SECTION
-from ._wasmfile import MAGIC, MalformedModule, _read_u32, encode_u32, find_custom, sections
+from ._wasmfile import (
+    END,
+    MAGIC,
+    VALUE_TYPES,
+    MalformedModule,
+    SectionReader,
+    _read_u32,
+    encode_u32,
+    find_custom,
+    sections,
+)
 
 INITIALIZERS = ("wizer.initialize", "sqlwasm_init")
 REACTOR_INITIALIZE = "_initialize"
@@ -43,9 +53,7 @@ IMPORT, FUNCTION, TABLE, MEMORY, GLOBAL, EXPORT, START, ELEMENT, CODE, DATA, DAT
 # Where each known section goes: custom sections stay after the one they followed.
 SECTION_ORDER = (1, IMPORT, FUNCTION, TABLE, MEMORY, TAG, GLOBAL, EXPORT, START, ELEMENT, DATA_COUNT, CODE, DATA)
 EXTERN_KINDS = {0: "function", 1: "table", 2: "memory", 3: "global", 4: "tag"}
-VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128", 0x70: "funcref", 0x6F: "externref"}
 REFERENCE_TYPES = {"funcref", "externref"}
-END = 0x0B
 # A run of zeros at least this long splits a data segment (a segment's own
 # framing costs up to 13 bytes).
 SEGMENT_GAP = 16
@@ -69,73 +77,6 @@ class _Export:
     name: str
     kind: int
     index: int
-
-
-class _Reader:
-    """A cursor over one section's payload; every read checks its bounds."""
-
-    def __init__(self, data: bytes, pos: int, end: int) -> None:
-        self.data, self.pos, self.end = data, pos, end
-
-    def u32(self) -> int:
-        value, self.pos = _read_u32(self.data, self.pos, self.end)
-        return value
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise MalformedModule(f"truncated section at offset {self.pos}")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > self.end:
-            raise MalformedModule(f"truncated section at offset {self.pos}")
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def name(self) -> str:
-        raw = self.take(self.u32())
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MalformedModule(f"a name at offset {self.pos - len(raw)} is not UTF-8") from exc
-
-    def skip_leb(self) -> None:
-        for _ in range(10):
-            if not self.byte() & 0x80:
-                return
-        raise MalformedModule(f"LEB128 too long at offset {self.pos}")
-
-    def const_expr(self) -> bytes:
-        """A constant expression's bytes, through its END."""
-        start = self.pos
-        while True:
-            op = self.byte()
-            if op == END:
-                return self.data[start : self.pos]
-            if op in (0x41, 0x42, 0x23, 0xD2):  # i32/i64.const, global.get, ref.func
-                self.skip_leb()
-            elif op == 0x43:
-                self.take(4)
-            elif op == 0x44:
-                self.take(8)
-            elif op == 0xD0:  # ref.null: a one-byte heap type (function references are off)
-                self.byte()
-            elif op == 0xFD and self.u32() == 12:  # v128.const
-                self.take(16)
-            elif op not in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
-                raise MalformedModule(f"unsupported instruction 0x{op:02x} in a constant expression at {self.pos - 1}")
-
-    def limits(self) -> tuple[int, int, int | None]:
-        flags = self.byte()
-        if flags & ~0x01:
-            raise MalformedModule(f"limits flags 0x{flags:02x} at offset {self.pos - 1} (shared or 64-bit)")
-        minimum = self.u32()
-        return flags, minimum, self.u32() if flags & 0x01 else None
-
-    def done(self) -> None:
-        if self.pos != self.end:
-            raise MalformedModule(f"section has {self.end - self.pos} unread bytes at offset {self.pos}")
 
 
 def _encode_s(value: int) -> bytes:
@@ -187,7 +128,7 @@ class _Module:
                 raise MalformedModule(f"unexpected section id {section.id} at offset {section.start}")
             last = section.id
             self.known[section.id] = data[section.payload_start : section.end]
-            reader = _Reader(data, section.payload_start, section.end)
+            reader = SectionReader.of(data, section)
             parse = {
                 IMPORT: self._imports, TABLE: self._tables, MEMORY: self._memories, GLOBAL: self._globals,
                 EXPORT: self._exports, START: self._start, ELEMENT: self._elements, DATA: self._data,
@@ -199,7 +140,7 @@ class _Module:
     def refuse(self, why: str) -> PreinitError:
         return PreinitError(f"cannot pre-initialize {self.where}: {why}")
 
-    def _imports(self, r: _Reader) -> None:
+    def _imports(self, r: SectionReader) -> None:
         for _ in range(r.u32()):
             module, name, kind = r.name(), r.name(), r.byte()
             if kind != 0:
@@ -210,20 +151,20 @@ class _Module:
             r.u32()
             self.imported_functions += 1
 
-    def _tables(self, r: _Reader) -> None:
+    def _tables(self, r: SectionReader) -> None:
         for _ in range(r.u32()):
             r.byte()  # the element type
             r.limits()
             self.tables += 1
 
-    def _memories(self, r: _Reader) -> None:
+    def _memories(self, r: SectionReader) -> None:
         count = r.u32()
         if count > 1:
             raise self.refuse(f"it defines {count} memories (multiple memories are not supported)")
         if count:
             self.memory = r.limits()
 
-    def _globals(self, r: _Reader) -> None:
+    def _globals(self, r: SectionReader) -> None:
         for _ in range(r.u32()):
             code = r.byte()
             if code not in VALUE_TYPES:
@@ -233,14 +174,14 @@ class _Module:
                 raise MalformedModule(f"global mutability 0x{mutable:02x} at offset {r.pos - 1}")
             self.globals.append(_Global(VALUE_TYPES[code], bool(mutable), r.const_expr()))
 
-    def _exports(self, r: _Reader) -> None:
+    def _exports(self, r: SectionReader) -> None:
         for _ in range(r.u32()):
             self.exports.append(_Export(r.name(), r.byte(), r.u32()))
 
-    def _start(self, r: _Reader) -> None:
+    def _start(self, r: SectionReader) -> None:
         self.start = r.u32()
 
-    def _elements(self, r: _Reader) -> None:
+    def _elements(self, r: SectionReader) -> None:
         for index in range(r.u32()):
             flags = r.u32()
             if flags > 7:
@@ -258,7 +199,7 @@ class _Module:
             for _ in range(r.u32()):
                 r.const_expr() if flags & 0b100 else r.u32()
 
-    def _data(self, r: _Reader) -> None:
+    def _data(self, r: SectionReader) -> None:
         for index in range(r.u32()):
             flags = r.u32()
             if flags == 1:

@@ -169,128 +169,143 @@ def declared_tables(data: bytes) -> list[DeclaredTable]:
     return found
 
 
-# The value types a module's boundary may use: numbers and the two reference
-# types. v128 is left out on purpose: wasmtime's C API cannot describe it
-# (asking for its kind aborts the process), so a module whose imports or
-# exports carry one is refused before anything asks (v128 inside its
-# functions is fine).
+# Value types by their one-byte encoding (the proposals sqlwasm enables).
 V128 = 0x7B
-BOUNDARY_VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x70: "funcref", 0x6F: "externref"}
+VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", V128: "v128", 0x70: "funcref", 0x6F: "externref"}
+END = 0x0B
 TYPE_SECTION_ID, IMPORT_SECTION_ID, FUNCTION_SECTION_ID, GLOBAL_SECTION_ID, EXPORT_SECTION_ID = 1, 2, 3, 6, 7
-# constant-expression opcodes -> how many immediate bytes follow (None: one LEB128)
-_CONST_IMMEDIATES: dict[int, int | None] = {
-    0x41: None, 0x42: None, 0x23: None, 0xD2: None,  # i32/i64.const, global.get, ref.func
-    0x43: 4, 0x44: 8, 0xD0: 1,  # f32/f64.const, ref.null (a one-byte heap type)
-    0x6A: 0, 0x6B: 0, 0x6C: 0, 0x7C: 0, 0x7D: 0, 0x7E: 0,  # extended-const add, sub, mul
-}
 
 
-class _Cursor:
+class SectionReader:
+    """A cursor over one section's payload; every read checks its bounds."""
+
     def __init__(self, data: bytes, pos: int, end: int) -> None:
         self.data, self.pos, self.end = data, pos, end
 
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise MalformedModule(f"section truncated at offset {self.pos}")
-        self.pos += 1
-        return self.data[self.pos - 1]
+    @classmethod
+    def of(cls, data: bytes, section: Section) -> SectionReader:
+        return cls(data, section.payload_start, section.end)
 
     def u32(self) -> int:
         value, self.pos = _read_u32(self.data, self.pos, self.end)
         return value
 
-    def leb(self) -> None:
-        """Skips a LEB128 of any width (s32, s64)."""
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise MalformedModule(f"truncated section at offset {self.pos}")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise MalformedModule(f"truncated section at offset {self.pos}")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def name(self) -> str:
+        raw = self.take(self.u32())
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedModule(f"a name at offset {self.pos - len(raw)} is not UTF-8") from exc
+
+    def skip_leb(self) -> None:
         for _ in range(10):
             if not self.byte() & 0x80:
                 return
         raise MalformedModule(f"LEB128 too long at offset {self.pos}")
 
-    def name(self) -> str:
-        size = self.u32()
-        if self.pos + size > self.end:
-            raise MalformedModule(f"name at offset {self.pos} runs past its section")
-        self.pos += size
-        return self.data[self.pos - size : self.pos].decode("utf-8", "replace")
+    def value_type(self) -> int:
+        code = self.byte()
+        if code not in VALUE_TYPES:
+            raise MalformedModule(f"value type 0x{code:02x} at offset {self.pos - 1} is one sqlwasm does not read")
+        return code
 
-    def skip_limits(self) -> None:
-        flags = self.byte()
-        self.u32()
-        if flags & 0x01:
-            self.u32()
-
-    def skip_const_expr(self) -> None:
+    def const_expr(self) -> bytes:
+        """A constant expression's bytes, through its END."""
+        start = self.pos
         while True:
-            opcode = self.byte()
-            if opcode == 0x0B:
-                return
-            if opcode == 0xFD:  # v128.const: its sub-opcode, then 16 bytes
-                self.u32()
-                self.pos += 16
-                continue
-            if opcode not in _CONST_IMMEDIATES:
-                raise MalformedModule(f"constant expression opcode 0x{opcode:02x} at offset {self.pos - 1}")
-            size = _CONST_IMMEDIATES[opcode]
-            if size is None:
-                self.leb()
-            else:
-                self.pos += size
+            op = self.byte()
+            if op == END:
+                return self.data[start : self.pos]
+            if op in (0x41, 0x42, 0x23, 0xD2):  # i32/i64.const, global.get, ref.func
+                self.skip_leb()
+            elif op == 0x43:
+                self.take(4)
+            elif op == 0x44:
+                self.take(8)
+            elif op == 0xD0:  # ref.null: a one-byte heap type (function references are off)
+                self.byte()
+            elif op == 0xFD and self.u32() == 12:  # v128.const
+                self.take(16)
+            elif op not in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
+                raise MalformedModule(f"unsupported instruction 0x{op:02x} in a constant expression at {self.pos - 1}")
+
+    def limits(self) -> tuple[int, int, int | None]:
+        flags = self.byte()
+        if flags & ~0x01:
+            raise MalformedModule(f"limits flags 0x{flags:02x} at offset {self.pos - 1} (shared or 64-bit)")
+        minimum = self.u32()
+        return flags, minimum, self.u32() if flags & 0x01 else None
+
+    def done(self) -> None:
+        if self.pos != self.end:
+            raise MalformedModule(f"section has {self.end - self.pos} unread bytes at offset {self.pos}")
 
 
 def v128_at_boundary(data: bytes, *, exported_globals: bool = True) -> str | None:
     """The first import or export whose type carries a v128 ("import M.N",
     "export N"), or None; exported v128 globals count only with
-    exported_globals. Reads the encodings of the proposals sqlwasm enables:
-    call it on modules the engine has validated."""
+    exported_globals. wasmtime's C API cannot describe a v128 (asking for its
+    kind aborts the process), so the host asks this first; v128 inside a
+    module's functions is fine. Reads the encodings of the proposals sqlwasm
+    enables: call it on modules the engine has validated."""
     found = {s.id: s for s in sections(data) if s.id != CUSTOM_SECTION_ID}
     has_v128: list[bool] = []  # per type index
     if TYPE_SECTION_ID in found:
-        cursor = _Cursor(data, found[TYPE_SECTION_ID].payload_start, found[TYPE_SECTION_ID].end)
-        for _ in range(cursor.u32()):
-            if cursor.byte() != 0x60:
-                raise MalformedModule(f"type at offset {cursor.pos - 1} is not a function type sqlwasm reads")
-            kinds = [cursor.byte() for _ in range(cursor.u32())]
-            kinds += [cursor.byte() for _ in range(cursor.u32())]
-            unknown = [k for k in kinds if k != V128 and k not in BOUNDARY_VALUE_TYPES]
-            if unknown:
-                raise MalformedModule(f"value type 0x{unknown[0]:02x} in the type section is one sqlwasm does not read")
+        r = SectionReader.of(data, found[TYPE_SECTION_ID])
+        for _ in range(r.u32()):
+            if r.byte() != 0x60:
+                raise MalformedModule(f"type at offset {r.pos - 1} is not a function type sqlwasm reads")
+            kinds = [r.value_type() for _ in range(r.u32())]
+            kinds += [r.value_type() for _ in range(r.u32())]
             has_v128.append(V128 in kinds)
     function_types: list[int] = []
     global_types: list[int] = []
     if IMPORT_SECTION_ID in found:
-        cursor = _Cursor(data, found[IMPORT_SECTION_ID].payload_start, found[IMPORT_SECTION_ID].end)
-        for _ in range(cursor.u32()):
-            where = f"import {cursor.name()}.{cursor.name()}"
-            kind = cursor.byte()
+        r = SectionReader.of(data, found[IMPORT_SECTION_ID])
+        for _ in range(r.u32()):
+            where = f"import {r.name()}.{r.name()}"
+            kind = r.byte()
             if kind == 0x00:
-                function_types.append(cursor.u32())
+                function_types.append(r.u32())
                 if function_types[-1] < len(has_v128) and has_v128[function_types[-1]]:
                     return where
             elif kind == 0x01:
-                cursor.byte()
-                cursor.skip_limits()
+                r.value_type()
+                r.limits()
             elif kind == 0x02:
-                cursor.skip_limits()
+                r.limits()
             elif kind == 0x03:
-                global_types.append(cursor.byte())
-                cursor.byte()
+                global_types.append(r.value_type())
+                r.byte()
                 if global_types[-1] == V128:
                     return where
             else:
                 raise MalformedModule(f"import kind 0x{kind:02x} is one sqlwasm does not read")
     if FUNCTION_SECTION_ID in found:
-        cursor = _Cursor(data, found[FUNCTION_SECTION_ID].payload_start, found[FUNCTION_SECTION_ID].end)
-        function_types += [cursor.u32() for _ in range(cursor.u32())]
+        r = SectionReader.of(data, found[FUNCTION_SECTION_ID])
+        function_types += [r.u32() for _ in range(r.u32())]
     if GLOBAL_SECTION_ID in found:
-        cursor = _Cursor(data, found[GLOBAL_SECTION_ID].payload_start, found[GLOBAL_SECTION_ID].end)
-        for _ in range(cursor.u32()):
-            global_types.append(cursor.byte())
-            cursor.byte()
-            cursor.skip_const_expr()
+        r = SectionReader.of(data, found[GLOBAL_SECTION_ID])
+        for _ in range(r.u32()):
+            global_types.append(r.value_type())
+            r.byte()
+            r.const_expr()
     if EXPORT_SECTION_ID in found:
-        cursor = _Cursor(data, found[EXPORT_SECTION_ID].payload_start, found[EXPORT_SECTION_ID].end)
-        for _ in range(cursor.u32()):
-            name, kind, index = cursor.name(), cursor.byte(), cursor.u32()
+        r = SectionReader.of(data, found[EXPORT_SECTION_ID])
+        for _ in range(r.u32()):
+            name, kind, index = r.name(), r.byte(), r.u32()
             if kind == 0x00 and index < len(function_types) and function_types[index] < len(has_v128):
                 if has_v128[function_types[index]]:
                     return f"export {name}"
