@@ -174,6 +174,10 @@ class Runtime:
         such table), each verified against this Runtime's trusted keys like
         any other module: the database chooses no trust. A module that fails
         is refused with an error that names it and the database."""
+        return [module for _, module in self.load_stored_rows(conn)]
+
+    def load_stored_rows(self, conn: Any) -> list[tuple[_stored.StoredModule, Module]]:
+        """load_stored, with each module's row (its bytes, for sending on)."""
         execute = _stored.executor(conn)
         where = _stored.database_label(execute)
         loaded = []
@@ -187,7 +191,7 @@ class Runtime:
                 if label in str(exc):
                     raise
                 raise type(exc)(f"module {label}: {exc}") from exc
-            loaded.append(module)
+            loaded.append((stored, module))
         return loaded
 
     def _load_bytes(self, data: bytes, label: str) -> Module:

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, NamedTuple, 
 
 import apsw
 
-from . import _stored
 from ._errors import Error
 from ._guest_sql import ascii_lower
 from ._runtime import Grant, Module, Runtime, parse_grant
@@ -273,8 +272,7 @@ def stored_modules(runtime: Runtime, paths: Sequence[str], passed: Sequence[byte
     for path in paths:
         conn = open_shard(path)
         try:
-            runtime.load_stored(conn)  # verifies each, with errors that name it and the shard
-            stored = _stored.read(_stored.executor(conn), path)
+            stored = [row for row, _ in runtime.load_stored_rows(conn)]  # errors name the module and the shard
         except Error as exc:
             raise ShardError(path, str(exc)) from None
         finally:
