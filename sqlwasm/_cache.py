@@ -31,9 +31,10 @@ import struct
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 log = logging.getLogger("sqlwasm")
 
@@ -335,3 +336,24 @@ def clear(directory: Path, *, with_toolchains: bool = False) -> tuple[int, int]:
             removed += 1
             freed += size
     return removed, freed
+
+
+# POSIX flock; where there is none, the atomic rename alone keeps entries whole.
+CAN_LOCK = sys.platform != "win32"
+
+
+@contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on lock_path (a file in the cache directory,
+    made if absent) while a toolchain is built or installed there: one
+    process does it, the others wait. Where there are no POSIX locks, builds
+    may race, and the atomic rename of their results keeps entries whole."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if CAN_LOCK:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import sqlwasm
 from sqlwasm import _cache
 from sqlwasm._build import build
-from sqlwasm._build._javascript import _locked, engine_key, engine_objects
+from sqlwasm._build._javascript import engine_key, engine_objects
 from sqlwasm._errors import Error
 from sqlwasm._signing import sign
 from sqlwasm._wasmfile import declared_memories
@@ -449,7 +449,7 @@ def test_a_build_waits_for_the_engine_another_is_building(
     root = tmp_path / "cache" / "javascript"
     root.mkdir(parents=True, mode=0o700)
     found: list[list[Path]] = []
-    with _locked(root / f"{key}.lock"):  # another process is building
+    with _cache.locked(root / f"{key}.lock"):  # another process is building
         waiting = threading.Thread(target=lambda: found.append(engine_objects()))
         waiting.start()
         waiting.join(0.5)

@@ -83,28 +83,6 @@ def _check_node(node: str) -> None:
         )
 
 
-# POSIX flock; where there is none, the atomic rename alone keeps installs whole.
-_CAN_LOCK = sys.platform != "win32"
-
-
-class _InstallLock:
-    """An exclusive lock on a file beside the install."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if _CAN_LOCK:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # releases the lock
-
-
 def _npm_install(npm: str, base: Path, directory: Path) -> None:
     """Installs the pinned compiler into a fresh directory beside `directory`
     and renames it into place."""
@@ -161,9 +139,9 @@ def ensure_compiler() -> Path:
     usability = _cache.check(base, create=True)
     if not usability.usable:  # someone else could replace the compiler there
         raise Error(f"cannot install the AssemblyScript compiler into {base}: {usability.reason}")
-    with _InstallLock(base / f".{directory.name}.lock"):
+    with _cache.locked(base / f".{directory.name}.lock"):
         if not _installed(directory):  # another process may have finished meanwhile
-            if _CAN_LOCK:  # staging directories of installs that were killed: no one else is installing
+            if _cache.CAN_LOCK:  # staging directories of installs that were killed: no one else is installing
                 for leftover in base.glob(f".{directory.name}.tmp-*"):
                     shutil.rmtree(leftover, ignore_errors=True)
             print(

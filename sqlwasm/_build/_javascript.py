@@ -29,9 +29,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Collection, Iterator
+from typing import Collection
 
 import wasmtime
 
@@ -115,22 +114,6 @@ def _cache_root() -> Path | None:
     return root
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on lock_path (one engine build at a time)."""
-    with open(lock_path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # no POSIX locks: builds may race, the rename keeps entries whole
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _sdist(root: Path) -> Path:
     """The pinned quickjs-ng sdist, checked against its sha256: from
     $SQLWASM_QUICKJS_SDIST, the cache, or PyPI (pip download)."""
@@ -197,7 +180,7 @@ def engine_objects() -> list[Path]:
         return _build_engine(scratch, scratch / key)
     entry = root / key
     if not (entry / "complete").is_file():
-        with _locked(root / f"{key}.lock"):
+        with _cache.locked(root / f"{key}.lock"):
             if not (entry / "complete").is_file():  # another process may have built it meanwhile
                 _build_engine(root, entry)
     return sorted(entry.glob("*.o"))
