@@ -37,7 +37,7 @@ import wasmtime
 from .. import _cache
 from .._errors import Error
 from .._preinit import PreinitError, preinit
-from . import CompileError, sdk_dir
+from . import ZIG_FLAGS, CompileError, sdk_dir
 
 log = logging.getLogger("sqlwasm")
 
@@ -51,14 +51,14 @@ SDIST_ENV_VAR = "SQLWASM_QUICKJS_SDIST"
 
 # -Os: the engine is most of the module; it halves the code Cranelift compiles.
 COMPILE_FLAGS = ("-target", "wasm32-wasi", "-Os")
-# The C guests' 256 KiB shadow stack: the host's 128 KiB native wasm stack
-# runs out first (the glue caps JS recursion at 48 KiB of it). -O2 picks the
-# libc zig built for C guests (ZIG_FLAGS), rather than building another.
-LINK_FLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=262144")
+# Linked as C guests are (ZIG_FLAGS): their 256 KiB shadow stack (the host's
+# 128 KiB native wasm stack runs out first; the glue caps JS recursion at
+# 48 KiB of it), the libc zig built for them, and __stack_pointer exported.
+LINK_FLAGS = ZIG_FLAGS
 COMPILE_JOBS = 2
 
 # Exports the glue itself has: a JS export must not take these names.
-GLUE_EXPORTS = frozenset({"memory", "_initialize", "sqlwasm_alloc", "sqlwasm_init"})
+GLUE_EXPORTS = frozenset({"memory", "_initialize", "sqlwasm_alloc", "sqlwasm_init", "__stack_pointer"})
 AGGREGATE_ROLES = ("init", "step", "final", "drop")
 WINDOW_ROLES = ("value", "inverse")
 PROBE_FUEL = 2_000_000_000  # the author's top-level code gets this much at build time (seconds)
